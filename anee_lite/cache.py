@@ -1,0 +1,92 @@
+"""A KV cache that stays exact when tokens leave the model early.
+
+A token that exits after layer L never computes keys and values for the layers above L, yet a
+later token that runs deeper will attend to it there. We fill those entries the way CALM does
+(state propagation): the exited token's frozen residual goes through the deeper layer's input norm
+and K/V projections (and RoPE) only. We do it *lazily*: the cache keeps every token's frozen
+residual and fills a layer's missing entries the first time some later token runs that layer.
+The values are the same as filling them eagerly at exit time, but a static exit (every token
+stops at the same layer) never pays for layers nobody reaches.
+
+The alternative, running the skipped layers in full for the exited tokens later (a "catch-up"
+pass), gives the keys/values the full model would have had, but costs as much as not exiting,
+so it undoes the saving it is meant to keep; propagation is what CALM measured to keep quality.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .architectures import Architecture, ModelDims
+
+
+class KVCache:
+    """Keys and values per layer, plus each token's frozen residual for lazy propagation.
+
+    Attributes:
+        keys, values: per layer, [B, n_kv_heads, T_l, d_head]; T_l can lag behind ``len(self)``
+            for layers that no token has needed since some tokens exited below them.
+        resid: [B, T, d_model] the residual each token left the model with.
+        positions: [B, T] position ids used for the rotary embedding of late-filled keys.
+        attention_mask: [B, T] bool, False at padding.
+        exit_layers: [B, T] how many layers each token ran.
+        propagated: (token, layer) K/V entries filled from a frozen residual so far.
+    """
+
+    def __init__(self, dims: ModelDims, batch_size: int, owner: int):
+        self.dims = dims
+        self.batch_size = batch_size
+        self.owner = owner  # id() of the model that wrote it: a cache is useless to another model
+        self.keys: list[Tensor | None] = [None] * dims.n_layers
+        self.values: list[Tensor | None] = [None] * dims.n_layers
+        self.resid: Tensor | None = None
+        self.positions: Tensor | None = None
+        self.attention_mask: Tensor | None = None
+        self.exit_layers: Tensor | None = None
+        self.propagated = 0
+
+    def __len__(self) -> int:
+        return 0 if self.resid is None else self.resid.shape[1]
+
+    def layer_length(self, layer: int) -> int:
+        """How many tokens have keys/values at ``layer`` already."""
+        k = self.keys[layer]
+        return 0 if k is None else k.shape[2]
+
+    def catch_up(self, arch: Architecture, layer: int) -> None:
+        """Fill ``layer`` for tokens that exited below it, from their frozen residuals."""
+        start, end = self.layer_length(layer), len(self)
+        if start == end:
+            return
+        pos_info = arch.position_info(self.positions[:, start:end])
+        k, v = arch.attn_kv(layer, self.resid[:, start:end], pos_info)  # [B, K, n, D]
+        self._append(layer, k, v)
+        self.propagated += (end - start) * self.batch_size
+
+    def extend(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append this call's keys/values at ``layer``; return all of them [B, K, T_past + T, D]."""
+        self._append(layer, k, v)
+        return self.keys[layer], self.values[layer]
+
+    def _append(self, layer: int, k: Tensor, v: Tensor) -> None:
+        old_k, old_v = self.keys[layer], self.values[layer]
+        self.keys[layer] = k if old_k is None else torch.cat([old_k, k], dim=2)  # along T
+        self.values[layer] = v if old_v is None else torch.cat([old_v, v], dim=2)
+
+    def add_tokens(self, resid: Tensor, positions: Tensor, attention_mask: Tensor, exit_layers: Tensor) -> None:
+        """Record this call's tokens once the layer loop is done."""
+        def cat(old, new):
+            return new if old is None else torch.cat([old, new], dim=1)
+
+        self.resid = cat(self.resid, resid)
+        self.positions = cat(self.positions, positions)
+        self.attention_mask = cat(self.attention_mask, attention_mask)
+        self.exit_layers = cat(self.exit_layers, exit_layers)
+
+    def nbytes(self) -> int:
+        """Memory held by keys, values and the frozen residuals, in bytes."""
+        tensors = [t for t in self.keys + self.values if t is not None]
+        if self.resid is not None:
+            tensors.append(self.resid)
+        return sum(t.numel() * t.element_size() for t in tensors)

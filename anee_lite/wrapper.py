@@ -1,0 +1,126 @@
+"""The seed's front door: ``ANEEWrapper(config)``, callable on token ids, with ``generate``."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .budget import budget_exit_layer
+from .config import ANEEConfig
+from .generation import GenerationResult, greedy_generate
+from .model import ForwardOutput, UnrolledModel
+from .validation import check_fraction, check_int
+
+
+class ANEEWrapper:
+    """A pretrained LM whose forward pass stops early when its ``energy_budget`` runs out.
+
+    Args:
+        config: model name and default budget knobs; ``ANEEConfig()`` (GPT-2) if omitted.
+        hf_model: an already loaded HF model to wrap instead of loading ``config.model_name``.
+        tokenizer: its tokenizer (needed by ``generate`` when a prompt is text).
+    """
+
+    def __init__(self, config: ANEEConfig | None = None, *, hf_model=None, tokenizer=None):
+        self.config = config if config is not None else ANEEConfig()
+        if hf_model is None:
+            from .loading import load_pretrained
+
+            hf_model, tokenizer = load_pretrained(self.config.model_name)
+        self.hf_model = hf_model.to(self.config.device).eval()
+        self.tokenizer = tokenizer
+        self.model = UnrolledModel(self.hf_model)
+        check_int("min_layers", self.config.min_layers, low=0, high=self.n_layers)
+
+    @classmethod
+    def from_pretrained(cls, model_name: str, **config_kwargs) -> "ANEEWrapper":
+        """``ANEEWrapper(ANEEConfig(model_name=..., **config_kwargs))``."""
+        return cls(ANEEConfig(model_name=model_name, **config_kwargs))
+
+    @property
+    def n_layers(self) -> int:
+        """Decoder layers in the wrapped model."""
+        return self.model.dims.n_layers
+
+    def exit_layer(self, energy_budget: float | None = None, min_layers: int | None = None,
+                   exit_budget_threshold: float | None = None) -> int:
+        """Layers the seed's controller runs for these knobs (each defaults to the config's)."""
+        cfg = self.config
+        return budget_exit_layer(
+            self.n_layers,
+            cfg.energy_budget if energy_budget is None else energy_budget,
+            cfg.min_layers if min_layers is None else min_layers,
+            cfg.exit_budget_threshold if exit_budget_threshold is None else exit_budget_threshold,
+        )
+
+    def __call__(self, input_ids: Tensor, energy_budget: float | None = None, attention_mask: Tensor | None = None,
+                 *, min_layers: int | None = None, exit_budget_threshold: float | None = None,
+                 **forward_kwargs) -> ForwardOutput:
+        """Forward pass under a budget: ``out["logits"]`` [B, T, vocab] and ``out["stats"]``.
+
+        ``exit_layers=`` or ``controller=`` (see :meth:`UnrolledModel.forward`) replace the budget;
+        other keyword arguments (``use_cache``, ``return_resid``, ...) pass through.
+        """
+        if "exit_layers" in forward_kwargs or "controller" in forward_kwargs:
+            if energy_budget is not None:
+                raise ValueError("pass energy_budget or exit_layers/controller, not both")
+            return self.model.forward(input_ids, attention_mask, **forward_kwargs)
+        n = self.exit_layer(energy_budget, min_layers, exit_budget_threshold)
+        return self.model.forward(input_ids, attention_mask, exit_layers=n, _min_exit=0, **forward_kwargs)
+
+    def encode(self, prompt: str | list[str], tokenizer=None) -> tuple[Tensor, Tensor]:
+        """Tokenize one prompt or a list (left-padded) -> input_ids, attention_mask [B, T]."""
+        import torch
+
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if tokenizer is None:
+            raise ValueError("tokenizer is required: pass tokenizer=... or build the wrapper with one")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise TypeError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
+        rows = [tokenizer(p)["input_ids"] for p in prompts]
+        if any(len(r) == 0 for r in rows):
+            raise ValueError("prompt must not be empty: the model needs at least one token to continue")
+        longest = max(len(r) for r in rows)
+        if longest > self.model.dims.n_ctx:
+            raise ValueError(f"prompt is {longest} tokens long, more than the context window "
+                             f"of {self.model.dims.n_ctx} tokens (n_ctx)")
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        ids = torch.tensor([[pad] * (longest - len(r)) + r for r in rows])  # left padding
+        mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows])
+        return ids.to(self.model.device), mask.to(self.model.device)
+
+    def generate(self, tokenizer=None, prompt: str | list[str] | None = None, max_new_tokens: int = 20,
+                 energy_budget: float | None = None, *, min_layers: int | None = None,
+                 exit_budget_threshold: float | None = None, use_cache: bool = True, controller=None,
+                 return_result: bool = False) -> str | list[str] | GenerationResult:
+        """Greedy continuation of ``prompt`` under a budget (or a controller).
+
+        Returns prompt + continuation decoded with ``skip_special_tokens=True`` (a list for a list
+        of prompts), or the :class:`GenerationResult` with per-token layers and timings if
+        ``return_result``. Generation stops at the tokenizer's EOS token, as HF ``generate`` does.
+        """
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if prompt is None:
+            raise ValueError("prompt is required")
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=0)
+        ids, mask = self.encode(prompt, tokenizer)
+        if ids.shape[1] + max_new_tokens > self.model.dims.n_ctx:
+            raise ValueError(f"prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+                             f"context window of {self.model.dims.n_ctx} tokens (n_ctx)")
+        if controller is not None:
+            if energy_budget is not None:
+                raise ValueError("pass energy_budget or controller, not both")
+            exit_layers = None
+        else:
+            if energy_budget is not None:
+                check_fraction("energy_budget", energy_budget)
+            exit_layers = self.exit_layer(energy_budget, min_layers, exit_budget_threshold)
+        result = greedy_generate(self.model, ids, mask, max_new_tokens=max_new_tokens, exit_layers=exit_layers,
+                                 controller=controller, use_cache=use_cache, eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.pad_token_id, _min_exit=0)
+        if return_result:
+            return result
+        texts = [tokenizer.decode(row[:ids.shape[1]][m.bool()].tolist() + row[ids.shape[1]:].tolist(),
+                                  skip_special_tokens=True)
+                 for row, m in zip(result.sequences, mask)]
+        return texts[0] if isinstance(prompt, str) else texts
