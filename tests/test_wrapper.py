@@ -1,0 +1,174 @@
+"""The seed's API: ANEEConfig, ANEEWrapper(...)(ids, energy_budget), generate, the budget table, bad input."""
+
+import math
+
+import pytest
+import torch
+from transformers import AutoTokenizer, GPT2LMHeadModel
+
+from anee_lite import ANEEConfig, ANEEWrapper, budget_exit_layer, budget_table
+from anee_lite.loading import load_pretrained
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_gpt2_folder):
+    """A 2-layer random GPT-2 with a real byte-level tokenizer, loaded through the public loader."""
+    hf, tok = load_pretrained(str(tiny_gpt2_folder))
+    return ANEEWrapper(ANEEConfig(model_name=str(tiny_gpt2_folder)), hf_model=hf, tokenizer=tok)
+
+
+@pytest.fixture(scope="module")
+def twelve(tiny_gpt2_folder):
+    """A 12-layer random GPT-2 (the seed's depth) sharing the tiny tokenizer."""
+    from transformers import GPT2Config
+
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2_folder)
+    torch.manual_seed(1)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=12, n_head=2,
+                     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    return ANEEWrapper(hf_model=GPT2LMHeadModel(cfg).eval(), tokenizer=tok)
+
+
+@pytest.mark.parametrize("budget,layers", [(1.0, 11), (0.5, 5), (0.05, 2), (0.0, 2)])
+def test_seed_budget_table_for_twelve_layers(budget, layers):
+    assert budget_exit_layer(12, budget, min_layers=2, exit_budget_threshold=0.1) == layers
+
+
+@pytest.mark.parametrize("budget", [0.0, 0.05, 0.3, 0.5, 1.0])
+def test_zero_threshold_runs_every_layer(budget):
+    assert budget_exit_layer(12, budget, min_layers=2, exit_budget_threshold=0.0) == 12
+
+
+def test_budget_follows_the_definition_by_hand():
+    # 30 layers, budget 0.5: after 12 layers 0.1 is left (not < 0.1, run on), after 13 about 0.067 (exit)
+    assert budget_exit_layer(30, 0.5, 2, 0.1) == 13
+    # min_layers is a floor even with nothing left, and 0 means the embeddings alone predict
+    assert budget_exit_layer(30, 0.0, 7, 0.1) == 7
+    assert budget_exit_layer(30, 0.0, 0, 0.1) == 0
+    assert [r["layers_executed"] for r in budget_table(12, (1.0, 0.5, 0.05, 0.0))] == [11, 5, 2, 2]
+
+
+def test_forward_stats_and_logits_follow_the_budget(twelve):
+    ids = torch.randint(0, 200, (2, 6), generator=torch.Generator().manual_seed(0))
+    out = twelve(ids, energy_budget=0.5)
+    assert out["logits"].shape == (2, 6, twelve.model.dims.d_vocab)
+    assert out["stats"]["layers_executed"] == 5 and out.stats.exited_early and out["stats"]["total_layers"] == 12
+    by_hand = twelve.model.forward(ids, return_resid=True).activations["blocks.4.hook_resid_post"]
+    assert torch.allclose(out["logits"], twelve.model.lens(by_hand), atol=1e-5)
+    full = twelve(ids, energy_budget=1.0, exit_budget_threshold=0.0)
+    with torch.no_grad():
+        assert (full["logits"] - twelve.hf_model(ids).logits).abs().max() <= 1e-4
+    assert not full["stats"]["exited_early"]
+
+
+def test_seed_quickstart_runs(tiny):
+    prompt = "The future of artificial intelligence is"
+    text = tiny.generate(tokenizer=tiny.tokenizer, prompt=prompt, max_new_tokens=20, energy_budget=0.05)
+    assert text.startswith(prompt)
+    assert tiny.generate(prompt=prompt, max_new_tokens=5) == tiny.generate(tokenizer=tiny.tokenizer, prompt=prompt,
+                                                                          max_new_tokens=5)
+
+
+def hf_greedy(hf, tok, prompt, n):
+    ids = tok(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                          pad_token_id=tok.pad_token_id)
+    return tok.decode(out[0], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_full_depth_generate_equals_huggingface(tiny, use_cache):
+    for prompt in ("Early exits", "The quick brown fox jumps over"):
+        ours = tiny.generate(prompt=prompt, max_new_tokens=12, exit_budget_threshold=0.0, use_cache=use_cache)
+        assert ours == hf_greedy(tiny.hf_model, tiny.tokenizer, prompt, 12)
+
+
+def test_smollm2_full_depth_generate_equals_huggingface(smollm2_hf):
+    hf, tok = smollm2_hf
+    model = ANEEWrapper(ANEEConfig(model_name="smollm2-135m"), hf_model=hf, tokenizer=tok)
+    prompt = "The future of artificial intelligence is"
+    assert model.generate(prompt=prompt, max_new_tokens=20, exit_budget_threshold=0.0) == hf_greedy(hf, tok, prompt, 20)
+
+
+def test_generation_stops_at_eos(tiny):
+    eos = tiny.tokenizer.eos_token_id
+    lm_bias = torch.full((tiny.model.dims.d_vocab,), -1e4)
+    lm_bias[eos] = 1e4  # make EOS the argmax everywhere: generation must stop after one token
+    original = tiny.model.arch.unembed
+    tiny.model.arch.unembed = lambda x: original(x) + lm_bias
+    try:
+        result = tiny.generate(prompt="Early exits", max_new_tokens=10, return_result=True)
+    finally:
+        tiny.model.arch.unembed = original
+    assert result.new_tokens.tolist() == [[eos]]
+
+
+def test_a_batch_of_prompts_matches_each_prompt_alone(tiny):
+    prompts = ["Early exits", "The quick brown fox jumps over the lazy"]
+    batch = tiny.generate(prompt=prompts, max_new_tokens=8, energy_budget=1.0, exit_budget_threshold=0.0)
+    assert batch == [tiny.generate(prompt=p, max_new_tokens=8, exit_budget_threshold=0.0) for p in prompts]
+
+
+def test_result_reports_layers_per_token(twelve):
+    result = twelve.generate(prompt="Early exits", max_new_tokens=4, energy_budget=0.5, return_result=True)
+    assert [int(t) for t in torch.cat(result.layers_per_token)] == [5] * len(result.layers_per_token)
+    assert len(result.step_times) == len(result.layers_per_token)
+
+
+BAD_CONFIGS = [
+    (dict(energy_budget=-0.1), ValueError, "energy_budget"),
+    (dict(energy_budget=1.5), ValueError, "energy_budget"),
+    (dict(energy_budget=math.nan), ValueError, "energy_budget"),
+    (dict(energy_budget="high"), TypeError, "energy_budget"),
+    (dict(min_layers=-1), ValueError, "min_layers"),
+    (dict(exit_budget_threshold=1.2), ValueError, "exit_budget_threshold"),
+    (dict(exit_budget_threshold=-0.5), ValueError, "exit_budget_threshold"),
+]
+
+
+@pytest.mark.parametrize("kwargs,error,name", BAD_CONFIGS)
+def test_bad_config_is_refused_with_a_clear_message(kwargs, error, name):
+    with pytest.raises(error, match=name):
+        ANEEConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(energy_budget=-0.01), ValueError, r"energy_budget must be in \[0.0, 1.0\]"),
+    (dict(energy_budget=1.01), ValueError, "energy_budget"),
+    (dict(energy_budget=float("nan")), ValueError, "energy_budget"),
+    (dict(energy_budget=None, min_layers=13), ValueError, r"min_layers must be in \[0, 12\]"),
+    (dict(energy_budget=0.5, exit_budget_threshold=2.0), ValueError, "exit_budget_threshold"),
+    (dict(max_new_tokens=-1), ValueError, "max_new_tokens"),
+    (dict(prompt=""), ValueError, "prompt"),
+    (dict(prompt="word " * 80), ValueError, "context window"),
+    (dict(prompt="word " * 8, max_new_tokens=60), ValueError, "max_new_tokens"),
+])
+def test_bad_generate_arguments_are_refused(twelve, kwargs, error, match):
+    args = dict(prompt="Early exits", max_new_tokens=3) | kwargs
+    with pytest.raises(error, match=match):
+        twelve.generate(**args)
+
+
+def test_min_layers_deeper_than_the_model_is_refused_at_construction(twelve):
+    with pytest.raises(ValueError, match=r"min_layers must be in \[0, 12\]"):
+        ANEEWrapper(ANEEConfig(min_layers=13), hf_model=twelve.hf_model, tokenizer=twelve.tokenizer)
+
+
+@pytest.mark.parametrize("ids,mask,match", [
+    (torch.zeros(2, 5, dtype=torch.long), torch.ones(2, 4, dtype=torch.long), r"attention_mask must have shape \[2, 5\]"),
+    (torch.zeros(2, 5, dtype=torch.long), torch.full((2, 5), 2), "only 0"),
+    (torch.zeros(5, dtype=torch.long), None, r"input_ids must have shape \[batch, tokens\]"),
+    (torch.zeros(1, 5), None, "input_ids must hold integers"),
+    (torch.full((1, 5), 10**6), None, "input_ids must be token ids"),
+    (torch.zeros(1, 70, dtype=torch.long), None, "context window"),
+    (torch.zeros(1, 0, dtype=torch.long), None, "at least one token"),
+])
+def test_bad_forward_inputs_are_refused(twelve, ids, mask, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        twelve(ids, energy_budget=0.5, attention_mask=mask)
+
+
+def test_unknown_model_names_the_offline_alias():
+    with pytest.raises(ValueError, match="smollm2-135m"):
+        ANEEWrapper(ANEEConfig(model_name="no-such-model-anywhere-xyz"))
