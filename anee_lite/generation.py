@@ -20,6 +20,7 @@ class GenerationResult:
     layers_per_token: list[Tensor] = field(default_factory=list)  # per step, [B] layers the new token's step ran
     step_times: list[float] = field(default_factory=list)  # seconds per step (the first includes the prompt)
     kv_propagated: int = 0  # (token, layer) K/V entries filled from an exited token's frozen state
+    kv_propagated_per_step: list[int] = field(default_factory=list)  # the same, step by step
 
     @property
     def new_tokens(self) -> Tensor:
@@ -78,6 +79,7 @@ def greedy_generate(
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         result.layers_per_token.append(out.stats.exit_layers[:, -1])
         result.kv_propagated += out.stats.kv_propagated
+        result.kv_propagated_per_step.append(out.stats.kv_propagated)
         result.step_times.append(time.perf_counter() - start)
         if bool(finished.all()):
             break
