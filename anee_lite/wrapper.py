@@ -32,7 +32,7 @@ class ANEEWrapper:
         check_int("min_layers", self.config.min_layers, low=0, high=self.n_layers)
 
     @classmethod
-    def from_pretrained(cls, model_name: str, **config_kwargs) -> "ANEEWrapper":
+    def from_pretrained(cls, model_name: str, **config_kwargs) -> ANEEWrapper:
         """``ANEEWrapper(ANEEConfig(model_name=..., **config_kwargs))``."""
         return cls(ANEEConfig(model_name=model_name, **config_kwargs))
 

@@ -117,13 +117,13 @@ def test_result_reports_layers_per_token(twelve):
 
 
 BAD_CONFIGS = [
-    (dict(energy_budget=-0.1), ValueError, "energy_budget"),
-    (dict(energy_budget=1.5), ValueError, "energy_budget"),
-    (dict(energy_budget=math.nan), ValueError, "energy_budget"),
-    (dict(energy_budget="high"), TypeError, "energy_budget"),
-    (dict(min_layers=-1), ValueError, "min_layers"),
-    (dict(exit_budget_threshold=1.2), ValueError, "exit_budget_threshold"),
-    (dict(exit_budget_threshold=-0.5), ValueError, "exit_budget_threshold"),
+    ({"energy_budget": -0.1}, ValueError, "energy_budget"),
+    ({"energy_budget": 1.5}, ValueError, "energy_budget"),
+    ({"energy_budget": math.nan}, ValueError, "energy_budget"),
+    ({"energy_budget": "high"}, TypeError, "energy_budget"),
+    ({"min_layers": -1}, ValueError, "min_layers"),
+    ({"exit_budget_threshold": 1.2}, ValueError, "exit_budget_threshold"),
+    ({"exit_budget_threshold": -0.5}, ValueError, "exit_budget_threshold"),
 ]
 
 
@@ -134,18 +134,18 @@ def test_bad_config_is_refused_with_a_clear_message(kwargs, error, name):
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
-    (dict(energy_budget=-0.01), ValueError, r"energy_budget must be in \[0.0, 1.0\]"),
-    (dict(energy_budget=1.01), ValueError, "energy_budget"),
-    (dict(energy_budget=float("nan")), ValueError, "energy_budget"),
-    (dict(energy_budget=None, min_layers=13), ValueError, r"min_layers must be in \[0, 12\]"),
-    (dict(energy_budget=0.5, exit_budget_threshold=2.0), ValueError, "exit_budget_threshold"),
-    (dict(max_new_tokens=-1), ValueError, "max_new_tokens"),
-    (dict(prompt=""), ValueError, "prompt"),
-    (dict(prompt="word " * 80), ValueError, "context window"),
-    (dict(prompt="word " * 8, max_new_tokens=60), ValueError, "max_new_tokens"),
+    ({"energy_budget": -0.01}, ValueError, r"energy_budget must be in \[0.0, 1.0\]"),
+    ({"energy_budget": 1.01}, ValueError, "energy_budget"),
+    ({"energy_budget": float("nan")}, ValueError, "energy_budget"),
+    ({"energy_budget": None, "min_layers": 13}, ValueError, r"min_layers must be in \[0, 12\]"),
+    ({"energy_budget": 0.5, "exit_budget_threshold": 2.0}, ValueError, "exit_budget_threshold"),
+    ({"max_new_tokens": -1}, ValueError, "max_new_tokens"),
+    ({"prompt": ""}, ValueError, "prompt"),
+    ({"prompt": "word " * 80}, ValueError, "context window"),
+    ({"prompt": "word " * 8, "max_new_tokens": 60}, ValueError, "max_new_tokens"),
 ])
 def test_bad_generate_arguments_are_refused(twelve, kwargs, error, match):
-    args = dict(prompt="Early exits", max_new_tokens=3) | kwargs
+    args = {"prompt": "Early exits", "max_new_tokens": 3} | kwargs
     with pytest.raises(error, match=match):
         twelve.generate(**args)
 

@@ -21,4 +21,4 @@ def from_hf(hf_model) -> Architecture:
     return CONVERTERS[model_type](hf_model)
 
 
-__all__ = ["Architecture", "ModelDims", "GPT2", "Llama", "CONVERTERS", "from_hf"]
+__all__ = ["CONVERTERS", "GPT2", "Architecture", "Llama", "ModelDims", "from_hf"]
