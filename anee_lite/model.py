@@ -6,8 +6,8 @@ which runs the blocks one by one and lets each token stop after its own number o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -144,7 +144,9 @@ class UnrolledModel:
             exit_layers: [B, T] or one int: how many layers each token runs, 1..n_layers
                 (None = all). An exited token's residual is frozen; deeper layers still get its
                 keys/values by state propagation, so tokens that run on can attend to it.
-            controller: decides exits on the fly before each layer (instead of ``exit_layers``).
+            controller: decides exits on the fly before each layer (instead of ``exit_layers``); if it
+                has ``reset(positions)`` it is called first, and ``readout(resid, exit_layers)`` maps
+                the final residuals before unembedding (see :mod:`anee_lite.controllers`).
             past_key_values: a cache from an earlier call on the same model and batch.
             use_cache: return a cache for the next call.
             return_resid: store ``blocks.{l}.hook_resid_pre/mid/post`` in ``activations``.
@@ -172,6 +174,8 @@ class UnrolledModel:
         pos_info = self.arch.position_info(positions)  # e.g. RoPE's cos/sin, once for all layers
         resid = self.arch.embed(input_ids, positions)  # [B, T] -> [B, T, d_model]
         active = torch.ones(B, T, dtype=torch.bool, device=resid.device)
+        if hasattr(controller, "reset"):
+            controller.reset(positions)  # a stateful controller starts each call afresh
         deepest = 0
         for layer in range(n_layers):
             if controller is not None and layer > 0:
@@ -193,6 +197,8 @@ class UnrolledModel:
         kv_propagated = cache.propagated - propagated_before if cache is not None else kv_in_call
 
         kept = resid[:, -logits_to_keep:] if logits_to_keep else resid  # [B, T', d_model]
+        if hasattr(controller, "readout"):  # e.g. a tuned lens's translator for tokens that exited early
+            kept = controller.readout(kept, exit_layers[:, -kept.shape[1]:])
         logits = self.lens(kept)  # [B, T', d_model] -> [B, T', d_vocab]
         stats = ForwardStats(
             layers_executed=deepest,

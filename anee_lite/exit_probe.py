@@ -1,0 +1,114 @@
+"""A learned exit probe (CALM-style): a tiny classifier on the hidden state that says "exit now".
+
+At each allowed layer a logistic regression reads the RMS-normalised residual and one cheap extra
+feature, the cosine between this residual and the one a layer earlier, and predicts whether the
+readout lens's top-1 at this layer already equals the full model's. Deciding costs a few
+d_model-length reductions (normalise, one dot product, one cosine), against the ~d_model x d_vocab
+multiply-adds of a lens check, so it can run at every allowed layer almost for free.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# d_model-length reductions per decision: the RMS norm, the dot product, and the cosine's three.
+PROBE_REDUCTIONS = 5
+
+
+def probe_features(resid: Tensor, prev: Tensor) -> Tensor:
+    """[..., d] residual and the one a layer earlier -> [..., d + 1] features."""
+    normed = resid * torch.rsqrt(resid.pow(2).mean(-1, keepdim=True) + 1e-6)  # [..., d], unit RMS
+    cos = F.cosine_similarity(resid, prev, dim=-1)[..., None]  # [..., 1]
+    return torch.cat([normed, cos], dim=-1)
+
+
+class ExitProbe:
+    """Per-layer logistic regressions on :func:`probe_features`.
+
+    Args:
+        weights: layer -> [d + 1] weights; biases: layer -> scalar tensor.
+        lens_kind: which readout lens the labels came from ("tuned" or "logit").
+    """
+
+    def __init__(self, weights: dict[int, Tensor], biases: dict[int, Tensor], lens_kind: str = "tuned"):
+        self.weights = weights
+        self.biases = biases
+        self.lens_kind = lens_kind
+        self.layers = sorted(weights)
+
+    def prob(self, layer: int, resid: Tensor, prev: Tensor) -> Tensor:
+        """[..., d] -> [...] probability that the lens's top-1 at ``layer`` is the final one."""
+        x = probe_features(resid, prev)  # [..., d + 1]
+        return torch.sigmoid(x @ self.weights[layer].to(x.dtype) + self.biases[layer].to(x.dtype))
+
+    def save(self, path: str | Path, model_name: str = "") -> None:
+        """Write the probe to a safetensors file."""
+        from safetensors.torch import save_file
+
+        tensors = {}
+        for layer in self.layers:
+            tensors[f"layer.{layer}.weight"] = self.weights[layer].float().contiguous()
+            tensors[f"layer.{layer}.bias"] = self.biases[layer].float().reshape(1).contiguous()
+        save_file(tensors, str(path), metadata={"kind": "exit_probe", "model": model_name,
+                                                "lens": self.lens_kind})
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExitProbe:
+        """Read a probe written by :meth:`save`."""
+        from safetensors import safe_open
+
+        weights, biases = {}, {}
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("kind") != "exit_probe":
+                raise ValueError(f"{path} is not an exit-probe file (metadata kind={meta.get('kind')!r})")
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                _, layer, part = key.split(".")
+                t = f.get_tensor(key)
+                if part == "weight":
+                    weights[int(layer)] = t
+                else:
+                    biases[int(layer)] = t[0]
+        return cls(weights, biases, meta.get("lens", "tuned"))
+
+
+def fit_logistic(x: Tensor, y: Tensor, *, weight_decay: float = 1e-3, steps: int = 100) -> tuple[Tensor, Tensor]:
+    """Logistic regression by L-BFGS on standardised features; returns (w [f], b) for raw features."""
+    mean, std = x.mean(0), x.std(0).clamp(min=1e-6)  # [f]
+    z = (x - mean) / std  # [N, f]
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(z @ w + b, y) + weight_decay * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    w_raw = (w / std).detach()  # fold the standardisation into the weights
+    return w_raw, (b - (w.detach() * mean / std).sum()).detach()
+
+
+@torch.no_grad()
+def probe_labels(lens, data: dict[str, Tensor], layers: list[int]) -> Tensor:
+    """[len(layers), N] 1.0 where the lens's top-1 at the layer equals the final top-1."""
+    rows = [lens.logits(layer, data["resid"][i]).argmax(-1) == data["final_top1"] for i, layer in enumerate(layers)]
+    return torch.stack(rows).float()
+
+
+def train_probe(lens, data: dict[str, Tensor], layers: list[int]) -> ExitProbe:
+    """Fit one logistic regression per layer on residuals from :func:`~anee_lite.tuned_lens.collect_residuals`."""
+    from tqdm.auto import tqdm
+
+    labels = probe_labels(lens, data, layers)  # [L, N]
+    weights, biases = {}, {}
+    for i, layer in enumerate(tqdm(layers, desc="exit probe", leave=False)):
+        x = probe_features(data["resid"][i], data["prev"][i])  # [N, d + 1]
+        weights[layer], biases[layer] = fit_logistic(x, labels[i])
+    return ExitProbe(weights, biases, lens.kind)
