@@ -18,6 +18,7 @@ from .lens import LensResult
 def token_label(text: str, width: int = 10) -> str:
     """A token as a short, visible label: spaces as '·', newlines as '\\n', long ones cut with '…'."""
     text = text.replace(" ", "·").replace("\n", "\\n").replace("\t", "\\t").replace("$", r"\$")
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)  # other control bytes as \x1d
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
