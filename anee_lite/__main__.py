@@ -48,7 +48,8 @@ def add_evaluate_parser(commands) -> None:
     ev.add_argument("--lens", choices=LENS_CHOICES, default="auto",
                     help="auto: the shipped tuned lens for smollm2-135m, else the logit lens")
     ev.add_argument("--max-tokens", type=_positive_int, default=512)
-    ev.add_argument("--chunk", type=_positive_int, default=256, help="tokens per teacher-forced chunk")
+    ev.add_argument("--chunk", type=_positive_int, default=None,
+                    help="tokens per teacher-forced chunk (default: 256, or the context window if shorter)")
     ev.add_argument("--json", required=True, help="where to write the results (JSON)")
 
 

@@ -30,7 +30,6 @@ class KVCache:
         resid: [B, T, d_model] the residual each token left the model with.
         positions: [B, T] position ids used for the rotary embedding of late-filled keys.
         attention_mask: [B, T] bool, False at padding.
-        exit_layers: [B, T] how many layers each token ran.
         propagated: (token, layer) K/V entries filled from a frozen residual so far.
     """
 
@@ -43,7 +42,6 @@ class KVCache:
         self.resid: Tensor | None = None
         self.positions: Tensor | None = None
         self.attention_mask: Tensor | None = None
-        self.exit_layers: Tensor | None = None
         self.propagated = 0
 
     def __len__(self) -> int:
@@ -74,7 +72,7 @@ class KVCache:
         self.keys[layer] = k if old_k is None else torch.cat([old_k, k], dim=2)  # along T
         self.values[layer] = v if old_v is None else torch.cat([old_v, v], dim=2)
 
-    def add_tokens(self, resid: Tensor, positions: Tensor, attention_mask: Tensor, exit_layers: Tensor) -> None:
+    def add_tokens(self, resid: Tensor, positions: Tensor, attention_mask: Tensor) -> None:
         """Record this call's tokens once the layer loop is done."""
         def cat(old, new):
             return new if old is None else torch.cat([old, new], dim=1)
@@ -82,10 +80,9 @@ class KVCache:
         self.resid = cat(self.resid, resid)
         self.positions = cat(self.positions, positions)
         self.attention_mask = cat(self.attention_mask, attention_mask)
-        self.exit_layers = cat(self.exit_layers, exit_layers)
 
     def nbytes(self) -> int:
-        """Memory held by keys, values and the frozen residuals, in bytes."""
+        """Memory held by keys, values and the frozen residuals, in bytes (the benchmark reports it)."""
         tensors = [t for t in self.keys + self.values if t is not None]
         if self.resid is not None:
             tensors.append(self.resid)

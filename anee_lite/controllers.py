@@ -34,7 +34,9 @@ import torch
 from torch import Tensor
 
 from .exit_probe import PROBE_REDUCTIONS, ExitProbe
+from .lens import entropy
 from .tuned_lens import LogitLens
+from .validation import check_fraction, check_int
 
 CONTROLLER_NAMES = ("static", "confidence", "margin", "entropy", "saturation", "patience", "learned")
 SATURATION_REDUCTIONS = 3  # h.p, |h|^2, |p|^2
@@ -75,15 +77,15 @@ class ExitController:
         self.exit_layers_allowed = allowed
         if decay_tau is not None and not self.higher_exits:
             raise ValueError(f"decay_tau is only for controllers where a higher score exits, not {self.name!r}")
-        if decay_tau is not None and decay_tau < 0:
-            raise ValueError(f"decay_tau must be >= 0, got {decay_tau}")
+        if decay_tau is not None:
+            decay_tau = check_fraction("decay_tau", decay_tau, high=math.inf)
+        decay_horizon = check_int("decay_horizon", decay_horizon, low=1)
         self.decay_tau = decay_tau
         self.decay_horizon = decay_horizon
         self.positions: Tensor | None = None
         self.lens_checks: Tensor | None = None  # [B, T] checks made in the current call
         self.probe_checks: Tensor | None = None
-        self.total_lens_checks = 0  # since construction, over every call
-        self.total_probe_checks = 0
+        self._reset_state()  # so a controller called without reset() still has its per-call state
 
     # -- the forward's hooks --------------------------------------------------------------
     def reset(self, positions: Tensor | None = None) -> None:
@@ -135,9 +137,6 @@ class ExitController:
     def _count(self, active: Tensor) -> None:
         self.lens_checks += active.long() * self.lens_checks_per_check
         self.probe_checks += active.long() * self.probe_checks_per_check
-        n = int(active.sum())
-        self.total_lens_checks += n * self.lens_checks_per_check
-        self.total_probe_checks += n * self.probe_checks_per_check
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(threshold={self.threshold:g}, lens={self.lens.kind}, "
@@ -191,8 +190,7 @@ class EntropyExit(_LensController):
     higher_exits = False
 
     def score(self, layer, resid):
-        logp = self.log_probs(layer, resid)  # [B, T, V]
-        return -(logp.exp() * logp).sum(-1)
+        return entropy(self.log_probs(layer, resid))  # [B, T, V] -> [B, T]
 
 
 class SaturationExit(ExitController):

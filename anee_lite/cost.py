@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from .architectures import ModelDims
+from .architectures import CONVERTERS, ModelDims
 from .validation import check_int
 
 ENERGY_PER_FLOP_J = (3.7e-12 + 0.9e-12) / 2  # Horowitz 2014, 45 nm: fp32 mult + add = one MAC = 2 FLOPs
@@ -113,12 +113,11 @@ def norm_macs(dims: ModelDims) -> int:
 def layer_weight_params(dims: ModelDims) -> dict[str, int]:
     """Parameters of one decoder layer by part: ``qkv_o``, ``mlp``, ``norms`` (biases left out)."""
     d, q_width, kv_width = dims.d_model, dims.n_heads * dims.d_head, dims.n_kv_heads * dims.d_head
-    n_mlp_matrices = 3 if dims.architecture == "llama" else 2  # SwiGLU has a gate matrix
-    norm_params = d if dims.architecture == "llama" else 2 * d  # RMSNorm: scale; LayerNorm: scale and shift
+    arch = CONVERTERS[dims.architecture]
     return {
         "qkv_o": d * (q_width + 2 * kv_width) + q_width * d,
-        "mlp": n_mlp_matrices * d * dims.d_mlp,
-        "norms": 2 * norm_params,
+        "mlp": arch.n_mlp_matrices * d * dims.d_mlp,
+        "norms": 2 * arch.n_norm_vectors * d,
     }
 
 

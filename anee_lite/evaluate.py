@@ -20,7 +20,7 @@ from .calibration import build_replay, calibrate, text_chunks, token_costs
 from .controllers import CONTROLLER_NAMES, ExitController, make_controller
 from .cost import cost_fraction
 from .exit_probe import ExitProbe
-from .metrics import mean_kl, top1_agreement
+from .metrics import mean_kl, next_token_nll, top1_agreement
 from .model import UnrolledModel
 from .tuned_lens import LogitLens, TunedLens
 from .validation import check_fraction
@@ -105,8 +105,7 @@ def _perplexity(logits: Tensor, chunks: list[Tensor]) -> float:
     nll, start = [], 0
     for ids in chunks:
         T = ids.shape[1]
-        logp = logits[start:start + T - 1].float().log_softmax(-1)  # [T-1, V]
-        nll.append(-logp.gather(-1, ids[0, 1:, None])[:, 0])
+        nll.append(next_token_nll(logits[None, start:start + T].float(), ids)[0])  # [T-1]
         start += T
     return float(torch.cat(nll).mean().exp())
 
@@ -141,7 +140,7 @@ class EvaluationResult:
 
 def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitController | str, *,
              model_name: str | None = None, calibration_text: str | None = None, target_agreement: float = 0.9,
-             max_tokens: int = 512, chunk: int = 256, lens: str = "auto") -> EvaluationResult:
+             max_tokens: int = 512, chunk: int | None = None, lens: str = "auto") -> EvaluationResult:
     """Teacher-force ``text`` through the controller and the full model; compare them.
 
     Args:
@@ -152,12 +151,16 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
         calibration_text: if given, the threshold is calibrated on it first to reach ``target_agreement``.
         target_agreement: in (0, 1].
         max_tokens: evaluate the first this-many tokens of ``text`` (>= 2).
-        chunk: tokens per teacher-forced chunk (each starts from an empty context).
+        chunk: tokens per teacher-forced chunk (each starts from an empty context); default
+            256, or the context window if that is shorter.
         lens: "auto", "logit" or "tuned" (used when ``controller`` is a name).
     """
     target = check_fraction("target_agreement", target_agreement)
     if target <= 0:
         raise ValueError(f"target_agreement must be in (0, 1], got {target}")
+    chunk = min(256, model.dims.n_ctx) if chunk is None else chunk
+    if chunk > model.dims.n_ctx:
+        raise ValueError(f"chunk must be at most the model's context window ({model.dims.n_ctx} tokens), got {chunk}")
     if isinstance(controller, str):
         controller = build_controller(model, model_name, controller, lens=lens)
     chunks = text_chunks(tokenizer, text, max_tokens=max_tokens, chunk=chunk)

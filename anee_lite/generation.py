@@ -19,8 +19,12 @@ class GenerationResult:
     prompt_length: int  # T_prompt
     layers_per_token: list[Tensor] = field(default_factory=list)  # per step, [B] layers the new token's step ran
     step_times: list[float] = field(default_factory=list)  # seconds per step (the first includes the prompt)
-    kv_propagated: int = 0  # (token, layer) K/V entries filled from an exited token's frozen state
-    kv_propagated_per_step: list[int] = field(default_factory=list)  # the same, step by step
+    kv_propagated_per_step: list[int] = field(default_factory=list)  # per step, K/V entries filled from frozen states
+
+    @property
+    def kv_propagated(self) -> int:
+        """(token, layer) K/V entries filled from an exited token's frozen state, over all steps."""
+        return sum(self.kv_propagated_per_step)
 
     @property
     def new_tokens(self) -> Tensor:
@@ -78,7 +82,6 @@ def greedy_generate(
         result.sequences = torch.cat([result.sequences, next_ids[:, None]], dim=1)  # [B, T + 1]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         result.layers_per_token.append(out.stats.exit_layers[:, -1])
-        result.kv_propagated += out.stats.kv_propagated
         result.kv_propagated_per_step.append(out.stats.kv_propagated)
         result.step_times.append(time.perf_counter() - start)
         if bool(finished.all()):

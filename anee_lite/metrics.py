@@ -25,9 +25,14 @@ def mean_kl(logits: Tensor, reference_logits: Tensor, mask: Tensor | None = None
     return float(kl[m].mean())
 
 
+def next_token_nll(logits: Tensor, input_ids: Tensor) -> Tensor:
+    """[B, T, V] logits and [B, T] ids -> [B, T-1] negative log-likelihood of each next token."""
+    log_probs = logits[:, :-1].log_softmax(-1)  # [B, T-1, V]
+    return -log_probs.gather(-1, input_ids[:, 1:, None])[..., 0]  # [B, T-1]
+
+
 def perplexity(logits: Tensor, input_ids: Tensor, mask: Tensor | None = None) -> float:
     """exp(mean negative log-likelihood) of each next token: logits[:, t] predicts input_ids[:, t + 1]."""
-    log_probs = logits[:, :-1].log_softmax(-1)  # [B, T-1, V]
-    nll = -log_probs.gather(-1, input_ids[:, 1:, None])[..., 0]  # [B, T-1]
+    nll = next_token_nll(logits, input_ids)  # [B, T-1]
     m = _mask(None if mask is None else mask[:, 1:].bool() & mask[:, :-1].bool(), nll)
     return float(nll[m].mean().exp())

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .architectures import Architecture, ModelDims, from_hf
 from .cache import KVCache
+from .validation import check_forward_inputs
 
 # A controller looks at the residual stream before a layer and says which tokens stop there.
 # Called as controller(layer, resid [B, T, d_model], active [B, T] bool) -> [B, T] bool.
@@ -154,8 +155,6 @@ class UnrolledModel:
             logits_to_keep: unembed only the last this-many positions (0 = all), as HF does.
             _min_exit: 0 lets the seed's budget controller run no layer at all (min_layers=0).
         """
-        from .validation import check_forward_inputs
-
         n_layers = self.dims.n_layers
         input_ids, key_mask, exit_layers = check_forward_inputs(
             self, input_ids, attention_mask, exit_layers, past_key_values, controller, logits_to_keep, _min_exit)
@@ -192,7 +191,7 @@ class UnrolledModel:
         # Exited tokens at layers this call ran: their K/V there came from their frozen residual.
         kv_in_call = int((deepest - exit_layers.clamp(max=deepest)).sum())
         if cache is not None:
-            cache.add_tokens(resid, positions, key_mask[:, n_past:], exit_layers)
+            cache.add_tokens(resid, positions, key_mask[:, n_past:])
             cache.propagated += kv_in_call
         kv_propagated = cache.propagated - propagated_before if cache is not None else kv_in_call
 

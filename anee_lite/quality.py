@@ -9,6 +9,7 @@ from torch import Tensor
 
 from .budget import budget_exit_layer
 from .metrics import mean_kl, perplexity, top1_agreement
+from .validation import check_int
 
 EVAL_TEXTS = ("python_docs_heldout", "python_docs_calibration", "kjv_heldout", "kjv_calibration")
 
@@ -25,7 +26,8 @@ def eval_text(name: str = "python_docs_heldout") -> str:
 
 
 def eval_ids(tokenizer, name: str = "python_docs_heldout", n_tokens: int = 300) -> Tensor:
-    """The first ``n_tokens`` tokens of an evaluation text, as [1, n_tokens] ids."""
+    """The first ``n_tokens`` (>= 1) tokens of an evaluation text, as [1, n_tokens] ids."""
+    n_tokens = check_int("n_tokens", n_tokens, low=1)
     ids = tokenizer(eval_text(name))["input_ids"][:n_tokens]
     return torch.tensor([ids])
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .lens import kl_divergence
 from .model import UnrolledModel
 
 
@@ -225,14 +226,14 @@ def lens_quality(lens, stacks: list[Tensor], layers: list[int]) -> dict[str, lis
         stacks: per chunk, [n_layers + 1, T, d] full-depth residuals (``Replay.stacks``).
         layers: the layers to score.
     """
+    finals = [lens.model.lens(stack[-1]).log_softmax(-1) for stack in stacks]  # per chunk [T, V], once
     agree, kl = [], []
     for layer in layers:
         same, div = [], []
-        for stack in stacks:
-            final = lens.model.lens(stack[-1]).log_softmax(-1)  # [T, V]
+        for stack, final in zip(stacks, finals):
             logq = lens.logits(layer, stack[layer]).log_softmax(-1)  # [T, V]
             same.append(logq.argmax(-1) == final.argmax(-1))
-            div.append((final.exp() * (final - logq)).sum(-1))
+            div.append(kl_divergence(final, logq))  # [T]
         agree.append(float(torch.cat(same).float().mean()))
         kl.append(float(torch.cat(div).mean()))
     return {"layers": list(layers), "agreement": agree, "kl": kl}

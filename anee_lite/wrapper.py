@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .budget import budget_exit_layer
 from .config import ANEEConfig
 from .generation import GenerationResult, greedy_generate
 from .model import ForwardOutput, UnrolledModel
-from .validation import check_fraction, check_int
+from .validation import check_int
 
 
 class ANEEWrapper:
@@ -61,16 +62,15 @@ class ANEEWrapper:
         other keyword arguments (``use_cache``, ``return_resid``, ...) pass through.
         """
         if "exit_layers" in forward_kwargs or "controller" in forward_kwargs:
-            if energy_budget is not None:
-                raise ValueError("pass energy_budget or exit_layers/controller, not both")
+            if energy_budget is not None or min_layers is not None or exit_budget_threshold is not None:
+                raise ValueError("energy_budget, min_layers and exit_budget_threshold do not apply with "
+                                 "exit_layers/controller: pass one or the other")
             return self.model.forward(input_ids, attention_mask, **forward_kwargs)
         n = self.exit_layer(energy_budget, min_layers, exit_budget_threshold)
         return self.model.forward(input_ids, attention_mask, exit_layers=n, _min_exit=0, **forward_kwargs)
 
     def encode(self, prompt: str | list[str], tokenizer=None) -> tuple[Tensor, Tensor]:
         """Tokenize one prompt or a list (left-padded) -> input_ids, attention_mask [B, T]."""
-        import torch
-
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
         if tokenizer is None:
             raise ValueError("tokenizer is required: pass tokenizer=... or build the wrapper with one")
@@ -112,8 +112,6 @@ class ANEEWrapper:
                 raise ValueError("pass energy_budget or controller, not both")
             exit_layers = None
         else:
-            if energy_budget is not None:
-                check_fraction("energy_budget", energy_budget)
             exit_layers = self.exit_layer(energy_budget, min_layers, exit_budget_threshold)
         result = greedy_generate(self.model, ids, mask, max_new_tokens=max_new_tokens, exit_layers=exit_layers,
                                  controller=controller, use_cache=use_cache, eos_token_id=tokenizer.eos_token_id,

@@ -56,6 +56,7 @@ def oracle_cost(replay, controller) -> float:
     import torch
 
     from anee_lite.calibration import token_costs
+    from anee_lite.cost import cost_fraction
 
     n = controller.n_layers
     exits = torch.full((replay.n_tokens,), n)
@@ -64,7 +65,7 @@ def oracle_cost(replay, controller) -> float:
         exits = torch.where(right, torch.full_like(exits, layer), exits)
     zero = torch.zeros_like(exits)
     spent, full = token_costs(replay.model, controller.lens, exits, zero, zero, replay.positions, replay.chunk_ids)
-    return spent.flops / full.flops
+    return cost_fraction(spent, full)
 
 
 def main() -> None:

@@ -159,6 +159,9 @@ def test_static_exit_never_fills_layers_nobody_reaches(small_model):
     out = small_model(ids, exit_layers=n - 2, use_cache=True)
     cache = out.past_key_values
     assert [cache.layer_length(layer) for layer in range(n)] == [6] * (n - 2) + [0, 0]
+    dims = small_model.dims
+    by_hand = 4 * (2 * (n - 2) * dims.n_kv_heads * 6 * dims.d_head + 6 * dims.d_model)  # fp32 K, V, residuals
+    assert cache.nbytes() == by_hand
 
 
 # --- propagated keys and values are what the definition says --------------------------------------------------

@@ -37,6 +37,8 @@ class Architecture:
     """
 
     dims: ModelDims
+    n_mlp_matrices: int  # weight matrices in one MLP (the cost model counts them)
+    n_norm_vectors: int  # learned [d_model] vectors in one norm: scale (and shift)
 
     def position_info(self, positions: Tensor):
         """Whatever the attention needs about positions, computed once per forward, not per layer."""

@@ -24,6 +24,9 @@ def gelu_new(x: Tensor) -> Tensor:
 class GPT2(Architecture):
     """A HuggingFace ``GPT2LMHeadModel``'s weights, read in place (HF's Conv1D already stores [in, out])."""
 
+    n_mlp_matrices = 2  # c_fc, c_proj
+    n_norm_vectors = 2  # LayerNorm: scale and shift
+
     def __init__(self, hf_model):
         cfg = hf_model.config
         tr = hf_model.transformer

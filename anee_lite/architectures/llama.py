@@ -76,6 +76,9 @@ def _convert_layer(layer) -> LlamaLayer:
 class Llama(Architecture):
     """A HuggingFace ``LlamaForCausalLM``'s weights, re-laid out once (the HF model keeps views)."""
 
+    n_mlp_matrices = 3  # SwiGLU: gate, up, down
+    n_norm_vectors = 1  # RMSNorm: a scale only
+
     def __init__(self, hf_model):
         cfg = hf_model.config
         m = hf_model.model
