@@ -104,20 +104,16 @@ def budget_explorer(model, prompt: str = DEFAULT_PROMPT, max_new_tokens: int = 1
     threshold = widgets.FloatSlider(value=exit_budget_threshold, min=0.0, max=1.0, step=0.05,
                                     description="exit_budget_threshold", readout_format=".2f", **slider)
     n_new = widgets.IntSlider(value=max_new_tokens, min=1, max=40, step=1, description="max_new_tokens", **slider)
-    prompt_box = widgets.Text(value=prompt, description="prompt", continuous_update=False,
-                              style={"description_width": "initial"}, layout=widgets.Layout(width="600px"))
-    layers_html = widgets.HTML()
-    layers_html.add_class("anee-layers")
-    text_html = widgets.HTML()
-    text_html.add_class("anee-text")
-    plot = widgets.Output()
-    plot.add_class("anee-plot")
+    prompt_box = _prompt_box(widgets, prompt)
+    layers_html = _with_class(widgets.HTML(), "anee-layers")
+    text_html = _with_class(widgets.HTML(), "anee-text")
+    plot = _with_class(widgets.Output(), "anee-plot")
 
     def update(_change=None):
         try:
             view = budget_view(model, prompt_box.value, energy.value, min_l.value, threshold.value, n_new.value)
         except ValueError as exc:  # e.g. an empty prompt: say why instead of failing silently in a callback
-            text_html.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            text_html.value = _error_html(exc)
             return
         layers_html.value = view["layers_html"]
         text_html.value = view["text_html"]
@@ -143,18 +139,15 @@ def lens_explorer(model, prompt: str = DEFAULT_LENS_PROMPT):
     """
     import ipywidgets as widgets
 
-    prompt_box = widgets.Text(value=prompt, description="prompt", continuous_update=False,
-                              style={"description_width": "initial"}, layout=widgets.Layout(width="600px"))
-    tokens_html = widgets.HTML()
-    tokens_html.add_class("anee-lens-tokens")
-    plot = widgets.Output()
-    plot.add_class("anee-lens-plot")
+    prompt_box = _prompt_box(widgets, prompt)
+    tokens_html = _with_class(widgets.HTML(), "anee-lens-tokens")
+    plot = _with_class(widgets.Output(), "anee-lens-plot")
 
     def update(_change=None):
         try:
             view = lens_view(model, prompt_box.value)
         except ValueError as exc:
-            tokens_html.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            tokens_html.value = _error_html(exc)
             return
         tokens_html.value = view["tokens_html"]
         from .plotting import plot_lens_heatmap
@@ -164,6 +157,21 @@ def lens_explorer(model, prompt: str = DEFAULT_LENS_PROMPT):
     prompt_box.observe(update, names="value")
     update()
     return widgets.VBox([prompt_box, tokens_html, plot])
+
+
+def _prompt_box(widgets, prompt: str):
+    # continuous_update=False: recompute on Enter or blur, not on every keystroke
+    return widgets.Text(value=prompt, description="prompt", continuous_update=False,
+                        style={"description_width": "initial"}, layout=widgets.Layout(width="600px"))
+
+
+def _with_class(widget, css_class: str):
+    widget.add_class(css_class)  # the browser tests find widgets by these classes
+    return widget
+
+
+def _error_html(exc: Exception) -> str:
+    return f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
 
 
 def _text_html(text: str) -> str:
