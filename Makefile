@@ -28,7 +28,9 @@ $(STAMP): pyproject.toml constraints.txt
 demo: .venv
 	$(PY) -m anee_lite demo
 
+# lint-imports checks the layer contracts in pyproject.toml before any test runs.
 test: .venv
+	$(VENV)/bin/lint-imports
 	$(NOTEBOOK_ENV) $(PY) -m pytest $(if $(NOTEBOOK_TESTS),--nbval-lax tests $(NOTEBOOK_TESTS))
 
 # anee-lite goes in with --no-deps, so Colab's pins (tests/colab/requirements.txt) are what it runs on;

@@ -1,10 +1,27 @@
-"""anee-lite: an exact, readable early-exit engine for GPT-2 and Llama-family models."""
+"""anee-lite: an exact, readable early-exit engine for GPT-2 and Llama-family models.
 
-from .budget import budget_exit_layer, budget_table
-from .cache import KVCache
-from .config import ANEEConfig
-from .generation import GenerationResult, greedy_generate
-from .model import ForwardOutput, ForwardStats, UnrolledModel
+The package is layered; each layer imports only the ones below it (``import-linter`` enforces it):
+
+* :mod:`anee_lite.core`: the unrolled forward, attention, KV cache, generation, the seed's budget.
+* :mod:`anee_lite.io`: loading models (hub, local folders, the offline SmolLM2), shipped texts and assets.
+* :mod:`anee_lite.lens` and :mod:`anee_lite.cost`: reading middle layers; what a token costs.
+* :mod:`anee_lite.adaptive`: exit controllers, the exit probe, calibration, evaluation.
+* :mod:`anee_lite.wrapper`: the seed's front door, :class:`ANEEWrapper`.
+* :mod:`anee_lite.notebook` and :mod:`anee_lite.cli`: plots, widgets, the command line.
+"""
+
+from .core import (
+    ANEEConfig,
+    ForwardOutput,
+    ForwardStats,
+    GenerationResult,
+    KVCache,
+    UnrolledModel,
+    budget_exit_layer,
+    budget_table,
+    greedy_generate,
+)
+from .io import load_pretrained
 from .wrapper import ANEEWrapper
 
 __all__ = [
@@ -18,5 +35,6 @@ __all__ = [
     "budget_exit_layer",
     "budget_table",
     "greedy_generate",
+    "load_pretrained",
 ]
 __version__ = "0.1.0"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .budget import budget_exit_layer
-from .config import ANEEConfig
-from .generation import GenerationResult, greedy_generate
-from .model import ForwardOutput, UnrolledModel
-from .validation import check_int
+from .core.budget import budget_exit_layer
+from .core.config import ANEEConfig
+from .core.generation import GenerationResult, greedy_generate
+from .core.model import ForwardOutput, UnrolledModel
+from .core.validation import check_int
 
 
 class ANEEWrapper:
@@ -24,7 +24,7 @@ class ANEEWrapper:
     def __init__(self, config: ANEEConfig | None = None, *, hf_model=None, tokenizer=None):
         self.config = config if config is not None else ANEEConfig()
         if hf_model is None:
-            from .loading import load_pretrained
+            from .io.loading import load_pretrained
 
             hf_model, tokenizer = load_pretrained(self.config.model_name)
         self.hf_model = hf_model.to(self.config.device).eval()

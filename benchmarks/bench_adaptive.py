@@ -3,7 +3,7 @@
     python benchmarks/bench_adaptive.py [--max-tokens 512] [--decode-tokens 256] [--target 0.9]
                                         [--controllers learned static ...] [--json OUT]
 
-1. Pareto table (replayed on full-depth residuals, see :mod:`anee_lite.calibration`): for each
+1. Pareto table (replayed on full-depth residuals, see :mod:`anee_lite.adaptive.calibration`): for each
    controller, the best top-1 agreement reachable at <= 50/70/85% of the full model's cost, on
    held-out Python docs (in domain) and held-out King James Bible (out of domain).
 2. Calibrated point: each controller's threshold is chosen on the Python-docs calibration text
@@ -18,13 +18,13 @@ import json
 import time
 from pathlib import Path
 
-from anee_lite.assets import DATA_DIR, SMOLLM2_EXIT_LAYERS
-from anee_lite.calibration import best_at_cost, build_replay, calibrate, sweep, text_chunks
-from anee_lite.controllers import make_controller
-from anee_lite.evaluate import build_controller, evaluate
-from anee_lite.loading import load_pretrained
-from anee_lite.model import UnrolledModel
-from anee_lite.tuned_lens import LogitLens
+from anee_lite.adaptive.calibration import best_at_cost, build_replay, calibrate, sweep, text_chunks
+from anee_lite.adaptive.controllers import make_controller
+from anee_lite.adaptive.evaluate import build_controller, evaluate
+from anee_lite.core.model import UnrolledModel
+from anee_lite.io.assets import DATA_DIR, SMOLLM2_EXIT_LAYERS
+from anee_lite.io.loading import load_pretrained
+from anee_lite.lens import LogitLens
 
 COST_LEVELS = (0.5, 0.7, 0.85)
 # label -> (controller name, lens, exits allowed at every layer?)
@@ -55,7 +55,7 @@ def oracle_cost(replay, controller) -> float:
     """
     import torch
 
-    from anee_lite.calibration import token_costs
+    from anee_lite.adaptive.calibration import token_costs
     from anee_lite.cost import cost_fraction
 
     n = controller.n_layers

@@ -29,7 +29,7 @@ def timed(fn) -> float:
 
 def forward_throughput(repeats: int, shapes: list[tuple[int, int]]) -> None:
     from anee_lite import UnrolledModel
-    from anee_lite.loading import load_pretrained
+    from anee_lite.io.loading import load_pretrained
 
     hf_as_loaded, _ = load_pretrained("smollm2-135m")
     hf_shared, _ = load_pretrained("smollm2-135m")
@@ -52,7 +52,7 @@ def forward_throughput(repeats: int, shapes: list[tuple[int, int]]) -> None:
               f"{med['hf'] / med['anee']:>20.2f} {med['hf_shared'] / med['anee']:>17.2f}")
 
 
-LOAD = "import time, torch; from anee_lite.loading import load_pretrained; t = time.perf_counter(); " \
+LOAD = "import time, torch; from anee_lite.io.loading import load_pretrained; t = time.perf_counter(); " \
        "load_pretrained('smollm2-135m'); print(time.perf_counter() - t)"
 
 

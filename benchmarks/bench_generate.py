@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from anee_lite import UnrolledModel, greedy_generate
 from anee_lite.cost import full_token_cost, layer_and_unembed_seconds, token_cost
-from anee_lite.loading import load_pretrained
+from anee_lite.io.loading import load_pretrained
 
 PROMPT = ("The printing press changed Europe within a single lifetime. Before it, every book was copied by hand, "
           "so a library of a few hundred volumes was a treasure and most people never owned a book at all.")

@@ -1,12 +1,37 @@
-"""Fixtures shared across the test suite."""
+"""Fixtures and small random models shared across the test suite (``from conftest import ...``)."""
 
 import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+VOCAB = 97
+
+
+def random_gpt2(n_layer=3, n_embd=64, n_head=4, n_positions=64, seed=0):
+    torch.manual_seed(seed)
+    cfg = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=n_positions, vocab_size=VOCAB,
+                     bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def random_llama(n_layers=3, d_model=64, n_heads=4, n_kv_heads=2, seed=0, **extra):
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,
+                      num_key_value_heads=n_kv_heads, intermediate_size=2 * d_model + 8, vocab_size=VOCAB,
+                      max_position_embeddings=128, bos_token_id=0, eos_token_id=1, pad_token_id=1, **extra)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():  # random init leaves norms at 1 and biases at 0: perturb them so they matter
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
 
 
 @pytest.fixture(scope="session")
 def smollm2_hf():
     """(LlamaForCausalLM, tokenizer) for the offline model, from the user's normal cache."""
-    from anee_lite.loading import load_pretrained
+    from anee_lite.io.loading import load_pretrained
 
     return load_pretrained("smollm2-135m")
 

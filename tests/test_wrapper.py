@@ -7,7 +7,7 @@ import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
 from anee_lite import ANEEConfig, ANEEWrapper, budget_exit_layer, budget_table
-from anee_lite.loading import load_pretrained
+from anee_lite.io.loading import load_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_forward_stats_and_logits_follow_the_budget(twelve):
     assert out["logits"].shape == (2, 6, twelve.model.dims.d_vocab)
     assert out["stats"]["layers_executed"] == 5 and out.stats.exited_early and out["stats"]["total_layers"] == 12
     by_hand = twelve.model.forward(ids, return_resid=True).activations["blocks.4.hook_resid_post"]
-    assert torch.allclose(out["logits"], twelve.model.lens(by_hand), atol=1e-5)
+    assert torch.allclose(out["logits"], twelve.model.logits_from_resid(by_hand), atol=1e-5)
     full = twelve(ids, energy_budget=1.0, exit_budget_threshold=0.0)
     with torch.no_grad():
         assert (full["logits"] - twelve.hf_model(ids).logits).abs().max() <= 1e-4

@@ -1,0 +1,22 @@
+"""Adaptive exit: controllers that decide per token, the exit probe, calibration and evaluation."""
+
+from .calibration import build_replay, calibrate, pareto_front, sweep, text_chunks
+from .controllers import CONTROLLER_NAMES, ExitController, make_controller
+from .evaluate import build_controller, evaluate, quality_vs_budget
+from .probe import ExitProbe, train_probe
+
+__all__ = [
+    "CONTROLLER_NAMES",
+    "ExitController",
+    "ExitProbe",
+    "build_controller",
+    "build_replay",
+    "calibrate",
+    "evaluate",
+    "make_controller",
+    "pareto_front",
+    "quality_vs_budget",
+    "sweep",
+    "text_chunks",
+    "train_probe",
+]

@@ -1,0 +1,222 @@
+"""Choosing a controller's threshold on calibration text, and the agreement/cost curve behind it.
+
+Sweeping thresholds with a real forward per candidate would run the model dozens of times. We
+*replay* instead: one full-depth forward per chunk gives the residual after every layer; a
+controller's score at every allowed layer is computed once; any threshold then gives each token's
+exit layer (the first allowed layer whose score passes), its checks and its readout's top-1, in
+microseconds. A replay sees the full model's residuals, while in a real early-exit forward later
+tokens attend to the exited tokens' frozen states; :mod:`anee_lite.adaptive.evaluate` reports the real thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..core.model import UnrolledModel
+from ..core.validation import check_fraction
+from ..cost import CostBreakdown, cost_fraction, full_token_cost, token_cost
+from .controllers import ExitController
+
+
+def text_chunks(tokenizer, text: str, *, max_tokens: int = 512, chunk: int = 256) -> list[Tensor]:
+    """Tokenize ``text`` and cut its first ``max_tokens`` tokens into [1, <= chunk] pieces."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("text must be a non-empty string (got an empty text)")
+    if max_tokens < 2 or chunk < 2:
+        raise ValueError(f"max_tokens and chunk must be >= 2, got {max_tokens} and {chunk}")
+    ids = tokenizer(text, return_tensors="pt").input_ids[:, :max_tokens]  # [1, T]
+    if ids.shape[1] < 2:
+        raise ValueError(f"text must hold at least 2 tokens, got {ids.shape[1]}")
+    return [c for c in ids.split(chunk, dim=1) if c.shape[1] >= 2]
+
+
+@dataclass
+class Replay:
+    """Full-depth residuals of some text, kept to replay controllers. N = tokens in all chunks."""
+
+    model: UnrolledModel
+    stacks: list[Tensor]  # per chunk, [n_layers + 1, T, d] residual before layer 0 and after each layer
+    final_top1: Tensor  # [N]
+    positions: Tensor  # [N] position inside its chunk
+    chunk_ids: Tensor  # [N]
+    _tops: dict = field(default_factory=dict)  # (lens id, layer) -> [N] readout top-1
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.final_top1.shape[0])
+
+    def readout_top1(self, lens, layer: int) -> Tensor:
+        """[N] top-1 of ``lens`` at ``layer`` (the model's own output at n_layers)."""
+        if layer == self.model.dims.n_layers:
+            return self.final_top1
+        key = (id(lens), layer)
+        if key not in self._tops:
+            self._tops[key] = torch.cat([lens.logits(layer, s[layer]).argmax(-1) for s in self.stacks])
+        return self._tops[key]
+
+
+@torch.no_grad()
+def build_replay(model: UnrolledModel, chunks: list[Tensor]) -> Replay:
+    """One full-depth forward per [1, T] chunk, keeping every layer's residual."""
+    stacks, tops, pos, cid = [], [], [], []
+    for i, ids in enumerate(chunks):
+        out = model.forward(ids, return_resid=True)
+        stacks.append(out.resid_stack()[:, 0])  # [L + 1, 1, T, d] -> [L + 1, T, d]
+        tops.append(out.logits[0].argmax(-1))  # [T]
+        pos.append(torch.arange(ids.shape[1]))
+        cid.append(torch.full((ids.shape[1],), i))
+    return Replay(model, stacks, torch.cat(tops), torch.cat(pos), torch.cat(cid))
+
+
+@torch.no_grad()
+def replay_scores(replay: Replay, controller: ExitController) -> Tensor:
+    """[n_layers, N] the controller's score at each allowed layer (NaN elsewhere), state carried layer to layer."""
+    n = replay.model.dims.n_layers
+    per_chunk = []
+    for stack in replay.stacks:
+        T = stack.shape[1]
+        controller.reset(torch.arange(T)[None])
+        scores = torch.full((n, T), float("nan"))
+        for layer in range(1, n):
+            resid = stack[layer][None]  # [1, T, d]
+            if layer in controller.exit_layers_allowed:
+                scores[layer] = controller.score(layer, resid)[0].float()
+            controller.observe(layer, resid)
+        per_chunk.append(scores)
+    return torch.cat(per_chunk, dim=1)
+
+
+def simulate_exits(controller: ExitController, scores: Tensor, positions: Tensor, threshold: float):
+    """Exit layer, lens checks and probe checks per token [N] for one threshold."""
+    n = controller.n_layers
+    controller.positions = positions[None]  # [1, N] for a decaying threshold
+    exits = torch.full(scores.shape[1:], n, dtype=torch.long)
+    n_checks = torch.zeros_like(exits)
+    for layer in controller.exit_layers_allowed:
+        running = exits == n
+        n_checks += running.long()
+        stop = controller.decide(scores[layer][None], threshold)[0] & running
+        exits = torch.where(stop, torch.full_like(exits, layer), exits)
+    return exits, n_checks * controller.lens_checks_per_check, n_checks * controller.probe_checks_per_check
+
+
+def propagated_per_token(exits: Tensor, chunk_ids: Tensor) -> Tensor:
+    """[N] K/V entries each token owes later tokens: up to the deepest later token of its chunk (lazy fill)."""
+    out = torch.zeros_like(exits)
+    for c in chunk_ids.unique():
+        e = exits[chunk_ids == c]  # [T]
+        later_max = torch.cat([e.flip(0).cummax(0).values.flip(0)[1:], e.new_zeros(1)])  # max over s > t
+        out[chunk_ids == c] = (later_max - e).clamp(min=0)
+    return out
+
+
+def token_costs(model: UnrolledModel, lens, exits: Tensor, lens_checks: Tensor, probe_checks: Tensor,
+                positions: Tensor, chunk_ids: Tensor) -> tuple[CostBreakdown, CostBreakdown]:
+    """Summed cost of the tokens under early exit, and of the same tokens at full depth.
+
+    Everything is charged: layers run, lens checks, probe checks, K/V propagation and, for a tuned
+    lens, its translator (``d_model^2`` MACs per translated check and per translated readout).
+    """
+    dims = model.dims
+    kv = propagated_per_token(exits, chunk_ids)
+    spent, full = [], []
+    for L, lc, pc, p, k in zip(exits.tolist(), lens_checks.tolist(), probe_checks.tolist(),
+                               positions.tolist(), kv.tolist()):
+        spent.append(token_cost(dims, layers_run=L, context_len=p + 1, lens_checks=lc, probe_checks=pc,
+                                kv_propagated=k))
+        translate = lens.translator_macs(L) + lc * (dims.d_model ** 2 if lens.kind == "tuned" else 0)
+        if translate:
+            spent.append(CostBreakdown(0, 0, 0, 0, 0, 0, exit_checks=translate, bytes_moved=4 * translate))
+        full.append(full_token_cost(dims, p + 1))
+    return sum(spent), sum(full)
+
+
+@dataclass
+class CurvePoint:
+    """One threshold's replayed result."""
+
+    threshold: float
+    agreement: float
+    cost_fraction: float
+    mean_layers_fraction: float
+
+
+def sweep(replay: Replay, controller: ExitController, thresholds=None, scores: Tensor | None = None) -> list[CurvePoint]:
+    """Replayed agreement and cost for each threshold (default: candidates from the scores' quantiles)."""
+    scores = replay_scores(replay, controller) if scores is None else scores
+    thresholds = candidate_thresholds(controller, scores) if thresholds is None else thresholds
+    lens, n = controller.lens, controller.n_layers
+    tops = torch.stack([replay.readout_top1(lens, l) if l in controller.exit_layers_allowed or l == n
+                        else replay.final_top1 for l in range(n + 1)])  # [n + 1, N]
+    points = []
+    for thr in thresholds:
+        exits, lc, pc = simulate_exits(controller, scores, replay.positions, float(thr))
+        agree = float((tops.gather(0, exits[None])[0] == replay.final_top1).float().mean())
+        spent, full = token_costs(replay.model, lens, exits, lc, pc, replay.positions, replay.chunk_ids)
+        points.append(CurvePoint(float(thr), agree, cost_fraction(spent, full), float(exits.float().mean()) / n))
+    return points
+
+
+def candidate_thresholds(controller: ExitController, scores: Tensor, n_quantiles: int = 48) -> list[float]:
+    """Thresholds worth trying: every layer/streak for counts, score quantiles otherwise."""
+    n = controller.n_layers
+    if controller.name == "static":
+        return [float(l) for l in controller.exit_layers_allowed] + [float(n)]
+    if controller.name == "patience":
+        return [float(k) for k in range(len(controller.exit_layers_allowed) + 1)]
+    finite = scores[torch.isfinite(scores)]
+    if finite.numel() == 0:
+        return [controller.threshold]
+    qs = torch.quantile(finite[:100_000], torch.linspace(0, 1, n_quantiles)).tolist()
+    never = finite.max().item() + 1 if controller.higher_exits else finite.min().item() - 1  # no token exits
+    return sorted(set(qs)) + [never]
+
+
+@dataclass
+class CalibrationResult:
+    """The cheapest threshold whose replayed agreement on the calibration text reaches the target."""
+
+    controller: str
+    threshold: float
+    target: float
+    agreement: float
+    cost_fraction: float
+    met: bool  # False: no threshold reached the target; the most agreeing one was taken
+    curve: list[CurvePoint]
+
+
+def calibrate(replay: Replay, controller: ExitController, target_agreement: float = 0.9) -> CalibrationResult:
+    """Set ``controller.threshold`` to the cheapest one reaching ``target_agreement`` on the replayed text.
+
+    Args:
+        replay: :func:`build_replay` of the calibration text.
+        target_agreement: top-1 agreement with the full model to reach, in (0, 1].
+    """
+    target = check_fraction("target_agreement", target_agreement)
+    if target <= 0:
+        raise ValueError(f"target_agreement must be in (0, 1], got {target}")
+    curve = sweep(replay, controller)
+    ok = [p for p in curve if p.agreement >= target - 1e-12]
+    best = min(ok, key=lambda p: p.cost_fraction) if ok else max(curve, key=lambda p: (p.agreement, -p.cost_fraction))
+    controller.threshold = best.threshold
+    return CalibrationResult(controller.name, best.threshold, target, best.agreement, best.cost_fraction,
+                             bool(ok), curve)
+
+
+def pareto_front(curve: list[CurvePoint]) -> list[CurvePoint]:
+    """Points no other point beats on both agreement (higher) and cost (lower), by increasing cost."""
+    front, best = [], -1.0
+    for p in sorted(curve, key=lambda p: (p.cost_fraction, -p.agreement)):
+        if p.agreement > best:
+            front.append(p)
+            best = p.agreement
+    return front
+
+
+def best_at_cost(curve: list[CurvePoint], max_cost: float) -> CurvePoint | None:
+    """The most agreeing point that costs at most ``max_cost`` of the full model (None if none does)."""
+    ok = [p for p in curve if p.cost_fraction <= max_cost]
+    return max(ok, key=lambda p: p.agreement) if ok else None

@@ -1,0 +1,266 @@
+"""Evaluate early exit on a text: a controller's agreement, cost and wall time, and the budget's quality curve.
+
+The text is teacher-forced: each chunk is decoded token by token with a KV cache, once at full
+depth and once with the controller, the two steps interleaved so that both see the same machine
+load. Decoding one token at a time is where early exit saves time: a token that stops at layer 12
+skips the other layers' weights, while in one batched forward every layer runs for some token.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..core.budget import budget_exit_layer
+from ..core.metrics import mean_kl, next_token_nll, perplexity, top1_agreement
+from ..core.model import UnrolledModel
+from ..core.validation import check_fraction
+from ..cost import cost_fraction
+from ..io.assets import SMOLLM2_EXIT_LAYERS, is_smollm2, lens_path, probe_path
+from ..lens import LogitLens, TunedLens
+from .calibration import build_replay, calibrate, text_chunks, token_costs
+from .controllers import CONTROLLER_NAMES, ExitController, make_controller
+from .probe import ExitProbe
+
+LENS_CHOICES = ("auto", "logit", "tuned")
+
+
+def load_lens(model: UnrolledModel, model_name: str | None, lens: str = "auto"):
+    """The lens and the exit layers to use: the shipped tuned lens for smollm2-135m, else the logit lens.
+
+    Returns:
+        (lens, exit_layers_allowed or None for every layer).
+    """
+    if lens not in LENS_CHOICES:
+        raise ValueError(f"lens must be one of {list(LENS_CHOICES)}, got {lens!r}")
+    shipped = is_smollm2(model_name) and lens_path().exists()
+    if lens == "tuned" and not shipped:
+        raise ValueError(f"lens='tuned' needs a trained tuned lens; one ships only for smollm2-135m, "
+                         f"not {model_name!r}")
+    if lens == "logit" or not shipped:
+        return LogitLens(model), (list(SMOLLM2_EXIT_LAYERS) if shipped else None)
+    return TunedLens.load(model, lens_path()), list(SMOLLM2_EXIT_LAYERS)
+
+
+def build_controller(model: UnrolledModel, model_name: str | None, name: str, *, lens: str = "auto",
+                     threshold: float | None = None, **kwargs) -> ExitController:
+    """A controller by name with the shipped lens/probe when they fit the model."""
+    if name not in CONTROLLER_NAMES:
+        raise ValueError(f"controller must be one of {list(CONTROLLER_NAMES)}, got {name!r}")
+    lens_obj, allowed = load_lens(model, model_name, lens)
+    probe = None
+    if name == "learned":
+        if not (is_smollm2(model_name) and probe_path().exists()):
+            raise ValueError(f"the 'learned' controller needs a trained exit probe; one ships only for "
+                             f"smollm2-135m, not {model_name!r} (train one with anee_lite.exit_probe.train_probe)")
+        probe = ExitProbe.load(probe_path())
+        if probe.lens_kind != lens_obj.kind:
+            raise ValueError(f"the shipped probe reads out through the {probe.lens_kind} lens; "
+                             f"use lens='auto' or '{probe.lens_kind}' with it")
+    return make_controller(name, lens_obj, threshold, probe=probe, exit_layers_allowed=allowed, **kwargs)
+
+
+@torch.no_grad()
+def decode_teacher_forced(model: UnrolledModel, chunks: list[Tensor], controller: ExitController) -> dict:
+    """Decode each chunk token by token, full depth and with the controller interleaved.
+
+    Returns:
+        ``logits``/``full_logits`` [N, V], ``exits``, ``lens_checks``, ``probe_checks``,
+        ``positions``, ``chunk_ids`` [N], ``seconds``/``full_seconds`` (summed step times) and
+        ``kv_propagated`` (entries the controller run filled lazily).
+    """
+    model.forward(chunks[0][:, :1])  # warm-up: the first call pays one-off allocation costs
+    rows = {k: [] for k in ("logits", "full_logits", "exits", "lens_checks", "probe_checks", "positions", "chunk_ids")}
+    seconds = full_seconds = 0.0
+    kv = 0
+    for c, ids in enumerate(chunks):
+        cache_full = cache = None
+        for t in range(ids.shape[1]):
+            step = ids[:, t:t + 1]  # [1, 1]
+            start = time.perf_counter()
+            full = model.forward(step, past_key_values=cache_full, use_cache=True)
+            mid = time.perf_counter()
+            out = model.forward(step, controller=controller, past_key_values=cache, use_cache=True)
+            end = time.perf_counter()
+            full_seconds += mid - start
+            seconds += end - mid
+            cache_full, cache = full.past_key_values, out.past_key_values
+            kv += out.stats.kv_propagated
+            rows["full_logits"].append(full.logits[0, 0])
+            rows["logits"].append(out.logits[0, 0])
+            rows["exits"].append(int(out.stats.exit_layers[0, 0]))
+            rows["lens_checks"].append(int(controller.lens_checks[0, 0]))
+            rows["probe_checks"].append(int(controller.probe_checks[0, 0]))
+            rows["positions"].append(t)
+            rows["chunk_ids"].append(c)
+    result = {k: torch.stack(v) if k.endswith("logits") else torch.tensor(v) for k, v in rows.items()}
+    return {**result, "seconds": seconds, "full_seconds": full_seconds, "kv_propagated": kv}
+
+
+def _perplexity(logits: Tensor, chunks: list[Tensor]) -> float:
+    """exp(mean NLL of each next token inside its chunk); ``logits`` [N, V] in chunk order."""
+    nll, start = [], 0
+    for ids in chunks:
+        T = ids.shape[1]
+        nll.append(next_token_nll(logits[None, start:start + T].float(), ids)[0])  # [T-1]
+        start += T
+    return float(torch.cat(nll).mean().exp())
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` measured (all fractions against the full model on the same tokens)."""
+
+    controller: str
+    lens: str
+    exit_layers_allowed: list[int]
+    threshold: float
+    tokens: int
+    agreement: float  # top-1 agreement with the full model
+    cost_fraction: float  # cost-model FLOPs, every check and K/V propagation included
+    mean_layers_fraction: float
+    wall_time_ratio: float  # measured decoding time with the controller / at full depth
+    kl: float  # mean KL(full || controller) in nats
+    perplexity: float
+    perplexity_full: float
+    lens_checks_per_token: float
+    probe_checks_per_token: float
+    kv_propagated: int
+    wall_seconds: float
+    wall_seconds_full: float
+    calibration: dict | None = None
+    exits: list[int] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitController | str, *,
+             model_name: str | None = None, calibration_text: str | None = None, target_agreement: float = 0.9,
+             max_tokens: int = 512, chunk: int | None = None, lens: str = "auto") -> EvaluationResult:
+    """Teacher-force ``text`` through the controller and the full model; compare them.
+
+    Args:
+        model, tokenizer: the unrolled model and its tokenizer.
+        text: the evaluation text (non-empty).
+        controller: an :class:`ExitController`, or a name from ``CONTROLLER_NAMES``.
+        model_name: the model's name, to find shipped lens/probe (used when ``controller`` is a name).
+        calibration_text: if given, the threshold is calibrated on it first to reach ``target_agreement``.
+        target_agreement: in (0, 1].
+        max_tokens: evaluate the first this-many tokens of ``text`` (>= 2).
+        chunk: tokens per teacher-forced chunk (each starts from an empty context); default
+            256, or the context window if that is shorter.
+        lens: "auto", "logit" or "tuned" (used when ``controller`` is a name).
+    """
+    target = check_fraction("target_agreement", target_agreement)
+    if target <= 0:
+        raise ValueError(f"target_agreement must be in (0, 1], got {target}")
+    chunk = min(256, model.dims.n_ctx) if chunk is None else chunk
+    if chunk > model.dims.n_ctx:
+        raise ValueError(f"chunk must be at most the model's context window ({model.dims.n_ctx} tokens), got {chunk}")
+    if isinstance(controller, str):
+        controller = build_controller(model, model_name, controller, lens=lens)
+    chunks = text_chunks(tokenizer, text, max_tokens=max_tokens, chunk=chunk)
+    calibration = None
+    if calibration_text is not None:
+        cal_chunks = text_chunks(tokenizer, calibration_text, max_tokens=max_tokens, chunk=chunk)
+        cal = calibrate(build_replay(model, cal_chunks), controller, target)
+        calibration = {"target": cal.target, "agreement": cal.agreement, "cost_fraction": cal.cost_fraction,
+                       "met": cal.met, "threshold": cal.threshold}
+    run = decode_teacher_forced(model, chunks, controller)
+    spent, full = token_costs(model, controller.lens, run["exits"], run["lens_checks"], run["probe_checks"],
+                              run["positions"], run["chunk_ids"])
+    n = model.dims.n_layers
+    return EvaluationResult(
+        controller=controller.name,
+        lens=controller.lens.kind,
+        exit_layers_allowed=list(controller.exit_layers_allowed),
+        threshold=controller.threshold,
+        tokens=int(run["exits"].numel()),
+        agreement=top1_agreement(run["logits"], run["full_logits"]),
+        cost_fraction=cost_fraction(spent, full),
+        mean_layers_fraction=float(run["exits"].float().mean()) / n,
+        wall_time_ratio=run["seconds"] / run["full_seconds"],
+        kl=mean_kl(run["logits"].float(), run["full_logits"].float()),
+        perplexity=_perplexity(run["logits"], chunks),
+        perplexity_full=_perplexity(run["full_logits"], chunks),
+        lens_checks_per_token=float(run["lens_checks"].float().mean()),
+        probe_checks_per_token=float(run["probe_checks"].float().mean()),
+        kv_propagated=run["kv_propagated"],
+        wall_seconds=run["seconds"],
+        wall_seconds_full=run["full_seconds"],
+        calibration=calibration,
+        exits=run["exits"].tolist(),
+    )
+
+
+def format_result(r: EvaluationResult) -> str:
+    """A small table of one evaluation."""
+    rows = [("controller", f"{r.controller} ({r.lens} lens, exits at {_layers(r.exit_layers_allowed)})"),
+            ("threshold", f"{r.threshold:.4g}"), ("tokens", str(r.tokens)),
+            ("top-1 agreement", f"{r.agreement:.3f}"), ("cost fraction", f"{r.cost_fraction:.3f}"),
+            ("mean layers fraction", f"{r.mean_layers_fraction:.3f}"),
+            ("wall-time ratio", f"{r.wall_time_ratio:.3f}"), ("KL (nats)", f"{r.kl:.3f}"),
+            ("perplexity", f"{r.perplexity:.2f} (full model {r.perplexity_full:.2f})"),
+            ("checks per token", f"{r.lens_checks_per_token:.2f} lens, {r.probe_checks_per_token:.2f} probe")]
+    if r.calibration:
+        c = r.calibration
+        rows.append(("calibration", f"target {c['target']:.2f}: replayed agreement {c['agreement']:.3f} at cost "
+                                    f"{c['cost_fraction']:.3f}" + ("" if c["met"] else " (target not reached)")))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _layers(layers: list[int]) -> str:
+    if len(layers) > 8 and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}..{layers[-1]}"
+    return ",".join(map(str, layers))
+
+
+def finite_or_none(x: float):
+    """JSON has no NaN/inf."""
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+@torch.no_grad()
+def quality_vs_budget(model, input_ids: Tensor, budgets, min_layers: int = 2,
+                      exit_budget_threshold: float = 0.1) -> list[dict]:
+    """Top-1 agreement with the full model, perplexity and KL for each energy budget.
+
+    The budget makes every token run the same number of layers, so the logits under a budget
+    equal the logit lens after that many layers: one full forward serves every budget.
+
+    Args:
+        model: an :class:`anee_lite.ANEEWrapper`.
+        input_ids: [1, T] token ids of the text.
+        budgets: the energy budgets to evaluate, each in [0, 1].
+        min_layers: layers that always run.
+        exit_budget_threshold: the seed's exit threshold.
+
+    Returns:
+        One dict per budget: ``energy_budget``, ``layers_executed``, ``n_layers``,
+        ``top1_agreement``, ``perplexity``, ``mean_kl`` and the full model's ``full_perplexity``.
+    """
+    unrolled = model.model
+    n_layers = unrolled.dims.n_layers
+    full = unrolled.forward(input_ids, return_resid=True)
+    resid = full.resid_stack()  # [n_layers + 1, 1, T, d_model]
+    full_perplexity = perplexity(full.logits, input_ids)
+    by_depth: dict[int, dict] = {}  # several budgets buy the same depth: unembed each depth once
+    rows = []
+    for budget in budgets:
+        n = budget_exit_layer(n_layers, budget, min_layers, exit_budget_threshold)
+        if n not in by_depth:
+            logits = full.logits if n == n_layers else unrolled.logits_from_resid(resid[n])  # [1, T, d_vocab]
+            by_depth[n] = {
+                "top1_agreement": top1_agreement(logits, full.logits),
+                "perplexity": perplexity(logits, input_ids),
+                "mean_kl": mean_kl(logits, full.logits),
+            }
+        rows.append({"energy_budget": float(budget), "layers_executed": n, "n_layers": n_layers,
+                     **by_depth[n], "full_perplexity": full_perplexity})
+    return rows

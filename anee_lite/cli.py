@@ -1,0 +1,140 @@
+"""Command line: ``python -m anee_lite demo [--model M]`` (the seed's sanity check) and ``... evaluate ...``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+PROMPT = "The future of artificial intelligence is"
+
+
+def pick_model(requested: str | None = None) -> tuple[str, str]:
+    """The model to run and why: GPT-2 when the hub answers, else the offline SmolLM2."""
+    from .io.loading import OFFLINE_ALIAS, hub_reachable
+
+    if requested:
+        return requested, "as requested"
+    if hub_reachable():
+        return "gpt2", "the HuggingFace hub is reachable"
+    return OFFLINE_ALIAS, "the HuggingFace hub is not reachable, so the offline model runs instead of GPT-2"
+
+
+def run_sanity_check(model_name: str | None = None, max_new_tokens: int = 20) -> dict:
+    """Generate from :data:`PROMPT` with energy_budget 1.0 and 0.05 and print what happened.
+
+    Returns:
+        ``{"model", "n_layers", "runs": [{"energy_budget", "layers_executed", "text", "seconds"}]}``.
+    """
+    from .core.config import ANEEConfig
+    from .wrapper import ANEEWrapper
+
+    name, why = pick_model(model_name)
+    print(f"Model: {name} ({why})")
+    model = ANEEWrapper(ANEEConfig(model_name=name, min_layers=2, exit_budget_threshold=0.1))
+    print(f"{model.n_layers} layers; min_layers=2, exit_budget_threshold=0.1; prompt: {PROMPT!r}\n")
+    runs = []
+    for budget, label in ((1.0, "Full budget"), (0.05, "Low budget")):
+        start = time.perf_counter()
+        text = model.generate(prompt=PROMPT, max_new_tokens=max_new_tokens, energy_budget=budget)
+        seconds = time.perf_counter() - start
+        layers = model.exit_layer(budget)
+        print(f"{label} (energy_budget={budget}): {layers}/{model.n_layers} layers per token, {seconds:.1f} s")
+        print(f"  {text!r}\n")
+        runs.append({"energy_budget": budget, "layers_executed": layers, "text": text, "seconds": seconds})
+    return {"model": name, "n_layers": model.n_layers, "runs": runs}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m anee_lite", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="full vs starved energy budget on one prompt (the seed's sanity check)")
+    demo.add_argument("--model", default=None,
+                      help="hub id, local folder or 'smollm2-135m' (default: gpt2 if the hub answers, else smollm2-135m)")
+    demo.add_argument("--max-new-tokens", type=int, default=20)
+    add_evaluate_parser(commands)
+    return parser
+
+
+def _target(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--target-agreement must be a number in (0, 1], got {value!r}") from None
+    if not 0 < x <= 1:
+        raise argparse.ArgumentTypeError(f"--target-agreement must be in (0, 1], got {value}")
+    return x
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {value!r}")
+    return int(value)
+
+
+def add_evaluate_parser(commands) -> None:
+    from .adaptive.controllers import CONTROLLER_NAMES
+    from .adaptive.evaluate import LENS_CHOICES
+
+    ev = commands.add_parser("evaluate", help="agreement, cost and wall time of an exit controller on a text")
+    ev.add_argument("--model", required=True, help="hub id, local folder or 'smollm2-135m'")
+    ev.add_argument("--text", required=True, help="text file to evaluate on (teacher-forced)")
+    ev.add_argument("--calibration-text", default=None,
+                    help="text file to choose the threshold on (default: the shipped Python-docs calibration text)")
+    ev.add_argument("--controller", required=True, choices=CONTROLLER_NAMES)
+    ev.add_argument("--target-agreement", type=_target, default=0.9, help="in (0, 1]; default 0.9")
+    ev.add_argument("--threshold", type=float, default=None, help="use this threshold instead of calibrating")
+    ev.add_argument("--lens", choices=LENS_CHOICES, default="auto",
+                    help="auto: the shipped tuned lens for smollm2-135m, else the logit lens")
+    ev.add_argument("--max-tokens", type=_positive_int, default=512)
+    ev.add_argument("--chunk", type=_positive_int, default=None,
+                    help="tokens per teacher-forced chunk (default: 256, or the context window if shorter)")
+    ev.add_argument("--json", required=True, help="where to write the results (JSON)")
+
+
+def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
+    import json
+    from pathlib import Path
+
+    from .io.assets import DATA_DIR
+
+    def read(option: str, path: str) -> str:
+        p = Path(path)
+        if not p.is_file():
+            parser.error(f"{option}: no such file: {path}")
+        text = p.read_text(encoding="utf-8", errors="replace")
+        if not text.strip():
+            parser.error(f"{option}: the file is empty: {path}")
+        return text
+
+    text = read("--text", args.text)
+    if args.threshold is not None:
+        calibration = None
+    else:
+        calibration = read("--calibration-text", args.calibration_text or str(DATA_DIR / "python_docs_calibration.txt"))
+    from .adaptive.evaluate import build_controller, evaluate, finite_or_none, format_result
+    from .core.model import UnrolledModel
+    from .io.loading import load_pretrained
+
+    try:
+        hf_model, tokenizer = load_pretrained(args.model)
+        model = UnrolledModel(hf_model)
+        controller = build_controller(model, args.model, args.controller, lens=args.lens, threshold=args.threshold)
+        result = evaluate(model, tokenizer, text, controller, calibration_text=calibration,
+                          target_agreement=args.target_agreement, max_tokens=args.max_tokens, chunk=args.chunk)
+    except ValueError as err:
+        parser.error(str(err))
+    print(format_result(result))
+    data = {k: finite_or_none(v) if isinstance(v, float) else v for k, v in result.as_dict().items()}
+    Path(args.json).write_text(json.dumps({"model": args.model, "text": args.text, **data}, indent=1))
+    print(f"wrote {args.json}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        run_sanity_check(args.model, args.max_new_tokens)
+    elif args.command == "evaluate":
+        run_evaluate(args, parser)
+    return 0
+

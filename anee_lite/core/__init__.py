@@ -1,0 +1,35 @@
+"""The unrolled core: configuration, the forward pass, attention, the KV cache, generation, the budget.
+
+Nothing here imports another ``anee_lite`` subpackage: lenses, adaptive exit, cost, loading and
+the notebook helpers are all built on top of it.
+"""
+
+from .architectures import CONVERTERS, Architecture, ModelDims, from_hf
+from .budget import budget_exit_layer, budget_table
+from .cache import KVCache
+from .config import ANEEConfig
+from .generation import GenerationResult, greedy_generate
+from .metrics import entropy, kl_divergence, mean_kl, next_token_nll, perplexity, top1_agreement
+from .model import ForwardOutput, ForwardStats, UnrolledModel
+
+__all__ = [
+    "CONVERTERS",
+    "ANEEConfig",
+    "Architecture",
+    "ForwardOutput",
+    "ForwardStats",
+    "GenerationResult",
+    "KVCache",
+    "ModelDims",
+    "UnrolledModel",
+    "budget_exit_layer",
+    "budget_table",
+    "entropy",
+    "from_hf",
+    "greedy_generate",
+    "kl_divergence",
+    "mean_kl",
+    "next_token_nll",
+    "perplexity",
+    "top1_agreement",
+]

@@ -1,0 +1,188 @@
+"""The unrolled forward pass: one loop over the decoder blocks, written once for every architecture.
+
+Reading order: masks and positions, attention, one block, then :class:`UnrolledModel.forward`,
+which runs the blocks one by one and lets each token stop after its own number of layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .architectures import Architecture, ModelDims, from_hf
+from .attention import attention, attention_mask_4d, position_ids
+from .cache import KVCache
+from .validation import check_forward_inputs
+
+# A controller looks at the residual stream before a layer and says which tokens stop there.
+# Called as controller(layer, resid [B, T, d_model], active [B, T] bool) -> [B, T] bool.
+Controller = Callable[[int, Tensor, Tensor], Tensor]
+
+
+class _Dict:
+    """Seed-style ``out["logits"]`` access on top of attribute access."""
+
+    def __getitem__(self, key: str):
+        if not hasattr(self, key):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key: str) -> bool:
+        return hasattr(self, key)
+
+
+@dataclass
+class ForwardStats(_Dict):
+    """What the forward did. ``layers_executed`` is the deepest any token went."""
+
+    layers_executed: int
+    total_layers: int
+    exited_early: bool
+    exit_layers: Tensor  # [B, T] layers each token ran
+    kv_propagated: int  # (token, layer) K/V entries computed from a frozen, exited residual
+
+
+@dataclass
+class ForwardOutput(_Dict):
+    """Logits, stats, the cache (when ``use_cache``) and the activations asked for."""
+
+    logits: Tensor  # [B, T or logits_to_keep, d_vocab]
+    stats: ForwardStats
+    past_key_values: KVCache | None = None
+    activations: dict[str, Tensor] = field(default_factory=dict)
+
+    def resid_stack(self) -> Tensor:
+        """[n_layers_run + 1, B, T, d_model]: the residual stream before layer 0 and after each layer."""
+        acts = self.activations
+        if "blocks.0.hook_resid_pre" not in acts:
+            raise ValueError("run the forward with return_resid=True to get the residual stream")
+        n = self.stats.layers_executed
+        return torch.stack([acts["blocks.0.hook_resid_pre"]] + [acts[f"blocks.{l}.hook_resid_post"] for l in range(n)])
+
+
+class UnrolledModel:
+    """A decoder-only LM run block by block in plain PyTorch, on a HuggingFace model's weights.
+
+    Args:
+        hf_model: a ``GPT2LMHeadModel`` or ``LlamaForCausalLM`` (its weights are shared, not copied).
+    """
+
+    def __init__(self, hf_model):
+        self.arch: Architecture = from_hf(hf_model)
+        self.dims: ModelDims = self.arch.dims
+        self.device = hf_model.lm_head.weight.device
+
+    def logits_from_resid(self, resid: Tensor) -> Tensor:
+        """Final norm and unembedding applied to any residual [..., d_model] -> [..., d_vocab]."""
+        return self.arch.unembed(self.arch.final_norm(resid))
+
+    @torch.no_grad()
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        *,
+        exit_layers: Tensor | int | None = None,
+        controller: Controller | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
+        return_resid: bool = False,
+        return_patterns: bool = False,
+        logits_to_keep: int = 0,
+        _min_exit: int = 1,
+    ) -> ForwardOutput:
+        """Run the blocks in order; token (b, t) runs ``exit_layers[b, t]`` of them.
+
+        Args:
+            input_ids: [B, T] token ids (only the new tokens when a cache is passed).
+            attention_mask: [B, T_past + T] 1 for real tokens, 0 for (left) padding; None = all real.
+            exit_layers: [B, T] or one int: how many layers each token runs, 1..n_layers
+                (None = all). An exited token's residual is frozen; deeper layers still get its
+                keys/values by state propagation, so tokens that run on can attend to it.
+            controller: decides exits on the fly before each layer (instead of ``exit_layers``); if it
+                has ``reset(positions)`` it is called first, and ``readout(resid, exit_layers)`` maps
+                the final residuals before unembedding (see :mod:`anee_lite.controllers`).
+            past_key_values: a cache from an earlier call on the same model and batch.
+            use_cache: return a cache for the next call.
+            return_resid: store ``blocks.{l}.hook_resid_pre/mid/post`` in ``activations``.
+            return_patterns: store ``blocks.{l}.attn.hook_pattern`` [B, H, T, T_k] (slower attention).
+            logits_to_keep: unembed only the last this-many positions (0 = all), as HF does.
+            _min_exit: 0 lets the seed's budget controller run no layer at all (min_layers=0).
+        """
+        n_layers = self.dims.n_layers
+        input_ids, key_mask, exit_layers = check_forward_inputs(
+            self, input_ids, attention_mask, exit_layers, past_key_values, controller, logits_to_keep, _min_exit)
+        B, T = input_ids.shape
+        cache = past_key_values if past_key_values is not None else (
+            KVCache(self.dims, B, id(self)) if use_cache else None)
+        n_past = 0 if cache is None else len(cache)
+
+        positions = position_ids(key_mask)[:, n_past:]  # [B, T]
+        padded = not bool(key_mask.all())
+        mask = attention_mask_4d(key_mask, n_past, T) if padded or (n_past and T > 1) else None
+        causal = n_past == 0
+
+        acts: dict[str, Tensor] = {}
+        propagated_before = cache.propagated if cache is not None else 0
+        pos_info = self.arch.position_info(positions)  # e.g. RoPE's cos/sin, once for all layers
+        resid = self.arch.embed(input_ids, positions)  # [B, T] -> [B, T, d_model]
+        active = torch.ones(B, T, dtype=torch.bool, device=resid.device)
+        if hasattr(controller, "reset"):
+            controller.reset(positions)  # a stateful controller starts each call afresh
+        deepest = 0
+        for layer in range(n_layers):
+            if controller is not None and layer > 0:
+                stop = controller(layer, resid, active) & active  # [B, T]
+                exit_layers = torch.where(stop, torch.full_like(exit_layers, layer), exit_layers)
+            active = exit_layers > layer  # [B, T]
+            if not bool(active.any()):
+                break
+            deepest = layer + 1
+            if cache is not None:
+                cache.catch_up(self.arch, layer)  # tokens that exited below this layer before this call
+            resid = self._block(layer, resid, pos_info, mask, causal, cache, active, acts,
+                                return_resid, return_patterns)
+        # Exited tokens at layers this call ran: their K/V there came from their frozen residual.
+        kv_in_call = int((deepest - exit_layers.clamp(max=deepest)).sum())
+        if cache is not None:
+            cache.add_tokens(resid, positions, key_mask[:, n_past:])
+            cache.propagated += kv_in_call
+        kv_propagated = cache.propagated - propagated_before if cache is not None else kv_in_call
+
+        kept = resid[:, -logits_to_keep:] if logits_to_keep else resid  # [B, T', d_model]
+        if hasattr(controller, "readout"):  # e.g. a tuned lens's translator for tokens that exited early
+            kept = controller.readout(kept, exit_layers[:, -kept.shape[1]:])
+        logits = self.logits_from_resid(kept)  # [B, T', d_model] -> [B, T', d_vocab]
+        stats = ForwardStats(
+            layers_executed=deepest,
+            total_layers=n_layers,
+            exited_early=deepest < n_layers,
+            exit_layers=exit_layers,
+            kv_propagated=kv_propagated,
+        )
+        return ForwardOutput(logits=logits, stats=stats, past_key_values=cache if use_cache else None,
+                             activations=acts)
+
+    __call__ = forward
+
+    def _block(self, layer, resid_pre, pos_info, mask, causal, cache, active, acts, want_resid, want_pattern):
+        """One pre-norm decoder block; tokens that are no longer active keep their residual."""
+        arch = self.arch
+        q, k, v = arch.attn_qkv(layer, resid_pre, pos_info)  # [B, H, T, D], [B, K, T, D] x 2
+        if cache is not None:
+            k, v = cache.extend(layer, k, v)  # -> [B, K, T_past + T, D]
+        z, pattern = attention(q, k, v, mask, causal, want_pattern)  # [B, T, H * D]
+        resid_mid = resid_pre + arch.attn_out(layer, z)  # [B, T, d_model]
+        resid_post = resid_mid + arch.mlp(layer, resid_mid)  # [B, T, d_model]
+        if not bool(active.all()):
+            resid_post = torch.where(active[..., None], resid_post, resid_pre)  # exited tokens stay frozen
+        if want_resid:
+            acts[f"blocks.{layer}.hook_resid_pre"] = resid_pre
+            acts[f"blocks.{layer}.hook_resid_mid"] = resid_mid
+            acts[f"blocks.{layer}.hook_resid_post"] = resid_post
+        if want_pattern:
+            acts[f"blocks.{layer}.attn.hook_pattern"] = pattern
+        return resid_post

@@ -1,0 +1,35 @@
+"""What a token costs: multiply-adds, bytes and energy (joules) per part, and measured layer timings.
+
+Not to be confused with the seed's ``energy_budget`` (a fraction of the layers, in :mod:`anee_lite.core.budget`):
+the joules live here.
+"""
+
+from .charges import (
+    BYTES_PER_PARAM,
+    ENERGY_PER_BYTE_J,
+    ENERGY_PER_FLOP_J,
+    MAC_PARTS,
+    CostBreakdown,
+    cost_fraction,
+    full_token_cost,
+    generation_report,
+    layer_weight_params,
+    norm_macs,
+    token_cost,
+)
+from .timing import layer_and_unembed_seconds
+
+__all__ = [
+    "BYTES_PER_PARAM",
+    "ENERGY_PER_BYTE_J",
+    "ENERGY_PER_FLOP_J",
+    "MAC_PARTS",
+    "CostBreakdown",
+    "cost_fraction",
+    "full_token_cost",
+    "generation_report",
+    "layer_and_unembed_seconds",
+    "layer_weight_params",
+    "norm_macs",
+    "token_cost",
+]

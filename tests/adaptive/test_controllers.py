@@ -1,0 +1,321 @@
+"""Exit controllers, lenses, probes, calibration and the evaluate CLI, on tiny random models."""
+
+import itertools
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from anee_lite import UnrolledModel, greedy_generate
+from anee_lite.adaptive.calibration import build_replay, calibrate, pareto_front, sweep, text_chunks
+from anee_lite.adaptive.controllers import CONTROLLER_NAMES, make_controller
+from anee_lite.adaptive.evaluate import decode_teacher_forced, evaluate
+from anee_lite.adaptive.probe import ExitProbe
+from anee_lite.io.assets import SMOLLM2_EXIT_LAYERS, lens_path, probe_path
+from anee_lite.lens import LogitLens, TunedLens
+
+N_LAYERS = 6
+
+
+class IdentityLens(LogitLens):
+    """A lens whose logits are the residual itself, so hand-made residuals have known probabilities."""
+
+    def __init__(self, n_layers=N_LAYERS):
+        self.model = SimpleNamespace(dims=SimpleNamespace(n_layers=n_layers))
+        self.layers = list(range(1, n_layers))
+
+    def logits(self, layer, resid):
+        return resid
+
+
+def resid_from_probs(*rows):
+    """[1, len(rows), V] residuals whose softmax is each row of probabilities."""
+    return torch.tensor(rows).log()[None]
+
+
+ALL = torch.ones(1, 2, dtype=torch.bool)
+PROBS = resid_from_probs([0.7, 0.2, 0.1], [0.4, 0.35, 0.25])  # confident token, unsure token
+
+
+def decisions(name, threshold, resid=PROBS, layer=1, **kwargs):
+    c = make_controller(name, IdentityLens(), threshold, **kwargs)
+    c.reset()
+    return c(layer, resid, ALL)[0].tolist(), c
+
+
+@pytest.mark.parametrize("name,threshold,expected", [
+    ("confidence", 0.6, [True, False]), ("confidence", 0.75, [False, False]), ("confidence", 0.39, [True, True]),
+    ("margin", 0.49, [True, False]), ("margin", 0.51, [False, False]), ("margin", 0.04, [True, True]),
+    ("entropy", 0.81, [True, False]), ("entropy", 0.79, [False, False]), ("entropy", 1.1, [True, True]),
+])
+def test_lens_controllers_on_known_distributions(name, threshold, expected):
+    # entropies: 0.7/0.2/0.1 -> 0.802 nats; 0.4/0.35/0.25 -> 1.081 nats
+    stop, c = decisions(name, threshold)
+    assert stop == expected
+    assert c.lens_checks.tolist() == [[1, 1]] and c.probe_checks.tolist() == [[0, 0]]
+
+
+def test_static_stops_at_first_allowed_layer_at_or_after_k():
+    c = make_controller("static", IdentityLens(), 3, exit_layers_allowed=[2, 4])
+    c.reset()
+    stops = [bool(c(layer, PROBS, ALL)[0, 0]) for layer in range(1, N_LAYERS)]
+    assert stops == [False, False, False, True, False]  # layer 3 is not allowed, 4 is the first
+    assert int(c.lens_checks.sum()) == 0 and int(c.probe_checks.sum()) == 0
+
+
+def test_saturation_compares_consecutive_residuals():
+    c = make_controller("saturation", IdentityLens(), 0.99)
+    c.reset()
+    a = torch.tensor([[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])
+    assert c(1, a, ALL).tolist() == [[False, False]]  # nothing to compare with yet
+    b = torch.tensor([[[1.0, 0.01, 0.0], [0.0, 1.0, 0.0]]])  # token 0 barely turns, token 1 turns 90 degrees
+    assert c(2, b, ALL).tolist() == [[True, False]]
+    c.reset()  # a new forward call forgets the previous residual
+    assert c(1, b, ALL).tolist() == [[False, False]]
+
+
+def test_patience_needs_k_repeats_of_the_same_top1():
+    c = make_controller("patience", IdentityLens(), 2)
+    c.reset()
+    same = resid_from_probs([0.7, 0.2, 0.1], [0.2, 0.7, 0.1])
+    flipped = resid_from_probs([0.7, 0.2, 0.1], [0.7, 0.2, 0.1])
+    assert c(1, same, ALL).tolist() == [[False, False]]  # streak 0
+    assert c(2, same, ALL).tolist() == [[False, False]]  # streak 1
+    assert c(3, flipped, ALL).tolist() == [[True, False]]  # token 0 streak 2; token 1 changed, back to 0
+    assert c.lens_checks.tolist() == [[3, 3]]
+
+
+def test_learned_probe_thresholds_its_probability():
+    d = 3
+    probe = ExitProbe({2: torch.zeros(d + 1)}, {2: torch.tensor(math.log(0.9 / 0.1))}, lens_kind="logit")
+    stop, c = decisions("learned", 0.85, layer=2, probe=probe)
+    assert stop == [True, True] and c.probe_checks.tolist()[0][0] > 0 and c.lens_checks.sum() == 0
+    assert decisions("learned", 0.95, layer=2, probe=probe)[0] == [False, False]
+    c.reset()
+    assert c(1, PROBS, ALL).tolist() == [[False, False]]  # the probe has no layer 1: no exit, no check
+    assert int(c.probe_checks.sum()) == 0
+
+
+def test_disallowed_layers_and_inactive_tokens_are_not_checked():
+    c = make_controller("confidence", IdentityLens(), 0.0, exit_layers_allowed=[3])
+    c.reset()
+    assert c(1, PROBS, ALL).tolist() == [[False, False]]
+    assert c(3, PROBS, torch.tensor([[True, False]])).tolist() == [[True, False]]
+    assert c.lens_checks.tolist() == [[1, 0]]
+
+
+def test_calm_decaying_threshold_relaxes_with_position():
+    c = make_controller("confidence", IdentityLens(), 0.7, decay_tau=4.0, decay_horizon=10)
+    c.reset(torch.tensor([[0, 100]]))
+    same = resid_from_probs([0.7, 0.2, 0.1], [0.7, 0.2, 0.1])
+    # position 0: 0.9 * 0.7 + 0.1 = 0.73 > 0.7; position 100: ~0.63 <= 0.7
+    assert c(1, same, ALL).tolist() == [[False, True]]
+    with pytest.raises(ValueError, match="decay_tau"):
+        make_controller("entropy", IdentityLens(), 1.0, decay_tau=1.0)
+
+
+# --- through the real forward, generation and the wrapper --------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    cfg = LlamaConfig(num_hidden_layers=N_LAYERS, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=64, vocab_size=50, max_position_embeddings=128, bos_token_id=0,
+                      eos_token_id=1)
+    return UnrolledModel(LlamaForCausalLM(cfg).eval())
+
+
+@pytest.fixture(scope="module")
+def probe_for_tiny():
+    torch.manual_seed(1)
+    return ExitProbe({l: 0.3 * torch.randn(33) for l in (2, 4)}, {l: torch.tensor(0.5) for l in (2, 4)}, "logit")
+
+
+def controller_for(name, model, probe, threshold=None):
+    return make_controller(name, LogitLens(model), threshold, probe=probe if name == "learned" else None)
+
+
+@pytest.mark.parametrize("name", CONTROLLER_NAMES)
+def test_every_controller_runs_through_forward_and_generation(tiny, probe_for_tiny, name):
+    c = controller_for(name, tiny, probe_for_tiny)
+    ids = torch.randint(2, 50, (2, 12), generator=torch.Generator().manual_seed(0))
+    out = tiny.forward(ids, controller=c)
+    allowed = set(c.exit_layers_allowed) | {N_LAYERS}
+    assert set(out.stats.exit_layers.flatten().tolist()) <= allowed
+    assert c.lens_checks.shape == (2, 12)
+    gen = greedy_generate(tiny, ids[:, :4], max_new_tokens=4, controller=c)
+    assert gen.new_tokens.shape == (2, 4)
+    assert all(set(l.tolist()) <= allowed for l in gen.layers_per_token)
+
+
+@pytest.mark.parametrize("name", ["confidence", "learned", "saturation"])
+def test_extreme_thresholds(tiny, probe_for_tiny, name):
+    ids = torch.randint(2, 50, (1, 10), generator=torch.Generator().manual_seed(1))
+    never = controller_for(name, tiny, probe_for_tiny, threshold=2.0)
+    assert torch.equal(tiny.forward(ids, controller=never).logits, tiny.forward(ids).logits)
+    always = controller_for(name, tiny, probe_for_tiny, threshold=-2.0)
+    exits = tiny.forward(ids, controller=always).stats.exit_layers
+    first = always.exit_layers_allowed[0] + (1 if name == "saturation" else 0)  # saturation needs a previous resid
+    assert exits.max() == first
+
+
+def test_tuned_lens_readout_is_used_for_exited_tokens(tiny):
+    torch.manual_seed(2)
+    d = tiny.dims.d_model
+    lens = TunedLens(tiny, {2: 0.1 * torch.randn(d, d)}, {2: 0.1 * torch.randn(d)})
+    ids = torch.randint(2, 50, (1, 8), generator=torch.Generator().manual_seed(2))
+    out = tiny.forward(ids, controller=make_controller("static", lens, 2, exit_layers_allowed=[2]))
+    resid2 = tiny.forward(ids, exit_layers=2).activations or tiny.forward(ids, exit_layers=2, return_resid=True)
+    expected = tiny.logits_from_resid(lens.translate(2, resid2.resid_stack()[2]))
+    torch.testing.assert_close(out.logits, expected)
+
+
+def test_wrapper_generate_accepts_a_controller(tiny_gpt2_folder):
+    from anee_lite import ANEEConfig, ANEEWrapper
+
+    wrapper = ANEEWrapper(ANEEConfig(model_name=str(tiny_gpt2_folder)))
+    c = make_controller("confidence", LogitLens(wrapper.model), 0.0)
+    result = wrapper.generate(prompt="The quick brown fox", max_new_tokens=3, controller=c, return_result=True)
+    assert all(int(l[0]) == 1 for l in result.layers_per_token)  # threshold 0: every token stops at layer 1
+
+
+# --- calibration and evaluation --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def replay(tiny):
+    ids = torch.randint(2, 50, (1, 64), generator=torch.Generator().manual_seed(3))
+    return build_replay(tiny, list(ids.split(32, dim=1)))
+
+
+@pytest.mark.parametrize("name", CONTROLLER_NAMES)
+def test_calibration_meets_target_on_calibration_text(tiny, probe_for_tiny, replay, name):
+    c = controller_for(name, tiny, probe_for_tiny)
+    result = calibrate(replay, c, target_agreement=0.75)
+    assert result.met and result.agreement >= 0.75 and c.threshold == result.threshold
+    cheaper = [p for p in result.curve if p.cost_fraction < result.cost_fraction]
+    assert all(p.agreement < 0.75 for p in cheaper)  # it is the cheapest threshold that meets the target
+    front = pareto_front(result.curve)
+    assert all(a.cost_fraction <= b.cost_fraction and a.agreement < b.agreement for a, b in itertools.pairwise(front))
+
+
+def test_replay_matches_the_real_forward_for_a_static_exit(tiny):
+    chunks = list(torch.randint(2, 50, (1, 24), generator=torch.Generator().manual_seed(3)).split(12, 1))
+    c = make_controller("static", LogitLens(tiny), 3)
+    (point,) = sweep(build_replay(tiny, chunks), c, thresholds=[3.0])
+    run = decode_teacher_forced(tiny, chunks, c)
+    real = float((run["logits"].argmax(-1) == run["full_logits"].argmax(-1)).float().mean())
+    assert real == pytest.approx(point.agreement)
+    assert set(run["exits"].tolist()) == {3}
+
+
+class CharTokenizer:
+    def __call__(self, text, return_tensors=None):
+        return SimpleNamespace(input_ids=torch.tensor([[2 + ord(ch) % 48 for ch in text]]))
+
+
+def test_evaluate_reports_every_field(tiny):
+    result = evaluate(tiny, CharTokenizer(), "hello world, " * 6, "confidence",
+                      calibration_text="calibrate on this text. " * 4, target_agreement=0.8, max_tokens=40, chunk=20)
+    d = result.as_dict()
+    for key in ("agreement", "cost_fraction", "mean_layers_fraction", "wall_time_ratio", "kl", "perplexity",
+                "threshold", "tokens"):
+        assert key in d
+    assert d["tokens"] == 40 and 0 <= d["agreement"] <= 1 and d["wall_time_ratio"] > 0
+
+
+# --- saving and loading ------------------------------------------------------------------------------
+
+def test_tuned_lens_round_trips_through_safetensors(tiny, tmp_path):
+    d = tiny.dims.d_model
+    lens = TunedLens(tiny, {1: torch.randn(d, d), 4: torch.randn(d, d)}, {1: torch.randn(d), 4: torch.randn(d)})
+    lens.save(tmp_path / "lens.safetensors", model_name="tiny")
+    back = TunedLens.load(tiny, tmp_path / "lens.safetensors")
+    assert back.layers == [1, 4]
+    for l in (1, 4):
+        torch.testing.assert_close(back.weights[l], lens.weights[l].half().float())  # stored as fp16
+        torch.testing.assert_close(back.biases[l], lens.biases[l])
+    with pytest.raises(ValueError, match="not an exit-probe file"):
+        ExitProbe.load(tmp_path / "lens.safetensors")
+    assert (tmp_path / "lens.safetensors").read_bytes()[:8] != b"\x80\x04\x95"  # not a pickle
+
+
+def test_exit_probe_round_trips_through_safetensors(probe_for_tiny, tmp_path):
+    probe_for_tiny.save(tmp_path / "probe.safetensors")
+    back = ExitProbe.load(tmp_path / "probe.safetensors")
+    assert back.layers == probe_for_tiny.layers and back.lens_kind == "logit"
+    for l in back.layers:
+        assert torch.equal(back.weights[l], probe_for_tiny.weights[l])
+        assert torch.equal(back.biases[l], probe_for_tiny.biases[l])
+
+
+@pytest.mark.skipif(not lens_path().exists(), reason="shipped smollm2 assets not built")
+def test_shipped_smollm2_assets_have_the_right_shapes():
+    from safetensors import safe_open
+
+    for path in (lens_path(), probe_path()):
+        assert path.stat().st_size < 5_000_000
+    with safe_open(str(lens_path()), framework="pt") as f:
+        assert {f.get_slice(f"layer.{l}.weight").get_shape()[0] for l in SMOLLM2_EXIT_LAYERS} == {576}
+    assert ExitProbe.load(probe_path()).layers == list(SMOLLM2_EXIT_LAYERS)
+
+
+# --- bad input -----------------------------------------------------------------------------------------
+
+def test_bad_input_gets_a_clear_error(tiny, replay):
+    with pytest.raises(ValueError, match="controller must be one of"):
+        make_controller("bogus", LogitLens(tiny))
+    with pytest.raises(ValueError, match="needs a probe"):
+        make_controller("learned", LogitLens(tiny))
+    with pytest.raises(ValueError, match="exit_layers_allowed"):
+        make_controller("confidence", LogitLens(tiny), exit_layers_allowed=[0, N_LAYERS])
+    for target in (0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="target_agreement"):
+            calibrate(replay, make_controller("static", LogitLens(tiny)), target)
+    with pytest.raises(ValueError, match="text must be a non-empty"):
+        text_chunks(CharTokenizer(), "   ")
+    with pytest.raises(ValueError, match="target_agreement"):
+        evaluate(tiny, CharTokenizer(), "some text", "static", target_agreement=1.01)
+
+
+def run_cli(args, capsys):
+    from anee_lite.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", *args])
+    return exc.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--controller", "bogus"], "invalid choice: 'bogus'"),
+    (["--controller", "static", "--target-agreement", "0"], "must be in (0, 1]"),
+    (["--controller", "static", "--target-agreement", "1.5"], "must be in (0, 1]"),
+    (["--controller", "static", "--text", "MISSING"], "--text: no such file"),
+    (["--controller", "static", "--text", "EMPTY"], "--text: the file is empty"),
+])
+def test_cli_bad_input(args, message, tmp_path, capsys):
+    text = tmp_path / "text.txt"
+    text.write_text("Some text to read.")
+    (tmp_path / "empty.txt").write_text("  \n")
+    base = {"--text": str(text), "--model": "smollm2-135m", "--json": str(tmp_path / "out.json")}
+    args = [{"MISSING": str(tmp_path / "nope.txt"), "EMPTY": str(tmp_path / "empty.txt")}.get(a, a) for a in args]
+    for key, value in base.items():
+        if key not in args:
+            args += [key, value]
+    code, err = run_cli(args, capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_cli_writes_json(tiny_gpt2_folder, tmp_path, capsys):
+    from anee_lite.cli import main
+
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 4)
+    out = tmp_path / "out.json"
+    assert main(["evaluate", "--model", str(tiny_gpt2_folder), "--text", str(text), "--calibration-text", str(text),
+                 "--controller", "margin", "--target-agreement", "0.9", "--max-tokens", "24", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["controller"] == "margin" and data["tokens"] == 24 and data["calibration"]["target"] == 0.9
+    assert "top-1 agreement" in capsys.readouterr().out

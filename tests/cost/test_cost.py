@@ -1,0 +1,227 @@
+"""The cost model against hand counts and against torch's own FLOP counter on the real forward."""
+
+import pytest
+import torch
+from conftest import VOCAB, random_gpt2, random_llama
+from torch.utils.flop_counter import FlopCounterMode
+
+from anee_lite import UnrolledModel, greedy_generate
+from anee_lite.core.architectures import ModelDims
+from anee_lite.cost import (
+    ENERGY_PER_BYTE_J,
+    ENERGY_PER_FLOP_J,
+    CostBreakdown,
+    cost_fraction,
+    full_token_cost,
+    generation_report,
+    layer_and_unembed_seconds,
+    norm_macs,
+    token_cost,
+)
+
+TINY = ModelDims(architecture="llama", d_model=8, n_heads=2, n_kv_heads=1, d_head=4, d_mlp=16, n_layers=2,
+                 d_vocab=10, n_ctx=32)
+SMOLLM2 = ModelDims(architecture="llama", d_model=576, n_heads=9, n_kv_heads=3, d_head=64, d_mlp=1536, n_layers=30,
+                    d_vocab=49152, n_ctx=8192)
+
+
+def test_tiny_config_by_hand():
+    cost = token_cost(TINY, layers_run=2, context_len=3)
+    # per layer: Q 8x8, K and V 8x4 each, O 8x8 -> 64 + 64 + 64 = 192; SwiGLU 3 x 8x16 = 384
+    assert cost.qkv_o == 2 * 192
+    assert cost.attn_scores == 2 * 2 * (2 * 4) * 3  # layers x (QK^T and PV) x (H x D) x keys
+    assert cost.mlp == 2 * 384
+    assert cost.norms == (2 * 2 + 1) * 2 * 8  # two per layer and the final one, 2 x d_model each
+    assert cost.lm_head == 8 * 10
+    assert cost.kv_propagation == cost.exit_checks == 0
+    assert cost.macs == 384 + 96 + 768 + 80 + 80 == 1408
+    assert cost.flops == 2816
+    # bytes: per layer 192 + 384 + 16 weights + 2 x 4 x 3 cached K/V, then W_U and the final norm; 4 bytes each
+    assert cost.bytes_moved == 4 * (2 * (592 + 24) + 80 + 8) == 5280
+    assert cost.energy_joules() == pytest.approx(2816 * ENERGY_PER_FLOP_J + 5280 * ENERGY_PER_BYTE_J)
+
+
+def test_tiny_config_extras_by_hand():
+    base = token_cost(TINY, layers_run=2, context_len=3)
+    cost = token_cost(TINY, layers_run=2, context_len=3, kv_propagated=3, lens_checks=2, probe_checks=1)
+    assert cost.kv_propagation == 3 * (16 + 8 * 8)  # norm + K and V projections, per entry
+    assert cost.exit_checks == 2 * (16 + 80) + 8  # two lens checks (norm + W_U) and one probe (a dot product)
+    assert cost.bytes_moved - base.bytes_moved == 4 * (3 * (8 + 8) + 2 * (80 + 8) + 8)
+    no_unembed = token_cost(TINY, layers_run=2, context_len=3, unembed=False)
+    assert no_unembed.lm_head == 0 and no_unembed.norms == 4 * 16
+
+
+def test_energy_uses_the_documented_constants():
+    assert ENERGY_PER_FLOP_J == pytest.approx(2.3e-12)  # (3.7 + 0.9) pJ per MAC, Horowitz ISSCC 2014
+    assert 1.3e-9 / 8 <= ENERGY_PER_BYTE_J <= 2.6e-9 / 8
+    cost = CostBreakdown(1, 0, 0, 0, 0, 0, 0, bytes_moved=10)
+    assert cost.energy_joules(joules_per_flop=1.0, joules_per_byte=0.5) == 2 + 5
+
+
+def test_breakdowns_add_and_sum():
+    a = token_cost(TINY, layers_run=1, context_len=2)
+    b = token_cost(TINY, layers_run=2, context_len=5, lens_checks=1)
+    total = a + b
+    assert total.macs == a.macs + b.macs and total.bytes_moved == a.bytes_moved + b.bytes_moved
+    assert sum([a, b]) == total
+    assert total.as_dict()["flops"] == total.flops
+    assert (3 * a).macs == 3 * a.macs and a * 2 == a + a
+    assert set(total.as_dict()) >= {"qkv_o", "attn_scores", "mlp", "norms", "lm_head", "kv_propagation",
+                                    "exit_checks", "bytes_moved", "macs", "flops", "energy_joules"}
+
+
+def test_cost_fraction():
+    full = full_token_cost(TINY, context_len=4)
+    assert cost_fraction(full, full) == 1.0
+    half = token_cost(TINY, layers_run=1, context_len=4)
+    assert 0.5 < cost_fraction(half, full) < 1.0  # the unembedding is paid either way
+    with pytest.raises(ValueError, match="full"):
+        cost_fraction(full, CostBreakdown(0, 0, 0, 0, 0, 0, 0, 0))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"layers_run": 3, "context_len": 1}, r"layers_run must be in \[0, 2\]"),
+    ({"layers_run": -1, "context_len": 1}, "layers_run"),
+    ({"layers_run": 1, "context_len": 0}, "context_len must be >= 1"),
+    ({"layers_run": 1, "context_len": 1, "lens_checks": -1}, "lens_checks"),
+    ({"layers_run": 1, "context_len": 1, "kv_propagated": -2}, "kv_propagated"),
+])
+def test_token_cost_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        token_cost(TINY, **kwargs)
+
+
+def test_smollm2_lm_head_is_eight_layers():
+    layer = token_cost(SMOLLM2, layers_run=1, context_len=1, unembed=False)
+    # by hand: W_U is 576 x 49152; a layer's matrices are 576 x (576 + 2 x 192) + 576 x 576 + 3 x 576 x 1536
+    assert (layer.qkv_o + layer.mlp) == 576 * (960 + 576 + 4608)
+    assert full_token_cost(SMOLLM2, 1).lm_head / (layer.qkv_o + layer.mlp) == 49152 / 6144 == 8
+    step = full_token_cost(SMOLLM2, context_len=64)
+    assert 0.18 <= step.lm_head / step.macs <= 0.22  # ~a fifth of a short-context decoding step
+
+
+# --- against torch.utils.flop_counter on the real forward -------------------------------------------------------
+
+
+def counted_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_flops(cost: CostBreakdown, kv_propagated: int = 0, lens_checks: int = 0, dims=None) -> float:
+    """What FlopCounterMode sees: matrix products only, so the norms charged by convention come off."""
+    norms = cost.norms + (kv_propagated + lens_checks) * norm_macs(dims)
+    return cost.flops - 2 * norms
+
+
+def _models():
+    return {"gpt2": random_gpt2(n_layer=4, n_positions=128), "llama": random_llama(n_layers=4)}
+
+
+@pytest.fixture(params=["gpt2", "llama", "smollm2"])
+def counted_model(request):
+    if request.param == "smollm2":
+        hf, _ = request.getfixturevalue("smollm2_hf")
+        return UnrolledModel(hf)
+    return UnrolledModel(_models()[request.param])
+
+
+def prefill(model, n_tokens, seed=0):
+    ids = torch.randint(0, min(VOCAB, model.dims.d_vocab), (1, n_tokens), generator=torch.Generator().manual_seed(seed))
+    return model(ids, use_cache=True).past_key_values
+
+
+@pytest.mark.parametrize("past, new", [(0, 5), (7, 1), (7, 3)])
+def test_full_depth_flops_match_the_counter(counted_model, past, new):
+    model, dims = counted_model, counted_model.dims
+    cache = prefill(model, past) if past else None
+    ids = torch.randint(0, VOCAB, (1, new), generator=torch.Generator().manual_seed(1))
+    # return_patterns: the explicit attention matmuls are counted (CPU SDPA kernels are not)
+    got = counted_flops(lambda: model(ids, past_key_values=cache, use_cache=True, return_patterns=True))
+    # the forward computes every query against every key of the call and masks (no causal skipping)
+    expected = new * full_token_cost(dims, context_len=past + new)
+    assert got == matmul_flops(expected, dims=dims)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_static_exit_flops_match_the_counter(counted_model, layers):
+    model, dims = counted_model, counted_model.dims
+    cache = prefill(model, 6, seed=2)
+    ids = torch.randint(0, VOCAB, (1, 2), generator=torch.Generator().manual_seed(3))
+    got = counted_flops(lambda: model(ids, exit_layers=layers, past_key_values=cache, use_cache=True,
+                                      return_patterns=True, logits_to_keep=1))
+    expected = 2 * token_cost(dims, layers_run=layers, context_len=8, unembed=False) + token_cost(
+        dims, layers_run=0, context_len=1)  # logits_to_keep=1: one unembedding
+    assert got == matmul_flops(expected, dims=dims)
+
+
+def test_propagation_flops_match_the_counter(counted_model):
+    model, dims = counted_model, counted_model.dims
+    n = dims.n_layers
+    cache = prefill(model, 4)
+    cache = model(torch.tensor([[5]]), exit_layers=1, past_key_values=cache, use_cache=True).past_key_values
+    got = counted_flops(lambda: model(torch.tensor([[6]]), past_key_values=cache, use_cache=True,
+                                      return_patterns=True))
+    expected = token_cost(dims, layers_run=n, context_len=6, kv_propagated=n - 1)  # token 4 caught up at n - 1 layers
+    assert cache.propagated == n - 1
+    assert got == matmul_flops(expected, kv_propagated=n - 1, dims=dims)
+
+
+def test_lens_check_flops_match_the_counter(counted_model):
+    model, dims = counted_model, counted_model.dims
+    resid = torch.randn(1, 1, dims.d_model)
+    got = counted_flops(lambda: model.logits_from_resid(resid))
+    cost = token_cost(dims, layers_run=0, context_len=1, unembed=False, lens_checks=1)
+    assert got == matmul_flops(cost, lens_checks=1, dims=dims)
+
+
+# --- per-token report of a generation ---------------------------------------------------------------------------
+
+
+def test_generation_report_static_exit():
+    model = UnrolledModel(random_llama(n_layers=4))
+    ids = torch.randint(0, VOCAB, (1, 5), generator=torch.Generator().manual_seed(0))
+    result = greedy_generate(model, ids, max_new_tokens=4, exit_layers=2)
+    rows = generation_report(result, model.dims)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert all(r["layers"] == 2 for r in rows)
+    for r in rows:
+        cost = token_cost(model.dims, layers_run=2, context_len=5 + r["step"])
+        assert r["context_len"] == 5 + r["step"]
+        assert r["flops"] == cost.flops
+        assert r["flops_fraction"] == pytest.approx(cost.flops / full_token_cost(model.dims, 5 + r["step"]).flops)
+        assert r["energy_joules"] == pytest.approx(cost.energy_joules())
+        assert 0 < r["flops_fraction"] < 1
+    assert [r["wall_seconds"] for r in rows] == result.step_times
+
+
+def test_generation_report_charges_propagation():
+    model = UnrolledModel(random_gpt2(n_layer=4, n_positions=128))
+    n = model.dims.n_layers
+    ids = torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(0))
+    depths = iter([1, n, 2])  # decoding steps 1, 2, 3; the prompt (step 0) runs every layer
+    state = {}
+
+    def controller(layer, resid, active):
+        if layer == 1:
+            state["depth"] = n if resid.shape[1] > 1 else next(depths)
+        return torch.full_like(active, layer == state["depth"])
+
+    result = greedy_generate(model, ids, max_new_tokens=4, controller=controller)
+    rows = generation_report(result, model.dims)
+    assert [r["layers"] for r in rows] == [n, n, 1, 1, n, n, 2, 2]
+    assert [r["row"] for r in rows] == [0, 1] * 4
+    assert result.kv_propagated_per_step == [0, 0, 2 * (n - 1), 0]  # step 2 fills step 1's token, both rows
+    step2 = token_cost(model.dims, layers_run=n, context_len=7, kv_propagated=n - 1)
+    assert rows[4]["flops"] == step2.flops
+
+
+def test_layer_and_unembed_seconds_runs_and_checks_its_arguments():
+    model = UnrolledModel(random_llama(n_layers=2))
+    layer_s, unembed_s = layer_and_unembed_seconds(model, context_len=6, repeats=1)
+    assert layer_s > 0 and unembed_s > 0  # no timing assertion: only that it measured something
+    with pytest.raises(ValueError, match="context_len"):
+        layer_and_unembed_seconds(model, context_len=1)
+    with pytest.raises(ValueError, match="repeats"):
+        layer_and_unembed_seconds(model, context_len=6, repeats=0)
