@@ -117,7 +117,7 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
 
     try:
         hf_model, tokenizer = load_pretrained(args.model)
-        model = UnrolledModel(hf_model)
+        model = UnrolledModel(hf_model, share_weights=True)  # the library loaded it: no second copy
         controller = build_controller(model, args.model, args.controller, lens=args.lens, threshold=args.threshold)
         result = evaluate(model, tokenizer, text, controller, calibration_text=calibration,
                           target_agreement=args.target_agreement, max_tokens=args.max_tokens, chunk=args.chunk)

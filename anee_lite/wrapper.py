@@ -17,25 +17,33 @@ class ANEEWrapper:
 
     Args:
         config: model name and default budget knobs; ``ANEEConfig()`` (GPT-2) if omitted.
-        hf_model: an already loaded HF model to wrap instead of loading ``config.model_name``.
+        hf_model: an already loaded HF model to wrap instead of loading ``config.model_name``. It is
+            left exactly as it was: the wrapper copies its weights (on ``config.device``) unless
+            ``share_weights``.
         tokenizer: its tokenizer (needed by ``generate`` when a prompt is text).
+        share_weights: with ``hf_model``, share its memory instead of copying (see
+            :class:`~anee_lite.core.model.UnrolledModel`): for models too big to hold twice; the model
+            is then moved to ``config.device`` and its linear weights become views of the wrapper's.
+            A model the wrapper loads itself is always shared (it is nobody else's).
     """
 
-    def __init__(self, config: ANEEConfig | None = None, *, hf_model=None, tokenizer=None):
+    def __init__(self, config: ANEEConfig | None = None, *, hf_model=None, tokenizer=None,
+                 share_weights: bool = False):
         self.config = config if config is not None else ANEEConfig()
         if hf_model is None:
+            if share_weights:
+                raise ValueError("share_weights applies only to a model passed as hf_model=...: a model the "
+                                 "wrapper loads itself is always shared")
             from .io.loading import load_pretrained
 
             hf_model, tokenizer = load_pretrained(self.config.model_name)
-        self.hf_model = hf_model.to(self.config.device).eval()
+            share_weights = True  # the library's own model: no second copy
+        if share_weights:
+            hf_model = hf_model.to(self.config.device)
+        self.hf_model = hf_model
         self.tokenizer = tokenizer
-        self.model = UnrolledModel(self.hf_model)
+        self.model = UnrolledModel(hf_model, share_weights=share_weights, device=self.config.device)
         check_int("min_layers", self.config.min_layers, low=0, high=self.n_layers)
-
-    @classmethod
-    def from_pretrained(cls, model_name: str, **config_kwargs) -> ANEEWrapper:
-        """``ANEEWrapper(ANEEConfig(model_name=..., **config_kwargs))``."""
-        return cls(ANEEConfig(model_name=model_name, **config_kwargs))
 
     @property
     def n_layers(self) -> int:
@@ -67,7 +75,7 @@ class ANEEWrapper:
                                  "exit_layers/controller: pass one or the other")
             return self.model.forward(input_ids, attention_mask, **forward_kwargs)
         n = self.exit_layer(energy_budget, min_layers, exit_budget_threshold)
-        return self.model.forward(input_ids, attention_mask, exit_layers=n, _min_exit=0, **forward_kwargs)
+        return self.model.forward(input_ids, attention_mask, exit_layers=n, **forward_kwargs)
 
     def encode(self, prompt: str | list[str], tokenizer=None) -> tuple[Tensor, Tensor]:
         """Tokenize one prompt or a list (left-padded) -> input_ids, attention_mask [B, T]."""
@@ -115,7 +123,7 @@ class ANEEWrapper:
             exit_layers = self.exit_layer(energy_budget, min_layers, exit_budget_threshold)
         result = greedy_generate(self.model, ids, mask, max_new_tokens=max_new_tokens, exit_layers=exit_layers,
                                  controller=controller, use_cache=use_cache, eos_token_id=tokenizer.eos_token_id,
-                                 pad_token_id=tokenizer.pad_token_id, _min_exit=0)
+                                 pad_token_id=tokenizer.pad_token_id)
         if return_result:
             return result
         texts = [tokenizer.decode(row[:ids.shape[1]][m.bool()].tolist() + row[ids.shape[1]:].tolist(),

@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     hf_model, tokenizer = load_pretrained("smollm2-135m")
-    model = UnrolledModel(hf_model)
+    model = UnrolledModel(hf_model, share_weights=True)  # the library loaded it: no second copy
     texts = {k: (DATA_DIR / f"{k}.txt").read_text() for k in
              ("python_docs_calibration", "python_docs_heldout", "kjv_calibration", "kjv_heldout")}
     replays = {k: build_replay(model, text_chunks(tokenizer, t, max_tokens=args.max_tokens)) for k, t in texts.items()}

@@ -33,7 +33,7 @@ def forward_throughput(repeats: int, shapes: list[tuple[int, int]]) -> None:
 
     hf_as_loaded, _ = load_pretrained("smollm2-135m")
     hf_shared, _ = load_pretrained("smollm2-135m")
-    ours = UnrolledModel(hf_shared)
+    ours = UnrolledModel(hf_shared, share_weights=True)
     print(f"{'shape [B, T]':>14} {'anee tok/s':>11} {'HF as loaded':>13} {'HF shared':>10} "
           f"{'anee / HF as loaded':>20} {'anee / HF shared':>17}")
     for B, T in shapes:

@@ -55,7 +55,7 @@ def main() -> None:
 
     hf_as_loaded, tokenizer = load_pretrained("smollm2-135m")
     hf_shared, _ = load_pretrained("smollm2-135m")
-    model = UnrolledModel(hf_shared)  # re-lays out hf_shared's weights; hf_as_loaded keeps HF's layout
+    model = UnrolledModel(hf_shared, share_weights=True)  # re-lays out hf_shared; hf_as_loaded keeps HF's layout
     n = model.dims.n_layers
     ids = prompt_ids(tokenizer)
     static = {f"anee exit {round(100 * L / n)}% ({L} layers)": L for L in (round(n * f) for f in (0.75, 0.5, 0.25))}

@@ -52,7 +52,7 @@ def main() -> None:
     torch.manual_seed(0)
     start = time.perf_counter()
     hf_model, tokenizer = load_pretrained("smollm2-135m")
-    model = UnrolledModel(hf_model)
+    model = UnrolledModel(hf_model, share_weights=True)  # the library loaded it: no second copy
     ids = tokenizer((DATA / "python_docs_calibration.txt").read_text(), return_tensors="pt").input_ids
     chunks = list(ids.split(256, dim=1)) + sample_text_chunks(hf_model, tokenizer, args.sampled_tokens, seed=0)
     print(f"{sum(c.shape[1] for c in chunks)} training tokens in {len(chunks)} chunks "

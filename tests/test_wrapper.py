@@ -172,3 +172,43 @@ def test_bad_forward_inputs_are_refused(twelve, ids, mask, match):
 def test_unknown_model_names_the_offline_alias():
     with pytest.raises(ValueError, match="smollm2-135m"):
         ANEEWrapper(ANEEConfig(model_name="no-such-model-anywhere-xyz"))
+
+
+# --- the caller's model is theirs ---------------------------------------------------------------------------------
+
+
+def test_wrapping_a_callers_model_leaves_it_as_it_was(tiny_gpt2_folder, tmp_path):
+    hf = GPT2LMHeadModel.from_pretrained(tiny_gpt2_folder).train()  # requires_grad=True, training: as users have it
+    before = {name: (p, p.data_ptr(), p.requires_grad) for name, p in hf.named_parameters()}
+    wrapper = ANEEWrapper(hf_model=hf)
+    assert hf.training
+    assert {name: (p, p.data_ptr(), p.requires_grad) for name, p in hf.named_parameters()} == before
+    hf.save_pretrained(tmp_path)
+    ids = torch.randint(0, 200, (1, 6), generator=torch.Generator().manual_seed(0))
+    logits = wrapper(ids).logits
+    hf.half()
+    assert torch.equal(wrapper(ids).logits, logits)
+
+
+def test_share_weights_shares_the_callers_memory(tiny_gpt2_folder):
+    hf = GPT2LMHeadModel.from_pretrained(tiny_gpt2_folder)
+    wrapper = ANEEWrapper(hf_model=hf, share_weights=True)
+    theirs = {p.untyped_storage().data_ptr() for p in hf.parameters()}
+    arch = wrapper.model.arch
+    assert {t.untyped_storage().data_ptr() for t in (arch.W_U, arch.W_E, arch.blocks[0].W_QKV)} <= theirs
+
+
+def test_share_weights_without_a_model_is_refused():
+    with pytest.raises(ValueError, match="share_weights"):
+        ANEEWrapper(ANEEConfig(model_name="smollm2-135m"), share_weights=True)
+
+
+def test_a_zero_budget_with_min_layers_zero_predicts_from_the_embeddings(twelve):
+    ids = torch.randint(0, 200, (1, 5), generator=torch.Generator().manual_seed(2))
+    out = twelve(ids, energy_budget=0.0, min_layers=0)
+    assert out.stats.layers_executed == 0
+    embedded = twelve.model.arch.embed(ids, torch.arange(5)[None])
+    assert torch.allclose(out.logits, twelve.model.logits_from_resid(embedded), atol=1e-6)
+    result = twelve.generate(prompt="Early exits", max_new_tokens=2, energy_budget=0.0, min_layers=0,
+                             return_result=True)
+    assert [int(t) for t in torch.cat(result.layers_per_token)] == [0, 0]

@@ -15,6 +15,8 @@ so it undoes the saving it is meant to keep; propagation is what CALM measured t
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor
 
@@ -61,6 +63,12 @@ class KVCache:
         k, v = arch.attn_kv(layer, self.resid[:, start:end], pos_info)  # [B, K, n, D]
         self._append(layer, k, v)
         self.propagated += (end - start) * self.batch_size
+
+    def fork(self) -> KVCache:
+        """A cache holding the same entries (no copy) that later calls extend without changing this one."""
+        twin = copy.copy(self)
+        twin.keys, twin.values = list(self.keys), list(self.values)  # appends replace list items, never a tensor
+        return twin
 
     def extend(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append this call's keys/values at ``layer``; return all of them [B, K, T_past + T, D]."""

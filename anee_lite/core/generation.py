@@ -44,7 +44,6 @@ def greedy_generate(
     use_cache: bool = True,
     eos_token_id: int | None = None,
     pad_token_id: int | None = None,
-    _min_exit: int = 1,
 ) -> GenerationResult:
     """Append the argmax token ``max_new_tokens`` times, stopping once every row has emitted EOS.
 
@@ -53,7 +52,7 @@ def greedy_generate(
         input_ids: [B, T] prompt ids, left-padded if rows differ in length.
         attention_mask: [B, T] 1 for real tokens, 0 for padding.
         max_new_tokens: upper bound on generated tokens.
-        exit_layers: layers every token runs (a static exit); None = all layers.
+        exit_layers: layers every token runs (a static exit), 0..n_layers; None = all layers.
         controller: decides each token's exit on the fly instead.
         use_cache: keep keys/values between steps (False recomputes the whole context, like the seed).
         eos_token_id: stop a row once it emits this id (rows that stopped get ``pad_token_id``).
@@ -70,11 +69,11 @@ def greedy_generate(
         if use_cache:
             step_ids = result.sequences if cache is None else result.sequences[:, -1:]  # [B, T] or [B, 1]
             out = model.forward(step_ids, mask, exit_layers=exit_layers, controller=controller,
-                                past_key_values=cache, use_cache=True, logits_to_keep=1, _min_exit=_min_exit)
+                                past_key_values=cache, use_cache=True, logits_to_keep=1)
             cache = out.past_key_values
         else:
             out = model.forward(result.sequences, mask, exit_layers=exit_layers, controller=controller,
-                                logits_to_keep=1, _min_exit=_min_exit)
+                                logits_to_keep=1)
         next_ids = out.logits[:, -1].argmax(dim=-1)  # [B, d_vocab] -> [B]
         if eos_token_id is not None:
             next_ids = torch.where(finished, torch.full_like(next_ids, pad), next_ids)

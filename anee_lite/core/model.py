@@ -30,9 +30,6 @@ class _Dict:
             raise KeyError(key)
         return getattr(self, key)
 
-    def __contains__(self, key: str) -> bool:
-        return hasattr(self, key)
-
 
 @dataclass
 class ForwardStats(_Dict):
@@ -63,17 +60,42 @@ class ForwardOutput(_Dict):
         return torch.stack([acts["blocks.0.hook_resid_pre"]] + [acts[f"blocks.{l}.hook_resid_post"] for l in range(n)])
 
 
+@dataclass
+class ForwardCall:
+    """What every block of one forward call shares: built once per call, read by :meth:`UnrolledModel.block`."""
+
+    pos_info: object  # what arch.position_info returned for this call's tokens (e.g. RoPE's cos/sin)
+    mask: Tensor | None  # [B, 1, T, T_k] bool (True = may attend), or None: plain causal or no mask
+    causal: bool  # with no mask: whether to apply the causal mask (False when one new token meets a cache)
+    cache: KVCache | None  # keys/values of earlier calls; each block appends this call's
+    active: Tensor  # [B, T] bool: tokens that still run the current layer (the others keep their residual)
+    record_resid: bool = False  # store blocks.{l}.hook_resid_pre/mid/post in activations
+    record_patterns: bool = False  # store blocks.{l}.attn.hook_pattern in activations
+    activations: dict[str, Tensor] = field(default_factory=dict)
+
+
 class UnrolledModel:
     """A decoder-only LM run block by block in plain PyTorch, on a HuggingFace model's weights.
 
     Args:
-        hf_model: a ``GPT2LMHeadModel`` or ``LlamaForCausalLM`` (its weights are shared, not copied).
+        hf_model: a ``GPT2LMHeadModel`` or ``LlamaForCausalLM``.
+        share_weights: False (default): the weights are copied into the fast [in, out] layout and
+            ``hf_model`` is left exactly as it was (its parameters, storage, ``requires_grad``, and
+            ``save_pretrained``; changing it later does not change this model). True: no copy, for
+            tight memory: ``hf_model``'s linear weights are replaced by views of the library's
+            [in, out] matrices (same values and ``requires_grad``; HF outputs unchanged), so the two
+            share memory; ``save_pretrained`` then fails on the non-contiguous views, and
+            ``hf_model.half()`` or ``.to()`` afterwards un-shares them.
+        device: where the copied weights live (default: the model's device; with
+            ``share_weights=True`` it must be the model's device).
     """
 
-    def __init__(self, hf_model):
-        self.arch: Architecture = from_hf(hf_model)
+    def __init__(self, hf_model, *, share_weights: bool = False, device=None):
+        if not isinstance(share_weights, bool):
+            raise TypeError(f"share_weights must be True or False, got {share_weights!r}")
+        self.arch: Architecture = from_hf(hf_model, share_weights=share_weights, device=device)
         self.dims: ModelDims = self.arch.dims
-        self.device = hf_model.lm_head.weight.device
+        self.device = self.arch.W_U.device
 
     def logits_from_resid(self, resid: Tensor) -> Tensor:
         """Final norm and unembedding applied to any residual [..., d_model] -> [..., d_vocab]."""
@@ -92,16 +114,16 @@ class UnrolledModel:
         return_resid: bool = False,
         return_patterns: bool = False,
         logits_to_keep: int = 0,
-        _min_exit: int = 1,
     ) -> ForwardOutput:
         """Run the blocks in order; token (b, t) runs ``exit_layers[b, t]`` of them.
 
         Args:
             input_ids: [B, T] token ids (only the new tokens when a cache is passed).
             attention_mask: [B, T_past + T] 1 for real tokens, 0 for (left) padding; None = all real.
-            exit_layers: [B, T] or one int: how many layers each token runs, 1..n_layers
-                (None = all). An exited token's residual is frozen; deeper layers still get its
-                keys/values by state propagation, so tokens that run on can attend to it.
+            exit_layers: [B, T] or one int: how many layers each token runs, 0..n_layers
+                (None = all; 0 = none, the logits come from the embedding alone). An exited token's
+                residual is frozen; deeper layers still get its keys/values by state propagation,
+                so tokens that run on can attend to it.
             controller: decides exits on the fly before each layer (instead of ``exit_layers``); if it
                 has ``reset(positions)`` it is called first, and ``readout(resid, exit_layers)`` maps
                 the final residuals before unembedding (see :mod:`anee_lite.controllers`).
@@ -110,41 +132,42 @@ class UnrolledModel:
             return_resid: store ``blocks.{l}.hook_resid_pre/mid/post`` in ``activations``.
             return_patterns: store ``blocks.{l}.attn.hook_pattern`` [B, H, T, T_k] (slower attention).
             logits_to_keep: unembed only the last this-many positions (0 = all), as HF does.
-            _min_exit: 0 lets the seed's budget controller run no layer at all (min_layers=0).
         """
         n_layers = self.dims.n_layers
         input_ids, key_mask, exit_layers = check_forward_inputs(
-            self, input_ids, attention_mask, exit_layers, past_key_values, controller, logits_to_keep, _min_exit)
+            self, input_ids, attention_mask, exit_layers, past_key_values, controller, logits_to_keep)
         B, T = input_ids.shape
         cache = past_key_values if past_key_values is not None else (
             KVCache(self.dims, B, id(self)) if use_cache else None)
         n_past = 0 if cache is None else len(cache)
+        propagated_before = cache.propagated if cache is not None else 0
 
         positions = position_ids(key_mask)[:, n_past:]  # [B, T]
         padded = not bool(key_mask.all())
-        mask = attention_mask_4d(key_mask, n_past, T) if padded or (n_past and T > 1) else None
-        causal = n_past == 0
-
-        acts: dict[str, Tensor] = {}
-        propagated_before = cache.propagated if cache is not None else 0
-        pos_info = self.arch.position_info(positions)  # e.g. RoPE's cos/sin, once for all layers
+        call = ForwardCall(
+            pos_info=self.arch.position_info(positions),  # e.g. RoPE's cos/sin, once for all layers
+            mask=attention_mask_4d(key_mask, n_past, T) if padded or (n_past and T > 1) else None,
+            causal=n_past == 0,
+            cache=cache,
+            active=torch.ones(B, T, dtype=torch.bool, device=input_ids.device),
+            record_resid=return_resid,
+            record_patterns=return_patterns,
+        )
         resid = self.arch.embed(input_ids, positions)  # [B, T] -> [B, T, d_model]
-        active = torch.ones(B, T, dtype=torch.bool, device=resid.device)
         if hasattr(controller, "reset"):
             controller.reset(positions)  # a stateful controller starts each call afresh
         deepest = 0
         for layer in range(n_layers):
             if controller is not None and layer > 0:
-                stop = controller(layer, resid, active) & active  # [B, T]
+                stop = controller(layer, resid, call.active) & call.active  # [B, T]
                 exit_layers = torch.where(stop, torch.full_like(exit_layers, layer), exit_layers)
-            active = exit_layers > layer  # [B, T]
-            if not bool(active.any()):
+            call.active = exit_layers > layer  # [B, T]
+            if not bool(call.active.any()):
                 break
             deepest = layer + 1
             if cache is not None:
                 cache.catch_up(self.arch, layer)  # tokens that exited below this layer before this call
-            resid = self._block(layer, resid, pos_info, mask, causal, cache, active, acts,
-                                return_resid, return_patterns)
+            resid = self.block(layer, resid, call)
         # Exited tokens at layers this call ran: their K/V there came from their frozen residual.
         kv_in_call = int((deepest - exit_layers.clamp(max=deepest)).sum())
         if cache is not None:
@@ -164,25 +187,26 @@ class UnrolledModel:
             kv_propagated=kv_propagated,
         )
         return ForwardOutput(logits=logits, stats=stats, past_key_values=cache if use_cache else None,
-                             activations=acts)
+                             activations=call.activations)
 
     __call__ = forward
 
-    def _block(self, layer, resid_pre, pos_info, mask, causal, cache, active, acts, want_resid, want_pattern):
-        """One pre-norm decoder block; tokens that are no longer active keep their residual."""
+    def block(self, layer: int, resid_pre: Tensor, call: ForwardCall) -> Tensor:
+        """One pre-norm decoder block [B, T, d_model] -> [B, T, d_model]; inactive tokens keep their residual."""
         arch = self.arch
-        q, k, v = arch.attn_qkv(layer, resid_pre, pos_info)  # [B, H, T, D], [B, K, T, D] x 2
-        if cache is not None:
-            k, v = cache.extend(layer, k, v)  # -> [B, K, T_past + T, D]
-        z, pattern = attention(q, k, v, mask, causal, want_pattern)  # [B, T, H * D]
+        q, k, v = arch.attn_qkv(layer, resid_pre, call.pos_info)  # [B, H, T, D], [B, K, T, D] x 2
+        if call.cache is not None:
+            k, v = call.cache.extend(layer, k, v)  # -> [B, K, T_past + T, D]
+        z, pattern = attention(q, k, v, call.mask, call.causal, call.record_patterns)  # [B, T, H * D]
         resid_mid = resid_pre + arch.attn_out(layer, z)  # [B, T, d_model]
-        resid_post = resid_mid + arch.mlp(layer, resid_mid)  # [B, T, d_model]
-        if not bool(active.all()):
-            resid_post = torch.where(active[..., None], resid_post, resid_pre)  # exited tokens stay frozen
-        if want_resid:
-            acts[f"blocks.{layer}.hook_resid_pre"] = resid_pre
-            acts[f"blocks.{layer}.hook_resid_mid"] = resid_mid
-            acts[f"blocks.{layer}.hook_resid_post"] = resid_post
-        if want_pattern:
-            acts[f"blocks.{layer}.attn.hook_pattern"] = pattern
+        hidden = arch.mlp_hidden(layer, resid_mid)  # [B, T, d_mlp]
+        resid_post = resid_mid + arch.mlp_out(layer, hidden)  # [B, T, d_model]
+        if not bool(call.active.all()):
+            resid_post = torch.where(call.active[..., None], resid_post, resid_pre)  # exited tokens stay frozen
+        if call.record_resid:
+            call.activations.update({f"blocks.{layer}.hook_resid_pre": resid_pre,
+                                     f"blocks.{layer}.hook_resid_mid": resid_mid,
+                                     f"blocks.{layer}.hook_resid_post": resid_post})
+        if call.record_patterns:
+            call.activations[f"blocks.{layer}.attn.hook_pattern"] = pattern
         return resid_post

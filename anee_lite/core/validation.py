@@ -43,12 +43,8 @@ def _check_int_tensor(name: str, t, shape: tuple[int, ...] | None) -> Tensor:
     return t
 
 
-def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, controller, logits_to_keep,
-                         min_exit: int = 1):
-    """Validate the forward's arguments; return ids, the full bool key mask [B, T_past + T], exit layers [B, T].
-
-    ``min_exit=0`` lets the budget controller ask for zero layers (prediction from the embeddings).
-    """
+def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, controller, logits_to_keep):
+    """Validate the forward's arguments; return ids, the full bool key mask [B, T_past + T], exit layers [B, T]."""
     dims = model.dims
     input_ids = _check_int_tensor("input_ids", input_ids, None)
     if input_ids.dim() != 2:
@@ -92,13 +88,13 @@ def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, c
     if exit_layers is None:
         exit_layers = torch.full((B, T), dims.n_layers, dtype=torch.long, device=input_ids.device)
     elif isinstance(exit_layers, numbers.Integral) and not isinstance(exit_layers, bool):
-        check_int("exit_layers", exit_layers, low=min_exit, high=dims.n_layers)
+        check_int("exit_layers", exit_layers, low=0, high=dims.n_layers)
         exit_layers = torch.full((B, T), int(exit_layers), dtype=torch.long, device=input_ids.device)
     else:
         exit_layers = _check_int_tensor("exit_layers", exit_layers, (B, T)).to(input_ids.device, torch.long)
         lo, hi = int(exit_layers.min()), int(exit_layers.max())
-        if lo < 1 or hi > dims.n_layers:
-            raise ValueError(f"exit_layers must be in [1, {dims.n_layers}] (layers each token runs), "
+        if lo < 0 or hi > dims.n_layers:
+            raise ValueError(f"exit_layers must be in [0, {dims.n_layers}] (layers each token runs), "
                              f"got values in [{lo}, {hi}]")
     check_int("logits_to_keep", logits_to_keep, low=0, high=T)
     return input_ids, key_mask, exit_layers

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from ..core.attention import attention
+from ..core.model import ForwardCall
 from ..core.validation import check_int
 
 
@@ -25,22 +25,19 @@ def layer_and_unembed_seconds(model, context_len: int, repeats: int = 5) -> tupl
         context_len: keys each layer attends over, in [2, n_ctx].
         repeats: timed runs (the median is returned), >= 1.
     """
-    dims, arch = model.dims, model.arch
+    dims = model.dims
     context_len = check_int("context_len", context_len, low=2, high=dims.n_ctx)
     repeats = check_int("repeats", repeats, low=1)
     ids = torch.randint(0, dims.d_vocab, (1, context_len - 1), generator=torch.Generator().manual_seed(0))
     cache = model(ids.to(model.device), use_cache=True).past_key_values
-    pos_info = arch.position_info(torch.tensor([[context_len - 1]], device=model.device))
+    pos_info = model.arch.position_info(torch.tensor([[context_len - 1]], device=model.device))
     resid = torch.randn(1, 1, dims.d_model, device=model.device)  # [1, 1, d]
 
     def all_layers():
+        call = ForwardCall(pos_info=pos_info, mask=None, causal=False, cache=cache.fork(),
+                           active=torch.ones(1, 1, dtype=torch.bool, device=model.device))
         for layer in range(dims.n_layers):
-            q, k, v = arch.attn_qkv(layer, resid, pos_info)  # [1, H, 1, D], [1, K, 1, D] x 2
-            k = torch.cat([cache.keys[layer], k], dim=2)  # [1, K, context_len, D]
-            v = torch.cat([cache.values[layer], v], dim=2)
-            z, _ = attention(q, k, v, None, False, False)  # [1, 1, H * D]
-            mid = resid + arch.attn_out(layer, z)
-            mid + arch.mlp(layer, mid)
+            model.block(layer, resid, call)  # the model's own block, over a fork of the context's cache
 
     def seconds(fn) -> float:
         fn()  # warm-up

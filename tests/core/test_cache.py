@@ -237,10 +237,24 @@ def test_lazy_fill_waits_until_a_token_needs_the_layer(small_model):
     assert cache.propagated == 2  # token 2 at layers 1 and 2
 
 
+def test_zero_layers_predicts_from_the_embeddings_with_and_without_cache(small_model):
+    """exit_layers=0 is public: no block runs; deeper tokens still see the token through propagated K/V."""
+    ids, mask, exits = random_case(small_model, pad=(0, 4), seed=11)
+    exits[:, ::3] = 0  # every third token runs no layer
+    positions = position_ids(mask.bool())
+    alone = small_model(ids, mask, exit_layers=0).logits
+    assert torch.allclose(alone, small_model.logits_from_resid(small_model.arch.embed(ids, positions)), atol=1e-6)
+    expected = small_model(ids, mask, exit_layers=exits).logits
+    got, _ = cached_logits(small_model, ids, mask, exits, SCHEDULES["prefill-then-1"])
+    assert (got - expected)[mask.bool()].abs().max() <= 1e-4
+    steps = greedy_generate(small_model, ids[:1], max_new_tokens=3, exit_layers=0)
+    assert steps.layers_per_token == [torch.tensor([0])] * 3
+
+
 # --- bad input ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", [0, -1, "n+1"])
+@pytest.mark.parametrize("bad", [-1, "n+1"])
 def test_exit_layers_out_of_range(small_model, bad):
     n = small_model.dims.n_layers
     value = n + 1 if bad == "n+1" else bad

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Architecture, ModelDims, linear, split_heads, tie_in_out
+from .base import Architecture, LayerWeights, ModelDims
 
 
 def layer_norm(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
@@ -22,12 +22,17 @@ def gelu_new(x: Tensor) -> Tensor:
 
 
 class GPT2(Architecture):
-    """A HuggingFace ``GPT2LMHeadModel``'s weights, read in place (HF's Conv1D already stores [in, out])."""
+    """A HuggingFace ``GPT2LMHeadModel``'s weights in the shared vocabulary.
 
-    n_mlp_matrices = 2  # c_fc, c_proj
+    HF's Conv1D layers already store [in, out] and ``c_attn`` is already [W_Q | W_K | W_V], so the
+    layout needs no change: copied by default, used in place with ``share_weights=True``.
+    """
+
+    n_mlp_matrices = 2  # W_in, W_out
     n_norm_vectors = 2  # LayerNorm: scale and shift
 
-    def __init__(self, hf_model):
+    def __init__(self, hf_model, share_weights: bool = False, device=None):
+        super().__init__(hf_model, share_weights, device)
         cfg = hf_model.config
         tr = hf_model.transformer
         if getattr(cfg, "scale_attn_by_inverse_layer_idx", False) or getattr(cfg, "reorder_and_upcast_attn", False):
@@ -36,57 +41,42 @@ class GPT2(Architecture):
         if cfg.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"GPT-2 activation_function {cfg.activation_function!r} is not supported "
                              "(only 'gelu_new')")
+        d = cfg.n_embd
         self.dims = ModelDims(
             architecture="gpt2",
-            d_model=cfg.n_embd,
+            d_model=d,
             n_heads=cfg.n_head,
             n_kv_heads=cfg.n_head,
-            d_head=cfg.n_embd // cfg.n_head,
+            d_head=d // cfg.n_head,
             d_mlp=tr.h[0].mlp.c_fc.weight.shape[1],
             n_layers=cfg.n_layer,
             d_vocab=hf_model.lm_head.weight.shape[0],
             n_ctx=cfg.n_positions,
         )
         self.eps = cfg.layer_norm_epsilon
-        self.W_U_in_out = tie_in_out(tr.wte, hf_model.lm_head)  # [d, d_vocab]
-        self.wte = tr.wte.weight  # [d_vocab, d]
-        self.wpe = tr.wpe.weight  # [n_ctx, d]
-        self.h = tr.h  # blocks, HF names: ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj
-        self.ln_f = tr.ln_f
+        self.W_E, self.W_U = self.take_embeddings(tr.wte, hf_model.lm_head)  # [d_vocab, d], [d, d_vocab]
+        self.W_pos = self.take(tr.wpe.weight)  # [n_ctx, d]
+        self.blocks = [self._convert_block(blk, d) for blk in tr.h]
+        self.ln_final_w, self.ln_final_b = self.take(tr.ln_f.weight), self.take(tr.ln_f.bias)
+
+    def _convert_block(self, blk, d: int) -> LayerWeights:
+        attn, mlp = blk.attn, blk.mlp
+        return LayerWeights(
+            ln1_w=self.take(blk.ln_1.weight), ln1_b=self.take(blk.ln_1.bias),
+            W_QKV=self.take(attn.c_attn.weight), b_QKV=self.take(attn.c_attn.bias),  # [d, 3d], [3d]
+            W_O=self.take(attn.c_proj.weight), b_O=self.take(attn.c_proj.bias),  # [d, d], [d]
+            ln2_w=self.take(blk.ln_2.weight), ln2_b=self.take(blk.ln_2.bias),
+            W_mlp_in=self.take(mlp.c_fc.weight), b_mlp_in=self.take(mlp.c_fc.bias),  # [d, d_mlp], [d_mlp]
+            W_out=self.take(mlp.c_proj.weight), b_out=self.take(mlp.c_proj.bias),  # [d_mlp, d], [d]
+            qkv_widths=(d, d, d),
+            gated=False,
+        )
 
     def embed(self, input_ids: Tensor, positions: Tensor) -> Tensor:
-        return self.wte[input_ids] + self.wpe[positions]  # [B, T] -> [B, T, d]
+        return self.W_E[input_ids] + self.W_pos[positions]  # [B, T] -> [B, T, d]: token + position
 
-    def attn_qkv(self, layer, resid_pre, positions):
-        blk, H = self.h[layer], self.dims.n_heads
-        x = layer_norm(resid_pre, blk.ln_1.weight, blk.ln_1.bias, self.eps)  # [B, T, d]
-        qkv = linear(x, blk.attn.c_attn.weight, blk.attn.c_attn.bias)  # [B, T, d] -> [B, T, 3d]
-        q, k, v = qkv.split(self.dims.d_model, dim=-1)  # 3 x [B, T, d]
-        return split_heads(q, H), split_heads(k, H), split_heads(v, H)  # -> [B, H, T, D]
+    def norm(self, x, w, b):
+        return layer_norm(x, w, b, self.eps)
 
-    def attn_kv(self, layer, resid, positions):
-        blk, H, d = self.h[layer], self.dims.n_heads, self.dims.d_model
-        x = layer_norm(resid, blk.ln_1.weight, blk.ln_1.bias, self.eps)  # [B, T, d]
-        kv = linear(x, blk.attn.c_attn.weight[:, d:], blk.attn.c_attn.bias[d:])  # [B, T, d] -> [B, T, 2d], no Q
-        k, v = kv.split(d, dim=-1)  # 2 x [B, T, d]
-        return split_heads(k, H), split_heads(v, H)  # -> [B, H, T, D]
-
-    def attn_out(self, layer, z):
-        proj = self.h[layer].attn.c_proj
-        return linear(z, proj.weight, proj.bias)  # [B, T, d] -> [B, T, d]
-
-    def mlp(self, layer, resid_mid):
-        blk = self.h[layer]
-        x = layer_norm(resid_mid, blk.ln_2.weight, blk.ln_2.bias, self.eps)  # [B, T, d]
-        hidden = gelu_new(linear(x, blk.mlp.c_fc.weight, blk.mlp.c_fc.bias))  # [B, T, d] -> [B, T, d_mlp]
-        return linear(hidden, blk.mlp.c_proj.weight, blk.mlp.c_proj.bias)  # [B, T, d_mlp] -> [B, T, d]
-
-    def final_norm(self, resid):
-        return layer_norm(resid, self.ln_f.weight, self.ln_f.bias, self.eps)  # [B, T, d] -> [B, T, d]
-
-    def unembed(self, normed):
-        return linear(normed, self.W_U_in_out)  # [B, T, d] -> [B, T, d_vocab]
-
-    @property
-    def W_U(self):
-        return self.W_U_in_out.t()
+    def mlp_activation(self, pre):
+        return gelu_new(pre)  # [B, T, d_mlp]
