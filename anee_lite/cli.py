@@ -56,13 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _target(value: str) -> float:
+    from .adaptive.calibration import check_target_agreement
+
     try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--target-agreement must be a number in (0, 1], got {value!r}") from None
-    if not 0 < x <= 1:
-        raise argparse.ArgumentTypeError(f"--target-agreement must be in (0, 1], got {value}")
-    return x
+        return check_target_agreement(float(value))
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"--target-agreement must be in (0, 1], got {value!r}") from None
 
 
 def _positive_int(value: str) -> int:
@@ -72,7 +71,7 @@ def _positive_int(value: str) -> int:
 
 
 def add_evaluate_parser(commands) -> None:
-    from .adaptive.controllers import CONTROLLER_NAMES
+    from .adaptive.controllers import controller_names
     from .adaptive.evaluate import LENS_CHOICES
 
     ev = commands.add_parser("evaluate", help="agreement, cost and wall time of an exit controller on a text")
@@ -80,7 +79,7 @@ def add_evaluate_parser(commands) -> None:
     ev.add_argument("--text", required=True, help="text file to evaluate on (teacher-forced)")
     ev.add_argument("--calibration-text", default=None,
                     help="text file to choose the threshold on (default: the shipped Python-docs calibration text)")
-    ev.add_argument("--controller", required=True, choices=CONTROLLER_NAMES)
+    ev.add_argument("--controller", required=True, choices=controller_names())
     ev.add_argument("--target-agreement", type=_target, default=0.9, help="in (0, 1]; default 0.9")
     ev.add_argument("--threshold", type=float, default=None, help="use this threshold instead of calibrating")
     ev.add_argument("--lens", choices=LENS_CHOICES, default="auto",

@@ -1,4 +1,8 @@
-"""Choosing a controller's threshold on calibration text, and the agreement/cost curve behind it.
+"""Choosing a controller's threshold: replayed agreement/cost curves on calibration text.
+
+Where evaluation lives: :mod:`anee_lite.core.metrics` holds pure functions on logits (agreement,
+KL, perplexity); this module *chooses* thresholds; :mod:`anee_lite.adaptive.evaluate` *measures*
+a controller (or the seed's budget) by really decoding a text.
 
 Sweeping thresholds with a real forward per candidate would run the model dozens of times. We
 *replay* instead: one full-depth forward per chunk gives the residual after every layer; a
@@ -17,7 +21,7 @@ from torch import Tensor
 
 from ..core.model import UnrolledModel
 from ..core.validation import check_fraction
-from ..cost import CostBreakdown, cost_fraction, full_token_cost, token_cost
+from ..cost import cost_fraction, early_exit_cost
 from .controllers import ExitController
 
 
@@ -86,52 +90,19 @@ def replay_scores(replay: Replay, controller: ExitController) -> Tensor:
                 scores[layer] = controller.score(layer, resid)[0].float()
             controller.observe(layer, resid)
         per_chunk.append(scores)
+    controller.reset()  # drop the last chunk's state
     return torch.cat(per_chunk, dim=1)
 
 
-def simulate_exits(controller: ExitController, scores: Tensor, positions: Tensor, threshold: float):
-    """Exit layer, lens checks and probe checks per token [N] for one threshold."""
+def simulate_exits(controller: ExitController, scores: Tensor, positions: Tensor, threshold: float) -> Tensor:
+    """[N] exit layer of each token for one threshold: the first allowed layer whose score passes."""
     n = controller.n_layers
-    controller.positions = positions[None]  # [1, N] for a decaying threshold
     exits = torch.full(scores.shape[1:], n, dtype=torch.long)
-    n_checks = torch.zeros_like(exits)
     for layer in controller.exit_layers_allowed:
         running = exits == n
-        n_checks += running.long()
-        stop = controller.decide(scores[layer][None], threshold)[0] & running
+        stop = controller.decide(scores[layer][None], threshold, positions[None])[0] & running
         exits = torch.where(stop, torch.full_like(exits, layer), exits)
-    return exits, n_checks * controller.lens_checks_per_check, n_checks * controller.probe_checks_per_check
-
-
-def propagated_per_token(exits: Tensor, chunk_ids: Tensor) -> Tensor:
-    """[N] K/V entries each token owes later tokens: up to the deepest later token of its chunk (lazy fill)."""
-    out = torch.zeros_like(exits)
-    for c in chunk_ids.unique():
-        e = exits[chunk_ids == c]  # [T]
-        later_max = torch.cat([e.flip(0).cummax(0).values.flip(0)[1:], e.new_zeros(1)])  # max over s > t
-        out[chunk_ids == c] = (later_max - e).clamp(min=0)
-    return out
-
-
-def token_costs(model: UnrolledModel, lens, exits: Tensor, lens_checks: Tensor, probe_checks: Tensor,
-                positions: Tensor, chunk_ids: Tensor) -> tuple[CostBreakdown, CostBreakdown]:
-    """Summed cost of the tokens under early exit, and of the same tokens at full depth.
-
-    Everything is charged: layers run, lens checks, probe checks, K/V propagation and, for a tuned
-    lens, its translator (``d_model^2`` MACs per translated check and per translated readout).
-    """
-    dims = model.dims
-    kv = propagated_per_token(exits, chunk_ids)
-    spent, full = [], []
-    for L, lc, pc, p, k in zip(exits.tolist(), lens_checks.tolist(), probe_checks.tolist(),
-                               positions.tolist(), kv.tolist()):
-        spent.append(token_cost(dims, layers_run=L, context_len=p + 1, lens_checks=lc, probe_checks=pc,
-                                kv_propagated=k))
-        translate = lens.translator_macs(L) + lc * (dims.d_model ** 2 if lens.kind == "tuned" else 0)
-        if translate:
-            spent.append(CostBreakdown(0, 0, 0, 0, 0, 0, exit_checks=translate, bytes_moved=4 * translate))
-        full.append(full_token_cost(dims, p + 1))
-    return sum(spent), sum(full)
+    return exits
 
 
 @dataclass
@@ -147,32 +118,18 @@ class CurvePoint:
 def sweep(replay: Replay, controller: ExitController, thresholds=None, scores: Tensor | None = None) -> list[CurvePoint]:
     """Replayed agreement and cost for each threshold (default: candidates from the scores' quantiles)."""
     scores = replay_scores(replay, controller) if scores is None else scores
-    thresholds = candidate_thresholds(controller, scores) if thresholds is None else thresholds
+    thresholds = controller.candidate_thresholds(scores) if thresholds is None else thresholds
     lens, n = controller.lens, controller.n_layers
     tops = torch.stack([replay.readout_top1(lens, l) if l in controller.exit_layers_allowed or l == n
                         else replay.final_top1 for l in range(n + 1)])  # [n + 1, N]
     points = []
     for thr in thresholds:
-        exits, lc, pc = simulate_exits(controller, scores, replay.positions, float(thr))
+        exits = simulate_exits(controller, scores, replay.positions, float(thr))
         agree = float((tops.gather(0, exits[None])[0] == replay.final_top1).float().mean())
-        spent, full = token_costs(replay.model, lens, exits, lc, pc, replay.positions, replay.chunk_ids)
+        spent, full = early_exit_cost(replay.model.dims, exits, replay.positions, replay.chunk_ids,
+                                      controller.charges)
         points.append(CurvePoint(float(thr), agree, cost_fraction(spent, full), float(exits.float().mean()) / n))
     return points
-
-
-def candidate_thresholds(controller: ExitController, scores: Tensor, n_quantiles: int = 48) -> list[float]:
-    """Thresholds worth trying: every layer/streak for counts, score quantiles otherwise."""
-    n = controller.n_layers
-    if controller.name == "static":
-        return [float(l) for l in controller.exit_layers_allowed] + [float(n)]
-    if controller.name == "patience":
-        return [float(k) for k in range(len(controller.exit_layers_allowed) + 1)]
-    finite = scores[torch.isfinite(scores)]
-    if finite.numel() == 0:
-        return [controller.threshold]
-    qs = torch.quantile(finite[:100_000], torch.linspace(0, 1, n_quantiles)).tolist()
-    never = finite.max().item() + 1 if controller.higher_exits else finite.min().item() - 1  # no token exits
-    return sorted(set(qs)) + [never]
 
 
 @dataclass
@@ -188,6 +145,14 @@ class CalibrationResult:
     curve: list[CurvePoint]
 
 
+def check_target_agreement(target_agreement) -> float:
+    """The agreement to calibrate for: a number in (0, 1] (the one place this is checked)."""
+    target = check_fraction("target_agreement", target_agreement)
+    if target <= 0:
+        raise ValueError(f"target_agreement must be in (0, 1], got {target}")
+    return target
+
+
 def calibrate(replay: Replay, controller: ExitController, target_agreement: float = 0.9) -> CalibrationResult:
     """Set ``controller.threshold`` to the cheapest one reaching ``target_agreement`` on the replayed text.
 
@@ -195,9 +160,7 @@ def calibrate(replay: Replay, controller: ExitController, target_agreement: floa
         replay: :func:`build_replay` of the calibration text.
         target_agreement: top-1 agreement with the full model to reach, in (0, 1].
     """
-    target = check_fraction("target_agreement", target_agreement)
-    if target <= 0:
-        raise ValueError(f"target_agreement must be in (0, 1], got {target}")
+    target = check_target_agreement(target_agreement)
     curve = sweep(replay, controller)
     ok = [p for p in curve if p.agreement >= target - 1e-12]
     best = min(ok, key=lambda p: p.cost_fraction) if ok else max(curve, key=lambda p: (p.agreement, -p.cost_fraction))

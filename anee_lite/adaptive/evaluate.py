@@ -1,4 +1,7 @@
-"""Evaluate early exit on a text: a controller's agreement, cost and wall time, and the budget's quality curve.
+"""Measuring early exit on a text: a controller's agreement, cost and wall time, and the budget's quality curve.
+
+(:mod:`anee_lite.core.metrics` has the pure functions on logits this uses; choosing a
+threshold, by replay, is :mod:`anee_lite.adaptive.calibration`.)
 
 The text is teacher-forced: each chunk is decoded token by token with a KV cache, once at full
 depth and once with the controller, the two steps interleaved so that both see the same machine
@@ -18,12 +21,11 @@ from torch import Tensor
 from ..core.budget import budget_exit_layer
 from ..core.metrics import mean_kl, next_token_nll, perplexity, top1_agreement
 from ..core.model import UnrolledModel
-from ..core.validation import check_fraction
-from ..cost import cost_fraction
+from ..cost import cost_fraction, early_exit_cost
 from ..io.assets import SMOLLM2_EXIT_LAYERS, is_smollm2, lens_path, probe_path
 from ..lens import LogitLens, TunedLens
-from .calibration import build_replay, calibrate, text_chunks, token_costs
-from .controllers import CONTROLLER_NAMES, ExitController, make_controller
+from .calibration import build_replay, calibrate, check_target_agreement, text_chunks
+from .controllers import ExitController, controller_class, make_controller
 from .probe import ExitProbe
 
 LENS_CHOICES = ("auto", "logit", "tuned")
@@ -49,18 +51,14 @@ def load_lens(model: UnrolledModel, model_name: str | None, lens: str = "auto"):
 def build_controller(model: UnrolledModel, model_name: str | None, name: str, *, lens: str = "auto",
                      threshold: float | None = None, **kwargs) -> ExitController:
     """A controller by name with the shipped lens/probe when they fit the model."""
-    if name not in CONTROLLER_NAMES:
-        raise ValueError(f"controller must be one of {list(CONTROLLER_NAMES)}, got {name!r}")
+    cls = controller_class(name)
     lens_obj, allowed = load_lens(model, model_name, lens)
     probe = None
-    if name == "learned":
+    if cls.needs_probe:
         if not (is_smollm2(model_name) and probe_path().exists()):
-            raise ValueError(f"the 'learned' controller needs a trained exit probe; one ships only for "
-                             f"smollm2-135m, not {model_name!r} (train one with anee_lite.exit_probe.train_probe)")
+            raise ValueError(f"the {name!r} controller needs a trained exit probe; one ships only for "
+                             f"smollm2-135m, not {model_name!r} (train one with anee_lite.adaptive.probe.train_probe)")
         probe = ExitProbe.load(probe_path())
-        if probe.lens_kind != lens_obj.kind:
-            raise ValueError(f"the shipped probe reads out through the {probe.lens_kind} lens; "
-                             f"use lens='auto' or '{probe.lens_kind}' with it")
     return make_controller(name, lens_obj, threshold, probe=probe, exit_layers_allowed=allowed, **kwargs)
 
 
@@ -69,12 +67,12 @@ def decode_teacher_forced(model: UnrolledModel, chunks: list[Tensor], controller
     """Decode each chunk token by token, full depth and with the controller interleaved.
 
     Returns:
-        ``logits``/``full_logits`` [N, V], ``exits``, ``lens_checks``, ``probe_checks``,
-        ``positions``, ``chunk_ids`` [N], ``seconds``/``full_seconds`` (summed step times) and
-        ``kv_propagated`` (entries the controller run filled lazily).
+        ``logits``/``full_logits`` [N, V], ``exits``, ``checks`` (exit checks made), ``positions``,
+        ``chunk_ids`` [N], ``seconds``/``full_seconds`` (summed step times) and ``kv_propagated``
+        (entries the controller run filled lazily).
     """
     model.forward(chunks[0][:, :1])  # warm-up: the first call pays one-off allocation costs
-    rows = {k: [] for k in ("logits", "full_logits", "exits", "lens_checks", "probe_checks", "positions", "chunk_ids")}
+    rows = {k: [] for k in ("logits", "full_logits", "exits", "checks", "positions", "chunk_ids")}
     seconds = full_seconds = 0.0
     kv = 0
     for c, ids in enumerate(chunks):
@@ -93,8 +91,7 @@ def decode_teacher_forced(model: UnrolledModel, chunks: list[Tensor], controller
             rows["full_logits"].append(full.logits[0, 0])
             rows["logits"].append(out.logits[0, 0])
             rows["exits"].append(int(out.stats.exit_layers[0, 0]))
-            rows["lens_checks"].append(int(controller.lens_checks[0, 0]))
-            rows["probe_checks"].append(int(controller.probe_checks[0, 0]))
+            rows["checks"].append(int(controller.checks[0, 0]))
             rows["positions"].append(t)
             rows["chunk_ids"].append(c)
     result = {k: torch.stack(v) if k.endswith("logits") else torch.tensor(v) for k, v in rows.items()}
@@ -147,7 +144,7 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
     Args:
         model, tokenizer: the unrolled model and its tokenizer.
         text: the evaluation text (non-empty).
-        controller: an :class:`ExitController`, or a name from ``CONTROLLER_NAMES``.
+        controller: an :class:`ExitController`, or a registered controller's name.
         model_name: the model's name, to find shipped lens/probe (used when ``controller`` is a name).
         calibration_text: if given, the threshold is calibrated on it first to reach ``target_agreement``.
         target_agreement: in (0, 1].
@@ -156,9 +153,7 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
             256, or the context window if that is shorter.
         lens: "auto", "logit" or "tuned" (used when ``controller`` is a name).
     """
-    target = check_fraction("target_agreement", target_agreement)
-    if target <= 0:
-        raise ValueError(f"target_agreement must be in (0, 1], got {target}")
+    target = check_target_agreement(target_agreement)
     chunk = min(256, model.dims.n_ctx) if chunk is None else chunk
     if chunk > model.dims.n_ctx:
         raise ValueError(f"chunk must be at most the model's context window ({model.dims.n_ctx} tokens), got {chunk}")
@@ -172,8 +167,8 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
         calibration = {"target": cal.target, "agreement": cal.agreement, "cost_fraction": cal.cost_fraction,
                        "met": cal.met, "threshold": cal.threshold}
     run = decode_teacher_forced(model, chunks, controller)
-    spent, full = token_costs(model, controller.lens, run["exits"], run["lens_checks"], run["probe_checks"],
-                              run["positions"], run["chunk_ids"])
+    spent, full = early_exit_cost(model.dims, run["exits"], run["positions"], run["chunk_ids"], controller.charges)
+    charges = [controller.charges(L) for L in run["exits"].tolist()]
     n = model.dims.n_layers
     return EvaluationResult(
         controller=controller.name,
@@ -188,8 +183,8 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
         kl=mean_kl(run["logits"].float(), run["full_logits"].float()),
         perplexity=_perplexity(run["logits"], chunks),
         perplexity_full=_perplexity(run["full_logits"], chunks),
-        lens_checks_per_token=float(run["lens_checks"].float().mean()),
-        probe_checks_per_token=float(run["probe_checks"].float().mean()),
+        lens_checks_per_token=sum(c["lens_checks"] for c in charges) / len(charges),
+        probe_checks_per_token=sum(c["probe_checks"] for c in charges) / len(charges),
         kv_propagated=run["kv_propagated"],
         wall_seconds=run["seconds"],
         wall_seconds_full=run["full_seconds"],

@@ -3,8 +3,8 @@
 At each allowed layer a logistic regression reads the RMS-normalised residual and one cheap extra
 feature, the cosine between this residual and the one a layer earlier, and predicts whether the
 readout lens's top-1 at this layer already equals the full model's. Deciding costs a few
-d_model-length reductions (normalise, one dot product, one cosine), against the ~d_model x d_vocab
-multiply-adds of a lens check, so it can run at every allowed layer almost for free.
+d_model-long reductions (normalise, one cosine, one dot product: :attr:`ExitProbe.macs_per_check`),
+against the ~d_model x d_vocab multiply-adds of a lens check, so it can run at every allowed layer almost for free.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# d_model-length reductions per decision: the RMS norm, the dot product, and the cosine's three.
-PROBE_REDUCTIONS = 5
+# d_model-long reductions to build the features: the RMS norm's sum of squares and the cosine's three.
+FEATURE_REDUCTIONS = 4
 
 
 def probe_features(resid: Tensor, prev: Tensor) -> Tensor:
@@ -39,6 +39,12 @@ class ExitProbe:
         self.biases = biases
         self.lens_kind = lens_kind
         self.layers = sorted(weights)
+
+    @property
+    def macs_per_check(self) -> int:
+        """Multiply-adds of one decision: the feature reductions, then the (d_model + 1)-long dot product."""
+        n_features = int(next(iter(self.weights.values())).shape[0])  # d_model + 1
+        return FEATURE_REDUCTIONS * (n_features - 1) + n_features
 
     def prob(self, layer: int, resid: Tensor, prev: Tensor) -> Tensor:
         """[..., d] -> [...] probability that the lens's top-1 at ``layer`` is the final one."""

@@ -8,6 +8,7 @@ from .architectures import CONVERTERS, Architecture, ModelDims, from_hf
 from .budget import budget_exit_layer, budget_table
 from .cache import KVCache
 from .config import ANEEConfig
+from .controller import Controller
 from .generation import GenerationResult, greedy_generate
 from .metrics import entropy, kl_divergence, mean_kl, next_token_nll, perplexity, top1_agreement
 from .model import ForwardOutput, ForwardStats, UnrolledModel
@@ -16,6 +17,7 @@ __all__ = [
     "CONVERTERS",
     "ANEEConfig",
     "Architecture",
+    "Controller",
     "ForwardOutput",
     "ForwardStats",
     "GenerationResult",

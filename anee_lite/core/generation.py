@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .model import Controller, UnrolledModel
+from .controller import Controller
+from .model import UnrolledModel
 
 
 @dataclass

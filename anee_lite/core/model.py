@@ -6,7 +6,6 @@ which runs the blocks one by one and lets each token stop after its own number o
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -15,11 +14,8 @@ from torch import Tensor
 from .architectures import Architecture, ModelDims, from_hf
 from .attention import attention, attention_mask_4d, position_ids
 from .cache import KVCache
+from .controller import Controller
 from .validation import check_forward_inputs
-
-# A controller looks at the residual stream before a layer and says which tokens stop there.
-# Called as controller(layer, resid [B, T, d_model], active [B, T] bool) -> [B, T] bool.
-Controller = Callable[[int, Tensor, Tensor], Tensor]
 
 
 class _Dict:
@@ -124,9 +120,9 @@ class UnrolledModel:
                 (None = all; 0 = none, the logits come from the embedding alone). An exited token's
                 residual is frozen; deeper layers still get its keys/values by state propagation,
                 so tokens that run on can attend to it.
-            controller: decides exits on the fly before each layer (instead of ``exit_layers``); if it
-                has ``reset(positions)`` it is called first, and ``readout(resid, exit_layers)`` maps
-                the final residuals before unembedding (see :mod:`anee_lite.controllers`).
+            controller: decides exits on the fly before each layer (instead of ``exit_layers``), a
+                :class:`~anee_lite.core.controller.Controller`. A token that stops at a check which
+                computed its logits (a lens-based check) takes them as its output: unembedded once.
             past_key_values: a cache from an earlier call on the same model and batch.
             use_cache: return a cache for the next call.
             return_resid: store ``blocks.{l}.hook_resid_pre/mid/post`` in ``activations``.
@@ -154,13 +150,16 @@ class UnrolledModel:
             record_patterns=return_patterns,
         )
         resid = self.arch.embed(input_ids, positions)  # [B, T] -> [B, T, d_model]
-        if hasattr(controller, "reset"):
+        if controller is not None:
             controller.reset(positions)  # a stateful controller starts each call afresh
+        kept_from = T - logits_to_keep if logits_to_keep else 0  # first position whose logits are returned
+        reused = _ReusedLogits()
         deepest = 0
         for layer in range(n_layers):
             if controller is not None and layer > 0:
                 stop = controller(layer, resid, call.active) & call.active  # [B, T]
                 exit_layers = torch.where(stop, torch.full_like(exit_layers, layer), exit_layers)
+                reused.take(controller, stop[:, kept_from:])
             call.active = exit_layers > layer  # [B, T]
             if not bool(call.active.any()):
                 break
@@ -175,10 +174,7 @@ class UnrolledModel:
             cache.propagated += kv_in_call
         kv_propagated = cache.propagated - propagated_before if cache is not None else kv_in_call
 
-        kept = resid[:, -logits_to_keep:] if logits_to_keep else resid  # [B, T', d_model]
-        if hasattr(controller, "readout"):  # e.g. a tuned lens's translator for tokens that exited early
-            kept = controller.readout(kept, exit_layers[:, -kept.shape[1]:])
-        logits = self.logits_from_resid(kept)  # [B, T', d_model] -> [B, T', d_vocab]
+        logits = reused.complete(self, controller, resid[:, kept_from:], exit_layers[:, kept_from:])
         stats = ForwardStats(
             layers_executed=deepest,
             total_layers=n_layers,
@@ -190,6 +186,12 @@ class UnrolledModel:
                              activations=call.activations)
 
     __call__ = forward
+
+    def readout_logits(self, controller: Controller | None, resid: Tensor, exit_layers: Tensor) -> Tensor:
+        """[B, T, d_model] final residuals -> [B, T, d_vocab] output logits (through the controller's readout)."""
+        if controller is not None:
+            resid = controller.readout(resid, exit_layers)  # e.g. a tuned lens's translator
+        return self.logits_from_resid(resid)
 
     def block(self, layer: int, resid_pre: Tensor, call: ForwardCall) -> Tensor:
         """One pre-norm decoder block [B, T, d_model] -> [B, T, d_model]; inactive tokens keep their residual."""
@@ -210,3 +212,35 @@ class UnrolledModel:
         if call.record_patterns:
             call.activations[f"blocks.{layer}.attn.hook_pattern"] = pattern
         return resid_post
+
+
+class _ReusedLogits:
+    """Output logits a controller's checks already computed, for the tokens that stopped at them."""
+
+    def __init__(self):
+        self.logits: Tensor | None = None  # [B, T', d_vocab]; rows not in ``taken`` are unset
+        self.taken: Tensor | None = None  # [B, T'] bool
+
+    def take(self, controller: Controller, stop: Tensor) -> None:
+        """Keep the check's logits of the tokens in ``stop`` [B, T'] (they are those tokens' output)."""
+        if not bool(stop.any()):
+            return
+        check = controller.exit_logits()  # [B, T, d_vocab] or None
+        if check is None:
+            return
+        check = check[:, -stop.shape[1]:]  # [B, T', d_vocab]
+        if self.logits is None:
+            self.logits = check.new_empty(check.shape)
+            self.taken = torch.zeros_like(stop)
+        self.logits[stop] = check[stop]
+        self.taken |= stop
+
+    def complete(self, model: UnrolledModel, controller: Controller | None, resid: Tensor,
+                 exit_layers: Tensor) -> Tensor:
+        """[B, T', d_model] final residuals -> [B, T', d_vocab]: unembed only the tokens not taken."""
+        if self.logits is None:
+            return model.readout_logits(controller, resid, exit_layers)
+        rest = ~self.taken  # [B, T']
+        if bool(rest.any()):
+            self.logits[rest] = model.readout_logits(controller, resid[rest][None], exit_layers[rest][None])[0]
+        return self.logits

@@ -11,10 +11,12 @@ from .charges import (
     MAC_PARTS,
     CostBreakdown,
     cost_fraction,
+    early_exit_cost,
     full_token_cost,
     generation_report,
     layer_weight_params,
     norm_macs,
+    propagated_per_token,
     token_cost,
 )
 from .timing import layer_and_unembed_seconds
@@ -26,10 +28,12 @@ __all__ = [
     "MAC_PARTS",
     "CostBreakdown",
     "cost_fraction",
+    "early_exit_cost",
     "full_token_cost",
     "generation_report",
     "layer_and_unembed_seconds",
     "layer_weight_params",
     "norm_macs",
+    "propagated_per_token",
     "token_cost",
 ]

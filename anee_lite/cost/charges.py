@@ -15,8 +15,11 @@ Counting rules (one token, batch 1, decoding with a KV cache):
   matrices, about a fifth of a decoding step.
 * ``kv_propagation``: per (token, layer) K/V entry filled from an exited token's frozen residual
   (see :mod:`anee_lite.cache`): the layer's input norm plus the K and V projections.
-* ``exit_checks``: a logit-lens check is a final norm plus an unembedding; a learned probe
-  check is a dot product, ``d_model`` MACs.
+* ``exit_checks``: a lens check is a final norm plus an unembedding (plus, for a tuned lens, its
+  ``d_model x d_model`` translator); a cheap check (a learned probe, a cosine) costs what the
+  controller says one evaluation costs (``probe_macs_per_check``); a tuned lens's translator on
+  the readout of an exited token is charged here too. A token whose last lens check already
+  computed its output logits is not unembedded a second time (``unembed=False``).
 * Activation functions, softmax, biases, residual adds and RoPE are elementwise and left out:
   they are O(d) per token against the O(d^2) matrix products.
 
@@ -37,7 +40,11 @@ DRAM costs about a hundred times more than a FLOP on it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import Tensor
 
 from ..core.architectures import CONVERTERS, ModelDims
 from ..core.validation import check_int
@@ -118,22 +125,30 @@ def layer_weight_params(dims: ModelDims) -> dict[str, int]:
 
 
 def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_checks: int = 0,
-               probe_checks: int = 0, kv_propagated: float = 0, unembed: bool = True) -> CostBreakdown:
-    """The cost of one token in batch-1 decoding.
+               lens_translator_macs: int = 0, probe_checks: int = 0, probe_macs_per_check: int = 0,
+               kv_propagated: float = 0, readout_translator_macs: int = 0, unembed: bool = True) -> CostBreakdown:
+    """The cost of one token in batch-1 decoding: every charge of a token is assembled here.
 
     Args:
         dims: the model's sizes (``UnrolledModel.dims``).
         layers_run: decoder layers the token runs, 0..n_layers.
         context_len: keys it attends over, itself included (>= 1).
-        lens_checks: logit-lens evaluations made to decide its exit.
-        probe_checks: learned-probe evaluations made to decide its exit.
+        lens_checks: lens evaluations (final norm + unembedding each) made to decide its exit.
+        lens_translator_macs: tuned-lens translator MACs of those checks, summed over them.
+        probe_checks: cheap exit-check evaluations (a learned probe, a cosine), one per decision.
+        probe_macs_per_check: MACs of one such evaluation (the controller says what it computes).
         kv_propagated: (token, layer) K/V entries charged to it (filled from frozen residuals).
-        unembed: whether it goes through the final norm and the unembedding.
+        readout_translator_macs: a tuned lens's translator applied to its final residual before unembedding.
+        unembed: whether its output goes through the final norm and the unembedding; False when it
+            reuses the logits its last lens check already computed (that check is in ``lens_checks``).
     """
     layers_run = check_int("layers_run", layers_run, low=0, high=dims.n_layers)
     context_len = check_int("context_len", context_len, low=1)
     lens_checks = check_int("lens_checks", lens_checks, low=0)
+    lens_translator_macs = check_int("lens_translator_macs", lens_translator_macs, low=0)
     probe_checks = check_int("probe_checks", probe_checks, low=0)
+    probe_macs_per_check = check_int("probe_macs_per_check", probe_macs_per_check, low=0)
+    readout_translator_macs = check_int("readout_translator_macs", readout_translator_macs, low=0)
     if not kv_propagated >= 0:
         raise ValueError(f"kv_propagated must be >= 0, got {kv_propagated}")
     d, V = dims.d_model, dims.d_vocab
@@ -141,13 +156,16 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
     params = layer_weight_params(dims)
     norm = norm_macs(dims)
     lens_macs = norm + d * V  # final norm + unembedding
+    translator_macs = lens_translator_macs + readout_translator_macs  # [d, d] matrices, weights streamed once
+    probe_macs = probe_checks * probe_macs_per_check
 
     per_layer_bytes = (sum(params.values())  # the layer's weights, streamed once
                        + 2 * kv_width * context_len  # K and V read by attention (its own included)
                        ) * BYTES_PER_PARAM
     final_bytes = (d * V + params["norms"] // 2) * BYTES_PER_PARAM if unembed else 0
     propagation_bytes = kv_propagated * (d + 2 * kv_width) * BYTES_PER_PARAM  # read the residual, write K and V
-    check_bytes = (lens_checks * (d * V + d) + probe_checks * d) * BYTES_PER_PARAM
+    # a lens check streams W_U and the norm weights; a translator or probe one parameter per MAC
+    check_bytes = (lens_checks * (d * V + d) + translator_macs + probe_macs) * BYTES_PER_PARAM
     return CostBreakdown(
         qkv_o=layers_run * params["qkv_o"],
         attn_scores=layers_run * 2 * q_width * context_len,  # q @ k.T and pattern @ v, per query head
@@ -155,9 +173,41 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
         norms=(2 * layers_run + int(unembed)) * norm,
         lm_head=d * V if unembed else 0,
         kv_propagation=kv_propagated * (norm + d * 2 * kv_width),
-        exit_checks=lens_checks * lens_macs + probe_checks * d,
+        exit_checks=lens_checks * lens_macs + translator_macs + probe_macs,
         bytes_moved=layers_run * per_layer_bytes + final_bytes + propagation_bytes + check_bytes,
     )
+
+
+def propagated_per_token(exit_layers: Tensor, chunk_ids: Tensor) -> Tensor:
+    """[N] K/V entries each token owes later tokens: up to the deepest later token of its chunk (lazy fill).
+
+    Tokens are in decoding order; a token that stopped after ``e`` layers owes one entry for each
+    layer above ``e`` that some later token of its chunk runs (see :mod:`anee_lite.core.cache`).
+    """
+    out = torch.zeros_like(exit_layers)
+    for c in chunk_ids.unique():
+        e = exit_layers[chunk_ids == c]  # [T]
+        later_max = torch.cat([e.flip(0).cummax(0).values.flip(0)[1:], e.new_zeros(1)])  # max over s > t
+        out[chunk_ids == c] = (later_max - e).clamp(min=0)
+    return out
+
+
+def early_exit_cost(dims: ModelDims, exit_layers: Tensor, positions: Tensor, chunk_ids: Tensor,
+                    exit_charges: Callable[[int], dict]) -> tuple[CostBreakdown, CostBreakdown]:
+    """Summed cost of decoded tokens under early exit, and of the same tokens at full depth.
+
+    Args:
+        exit_layers, positions, chunk_ids: [N] per token, in decoding order (a chunk starts from an
+            empty context, so a token at position p attends over p + 1 keys).
+        exit_charges: exit layer -> the :func:`token_cost` keyword arguments its exit decision adds
+            (checks, translators, whether it is unembedded again), e.g. ``ExitController.charges``.
+    """
+    kv = propagated_per_token(exit_layers, chunk_ids)
+    charges = {L: exit_charges(L) for L in exit_layers.unique().tolist()}  # a few distinct exits
+    spent = sum(token_cost(dims, layers_run=L, context_len=p + 1, kv_propagated=k, **charges[L])
+                for L, p, k in zip(exit_layers.tolist(), positions.tolist(), kv.tolist()))
+    full = sum(full_token_cost(dims, p + 1) for p in positions.tolist())
+    return spent, full
 
 
 def full_token_cost(dims: ModelDims, context_len: int) -> CostBreakdown:

@@ -55,7 +55,7 @@ def test_lens_controllers_on_known_distributions(name, threshold, expected):
     # entropies: 0.7/0.2/0.1 -> 0.802 nats; 0.4/0.35/0.25 -> 1.081 nats
     stop, c = decisions(name, threshold)
     assert stop == expected
-    assert c.lens_checks.tolist() == [[1, 1]] and c.probe_checks.tolist() == [[0, 0]]
+    assert c.checks.tolist() == [[1, 1]] and c.reads_lens and c.probe_macs_per_check == 0
 
 
 def test_static_stops_at_first_allowed_layer_at_or_after_k():
@@ -63,7 +63,8 @@ def test_static_stops_at_first_allowed_layer_at_or_after_k():
     c.reset()
     stops = [bool(c(layer, PROBS, ALL)[0, 0]) for layer in range(1, N_LAYERS)]
     assert stops == [False, False, False, True, False]  # layer 3 is not allowed, 4 is the first
-    assert int(c.lens_checks.sum()) == 0 and int(c.probe_checks.sum()) == 0
+    assert c.charges(4) == {"lens_checks": 0, "lens_translator_macs": 0, "probe_checks": 0, "probe_macs_per_check": 0,
+                            "readout_translator_macs": 0, "unembed": True}  # deciding is free
 
 
 def test_saturation_compares_consecutive_residuals():
@@ -85,18 +86,20 @@ def test_patience_needs_k_repeats_of_the_same_top1():
     assert c(1, same, ALL).tolist() == [[False, False]]  # streak 0
     assert c(2, same, ALL).tolist() == [[False, False]]  # streak 1
     assert c(3, flipped, ALL).tolist() == [[True, False]]  # token 0 streak 2; token 1 changed, back to 0
-    assert c.lens_checks.tolist() == [[3, 3]]
+    assert c.checks.tolist() == [[3, 3]]
 
 
 def test_learned_probe_thresholds_its_probability():
     d = 3
     probe = ExitProbe({2: torch.zeros(d + 1)}, {2: torch.tensor(math.log(0.9 / 0.1))}, lens_kind="logit")
     stop, c = decisions("learned", 0.85, layer=2, probe=probe)
-    assert stop == [True, True] and c.probe_checks.tolist()[0][0] > 0 and c.lens_checks.sum() == 0
+    assert stop == [True, True] and c.checks.tolist() == [[1, 1]]
+    assert c.charges(2)["probe_checks"] == 1 and c.charges(2)["lens_checks"] == 0
+    assert c.probe_macs_per_check == 4 * d + (d + 1)  # RMS norm and cosine reductions, then the dot product
     assert decisions("learned", 0.95, layer=2, probe=probe)[0] == [False, False]
     c.reset()
     assert c(1, PROBS, ALL).tolist() == [[False, False]]  # the probe has no layer 1: no exit, no check
-    assert int(c.probe_checks.sum()) == 0
+    assert int(c.checks.sum()) == 0
 
 
 def test_disallowed_layers_and_inactive_tokens_are_not_checked():
@@ -104,7 +107,7 @@ def test_disallowed_layers_and_inactive_tokens_are_not_checked():
     c.reset()
     assert c(1, PROBS, ALL).tolist() == [[False, False]]
     assert c(3, PROBS, torch.tensor([[True, False]])).tolist() == [[True, False]]
-    assert c.lens_checks.tolist() == [[1, 0]]
+    assert c.checks.tolist() == [[1, 0]]
 
 
 def test_calm_decaying_threshold_relaxes_with_position():
@@ -135,7 +138,7 @@ def probe_for_tiny():
 
 
 def controller_for(name, model, probe, threshold=None):
-    return make_controller(name, LogitLens(model), threshold, probe=probe if name == "learned" else None)
+    return make_controller(name, LogitLens(model), threshold, probe=probe)
 
 
 @pytest.mark.parametrize("name", CONTROLLER_NAMES)
@@ -145,7 +148,9 @@ def test_every_controller_runs_through_forward_and_generation(tiny, probe_for_ti
     out = tiny.forward(ids, controller=c)
     allowed = set(c.exit_layers_allowed) | {N_LAYERS}
     assert set(out.stats.exit_layers.flatten().tolist()) <= allowed
-    assert c.lens_checks.shape == (2, 12)
+    assert c.checks.shape == (2, 12)
+    for L, n_checks in zip(out.stats.exit_layers.flatten().tolist(), c.checks.flatten().tolist()):
+        assert n_checks == len(c.checked_layers(L))  # what the cost model charges is what ran
     gen = greedy_generate(tiny, ids[:, :4], max_new_tokens=4, controller=c)
     assert gen.new_tokens.shape == (2, 4)
     assert all(set(l.tolist()) <= allowed for l in gen.layers_per_token)

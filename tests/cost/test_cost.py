@@ -43,10 +43,14 @@ def test_tiny_config_by_hand():
 
 def test_tiny_config_extras_by_hand():
     base = token_cost(TINY, layers_run=2, context_len=3)
-    cost = token_cost(TINY, layers_run=2, context_len=3, kv_propagated=3, lens_checks=2, probe_checks=1)
+    cost = token_cost(TINY, layers_run=2, context_len=3, kv_propagated=3, lens_checks=2, probe_checks=1,
+                      probe_macs_per_check=9)
     assert cost.kv_propagation == 3 * (16 + 8 * 8)  # norm + K and V projections, per entry
-    assert cost.exit_checks == 2 * (16 + 80) + 8  # two lens checks (norm + W_U) and one probe (a dot product)
-    assert cost.bytes_moved - base.bytes_moved == 4 * (3 * (8 + 8) + 2 * (80 + 8) + 8)
+    assert cost.exit_checks == 2 * (16 + 80) + 9  # two lens checks (norm + W_U) and one probe evaluation
+    assert cost.bytes_moved - base.bytes_moved == 4 * (3 * (8 + 8) + 2 * (80 + 8) + 9)
+    translated = token_cost(TINY, layers_run=2, context_len=3, lens_checks=2, lens_translator_macs=2 * 64,
+                            readout_translator_macs=64)
+    assert translated.exit_checks == 2 * (16 + 80) + 3 * 64  # each translator is d_model x d_model
     no_unembed = token_cost(TINY, layers_run=2, context_len=3, unembed=False)
     assert no_unembed.lm_head == 0 and no_unembed.norms == 4 * 16
 
@@ -201,14 +205,23 @@ def test_generation_report_charges_propagation():
     n = model.dims.n_layers
     ids = torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(0))
     depths = iter([1, n, 2])  # decoding steps 1, 2, 3; the prompt (step 0) runs every layer
-    state = {}
 
-    def controller(layer, resid, active):
-        if layer == 1:
-            state["depth"] = n if resid.shape[1] > 1 else next(depths)
-        return torch.full_like(active, layer == state["depth"])
+    class Scripted:
+        """Stops every token of a step at a scripted depth (a controller with no lens)."""
 
-    result = greedy_generate(model, ids, max_new_tokens=4, controller=controller)
+        def reset(self, positions):
+            self.depth = n if positions.shape[1] > 1 else next(depths)
+
+        def __call__(self, layer, resid, active):
+            return torch.full_like(active, layer == self.depth)
+
+        def exit_logits(self):
+            return None
+
+        def readout(self, resid, exit_layers):
+            return resid
+
+    result = greedy_generate(model, ids, max_new_tokens=4, controller=Scripted())
     rows = generation_report(result, model.dims)
     assert [r["layers"] for r in rows] == [n, n, 1, 1, n, n, 2, 2]
     assert [r["row"] for r in rows] == [0, 1] * 4
