@@ -55,16 +55,17 @@ def oracle_cost(replay, controller) -> float:
     """
     import torch
 
-    from anee_lite.adaptive.calibration import token_costs
-    from anee_lite.cost import cost_fraction
+    from anee_lite.cost import cost_fraction, early_exit_cost
 
     n = controller.n_layers
     exits = torch.full((replay.n_tokens,), n)
     for layer in reversed(controller.exit_layers_allowed):
         right = replay.readout_top1(controller.lens, layer) == replay.final_top1
         exits = torch.where(right, torch.full_like(exits, layer), exits)
-    zero = torch.zeros_like(exits)
-    spent, full = token_costs(replay.model, controller.lens, exits, zero, zero, replay.positions, replay.chunk_ids)
+    def free_checks(exit_layer):  # only the readout (and its translator) is charged
+        return {"readout_translator_macs": controller.lens.translator_macs(exit_layer)}
+
+    spent, full = early_exit_cost(replay.model.dims, exits, replay.positions, replay.chunk_ids, free_checks)
     return cost_fraction(spent, full)
 
 
