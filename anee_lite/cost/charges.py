@@ -222,14 +222,15 @@ def cost_fraction(costs: CostBreakdown, full: CostBreakdown) -> float:
     return costs.flops / full.flops
 
 
-def generation_report(result, dims: ModelDims) -> list[dict]:
+def generation_report(result, dims: ModelDims, exit_charges: Callable[[int], dict] | None = None) -> list[dict]:
     """One row per generated token of a :class:`~anee_lite.core.generation.GenerationResult`.
 
     Costs are those of cached decoding: the new token's position only (the prompt's prefill is
     not counted, though row 0's ``wall_seconds`` includes it), plus the K/V entries its step
     propagated (for a ``use_cache=False`` result: what the recomputation propagated). With a batch
     of B rows there are B rows per step (key ``row``), each charged a B-th of the step's
-    propagation and the step's whole wall time.
+    propagation and the step's whole wall time. ``exit_charges`` (e.g. the controller's
+    ``charges``) adds what each token's exit decision cost; without it deciding is free.
 
     Returns:
         dicts with ``step``, ``row``, ``layers``, ``context_len``, ``flops``, ``flops_fraction``
@@ -242,7 +243,8 @@ def generation_report(result, dims: ModelDims) -> list[dict]:
         full = full_token_cost(dims, context_len)
         batch = layers.shape[0]
         for b, n in enumerate(layers.tolist()):
-            cost = token_cost(dims, layers_run=n, context_len=context_len, kv_propagated=per_step[step] / batch)
+            cost = token_cost(dims, layers_run=n, context_len=context_len, kv_propagated=per_step[step] / batch,
+                              **(exit_charges(n) if exit_charges is not None else {}))
             rows.append({
                 "step": step,
                 "row": b,

@@ -7,7 +7,8 @@ first maps the residual with a per-layer affine translator ``h -> h + h @ W + b`
 the identity (W = 0, b = 0) and trained so that the lens distribution matches the final one (KL).
 
 Both lenses share one small interface, used by the exit controllers:
-``translate(layer, resid)``, ``logits(layer, resid)`` and ``readout(resid, exit_layers)``.
+``translate(layer, resid)``, ``logits(layer, resid)``, ``readout(resid, exit_layers)`` and
+``translator_macs(layer)`` (what the cost model charges for one translation).
 Translators are saved as safetensors (never pickle), W stored as fp16 to keep shipped files small.
 """
 

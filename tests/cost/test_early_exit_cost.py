@@ -68,3 +68,18 @@ def test_a_token_that_runs_to_the_end_is_unembedded_once_more(tiny):
 def test_propagation_owed_to_later_tokens_by_hand():
     owed = propagated_per_token(torch.tensor([12, 30, 18, 18, 9, 4]), torch.tensor([0, 0, 0, 0, 0, 1]))
     assert owed.tolist() == [18, 0, 0, 0, 0, 0]  # only later tokens of the same chunk collect
+
+
+def test_generation_report_charges_a_controllers_checks(tiny):
+    from anee_lite import greedy_generate
+    from anee_lite.cost import generation_report
+
+    # saturation cannot stop at its first check (no previous residual), then stops at the second
+    c = make_controller("saturation", LogitLens(tiny), -2.0, exit_layers_allowed=[1, 2])
+    result = greedy_generate(tiny, torch.tensor([[3, 4, 5]]), max_new_tokens=2, controller=c)
+    rows = generation_report(result, tiny.dims, exit_charges=c.charges)
+    plain = generation_report(result, tiny.dims)
+    for r, p in zip(rows, plain):
+        assert r["layers"] == 2
+        assert r["flops"] == 2 * (layers(2, r["context_len"]) + LENS + 2 * 3 * 8)  # two checks of 3 reductions
+        assert r["flops"] - p["flops"] == 2 * 2 * 3 * 8

@@ -1,7 +1,21 @@
 """Exit controllers: the interface (:mod:`.base`) and one file per controller, registered by name.
 
-Every module of this folder is imported here, so a controller defined in a new file with
-``@register`` is available by name (``make_controller``, ``evaluate``, the CLI) with no other edit.
+==========  ============================================  ==========================================
+name        score (threshold-free, per token and layer)   what one check costs
+==========  ============================================  ==========================================
+static      the layer index (exit once ``layer >= k``)    nothing
+confidence  top-1 probability under the lens              one lens (final norm + unembedding)
+margin      top-1 minus top-2 probability under the lens  one lens
+entropy     entropy (nats) of the lens distribution       one lens (rule: ``score <= threshold``)
+saturation  cosine between this residual and the last     three d_model-long reductions
+patience    consecutive checks with the same lens top-1   one lens
+learned     a probe's P(lens top-1 is already final)      the probe's features and dot product
+==========  ============================================  ==========================================
+
+A lens check that lets a token stop has computed that token's output logits: the forward reuses
+them and the cost model does not charge a second unembedding. Every module of this folder is
+imported here, so a controller defined in a new file with ``@register`` is available by name
+(``make_controller``, ``evaluate``, the CLI) with no other edit.
 """
 
 import importlib
