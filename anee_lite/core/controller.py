@@ -15,11 +15,14 @@ probes or thresholds; it calls these four methods, in this order, once per call:
    ``exit_logits``: [B, T, d_model] final residuals and their [B, T] exit layers -> the residuals
    to unembed (identity, or a tuned lens's translator).
 
-:class:`anee_lite.adaptive.ExitController` implements it for every controller in the library.
+:class:`anee_lite.adaptive.ExitController` implements it for every controller in the library. A
+plain function ``fn(layer, resid, active) -> stop`` is accepted too (:func:`as_controller`): it has
+no per-call state, computes no logits and reads out the residual as it is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from torch import Tensor
@@ -40,3 +43,32 @@ class Controller(Protocol):
 
     def readout(self, resid: Tensor, exit_layers: Tensor) -> Tensor:
         """[B, T, d_model] final residuals, [B, T] exit layers -> [B, T, d_model] residuals to unembed."""
+
+
+class FunctionController:
+    """A plain function ``fn(layer, resid, active) -> stop`` [B, T] as a :class:`Controller`."""
+
+    def __init__(self, fn: Callable[[int, Tensor, Tensor], Tensor]):
+        self.fn = fn
+
+    def reset(self, positions: Tensor) -> None:
+        pass  # a function keeps no per-call state
+
+    def __call__(self, layer: int, resid: Tensor, active: Tensor) -> Tensor:
+        return self.fn(layer, resid, active)
+
+    def exit_logits(self) -> None:
+        return None
+
+    def readout(self, resid: Tensor, exit_layers: Tensor) -> Tensor:
+        return resid
+
+
+def as_controller(controller) -> Controller | None:
+    """``controller`` itself if it implements :class:`Controller`, a plain function wrapped, None kept."""
+    if controller is None or isinstance(controller, Controller):
+        return controller
+    if callable(controller):
+        return FunctionController(controller)
+    raise TypeError("controller must implement anee_lite.core.controller.Controller (reset, __call__, exit_logits, "
+                    f"readout) or be a function (layer, resid, active) -> stop; got {type(controller).__name__}")

@@ -14,7 +14,7 @@ from torch import Tensor
 from .architectures import Architecture, ModelDims, from_hf
 from .attention import attention, attention_mask_4d, position_ids
 from .cache import KVCache
-from .controller import Controller
+from .controller import Controller, as_controller
 from .validation import check_forward_inputs
 
 
@@ -121,8 +121,9 @@ class UnrolledModel:
                 residual is frozen; deeper layers still get its keys/values by state propagation,
                 so tokens that run on can attend to it.
             controller: decides exits on the fly before each layer (instead of ``exit_layers``), a
-                :class:`~anee_lite.core.controller.Controller`. A token that stops at a check which
-                computed its logits (a lens-based check) takes them as its output: unembedded once.
+                :class:`~anee_lite.core.controller.Controller` (or a plain function of the same call).
+                A token that stops at a check which computed its logits (a lens-based check) takes
+                them as its output: unembedded once.
             past_key_values: a cache from an earlier call on the same model and batch.
             use_cache: return a cache for the next call.
             return_resid: store ``blocks.{l}.hook_resid_pre/mid/post`` in ``activations``.
@@ -130,6 +131,7 @@ class UnrolledModel:
             logits_to_keep: unembed only the last this-many positions (0 = all), as HF does.
         """
         n_layers = self.dims.n_layers
+        controller = as_controller(controller)
         input_ids, key_mask, exit_layers = check_forward_inputs(
             self, input_ids, attention_mask, exit_layers, past_key_values, controller, logits_to_keep)
         B, T = input_ids.shape

@@ -11,8 +11,6 @@ import numbers
 import torch
 from torch import Tensor
 
-from .controller import Controller
-
 
 def check_fraction(name: str, value, *, low: float = 0.0, high: float = 1.0) -> float:
     """A real number in [low, high] (bools, NaN and strings are refused)."""
@@ -87,9 +85,6 @@ def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, c
 
     if controller is not None and exit_layers is not None:
         raise ValueError("pass either exit_layers or controller, not both")
-    if controller is not None and not isinstance(controller, Controller):
-        raise TypeError("controller must implement anee_lite.core.controller.Controller (reset, __call__, "
-                        f"exit_logits, readout), e.g. an anee_lite.adaptive.ExitController; got {type(controller)}")
     if exit_layers is None:
         exit_layers = torch.full((B, T), dims.n_layers, dtype=torch.long, device=input_ids.device)
     elif isinstance(exit_layers, numbers.Integral) and not isinstance(exit_layers, bool):

@@ -82,6 +82,10 @@ def test_a_name_is_registered_once(registered):
         register(Other)
 
 
-def test_a_plain_function_is_refused_with_a_clear_error(tiny):
-    with pytest.raises(TypeError, match="Controller"):
-        tiny.forward(torch.tensor([[3, 4]]), controller=lambda layer, resid, active: active)
+def test_a_plain_function_is_a_controller_and_anything_else_is_refused(tiny):
+    ids = torch.tensor([[3, 4, 5]])
+    out = tiny.forward(ids, controller=lambda layer, resid, active: torch.full_like(active, layer == 2))
+    assert out.stats.exit_layers.tolist() == [[2, 2, 2]]
+    torch.testing.assert_close(out.logits, tiny.forward(ids, exit_layers=2).logits)
+    with pytest.raises(TypeError, match="controller must implement"):
+        tiny.forward(ids, controller="confidence")

@@ -205,23 +205,14 @@ def test_generation_report_charges_propagation():
     n = model.dims.n_layers
     ids = torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(0))
     depths = iter([1, n, 2])  # decoding steps 1, 2, 3; the prompt (step 0) runs every layer
+    state = {}
 
-    class Scripted:
-        """Stops every token of a step at a scripted depth (a controller with no lens)."""
+    def controller(layer, resid, active):
+        if layer == 1:
+            state["depth"] = n if resid.shape[1] > 1 else next(depths)
+        return torch.full_like(active, layer == state["depth"])
 
-        def reset(self, positions):
-            self.depth = n if positions.shape[1] > 1 else next(depths)
-
-        def __call__(self, layer, resid, active):
-            return torch.full_like(active, layer == self.depth)
-
-        def exit_logits(self):
-            return None
-
-        def readout(self, resid, exit_layers):
-            return resid
-
-    result = greedy_generate(model, ids, max_new_tokens=4, controller=Scripted())
+    result = greedy_generate(model, ids, max_new_tokens=4, controller=controller)
     rows = generation_report(result, model.dims)
     assert [r["layers"] for r in rows] == [n, n, 1, 1, n, n, 2, 2]
     assert [r["row"] for r in rows] == [0, 1] * 4
