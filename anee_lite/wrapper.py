@@ -43,6 +43,7 @@ class ANEEWrapper:
         self.hf_model = hf_model
         self.tokenizer = tokenizer
         self.model = UnrolledModel(hf_model, share_weights=share_weights, device=self.config.device)
+        self._tuned_lens = None  # loaded on the first draft_lens="tuned" request
         check_int("min_layers", self.config.min_layers, low=0, high=self.n_layers)
 
     @property
@@ -77,6 +78,22 @@ class ANEEWrapper:
         n = self.exit_layer(energy_budget, min_layers, exit_budget_threshold)
         return self.model.forward(input_ids, attention_mask, exit_layers=n, **forward_kwargs)
 
+    def draft_lens(self, draft_lens: str | None, draft_layers: int | None):
+        """The lens object a speculative draft reads through: None (logit lens) or the shipped tuned lens."""
+        from .adaptive.evaluate import load_lens
+
+        if draft_lens is None or draft_lens == "logit":
+            return None
+        if draft_lens != "tuned":
+            raise ValueError(f"draft_lens must be 'logit' or 'tuned', got {draft_lens!r}")
+        if self._tuned_lens is None:
+            self._tuned_lens, _ = load_lens(self.model, self.config.model_name, "tuned")
+        lens = self._tuned_lens
+        if draft_layers in lens.layers or not isinstance(draft_layers, int) or isinstance(draft_layers, bool):
+            return lens  # a bad draft_layers is reported by greedy_generate's own check
+        raise ValueError(f"draft_lens='tuned' has translators only after layers {lens.layers}, "
+                         f"got draft_layers={draft_layers}")
+
     def encode(self, prompt: str | list[str], tokenizer=None) -> tuple[Tensor, Tensor]:
         """Tokenize one prompt or a list (left-padded) -> input_ids, attention_mask [B, T]."""
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
@@ -100,8 +117,15 @@ class ANEEWrapper:
     def generate(self, tokenizer=None, prompt: str | list[str] | None = None, max_new_tokens: int = 20,
                  energy_budget: float | None = None, *, min_layers: int | None = None,
                  exit_budget_threshold: float | None = None, use_cache: bool = True, controller=None,
+                 draft_layers: int | None = None, draft_tokens: int | None = None, draft_lens: str | None = None,
                  return_result: bool = False) -> str | list[str] | GenerationResult:
-        """Greedy continuation of ``prompt`` under a budget (or a controller).
+        """Greedy continuation of ``prompt`` under a budget (or a controller), or self-speculatively.
+
+        With ``draft_layers=L`` and ``draft_tokens=K`` the first L layers draft K tokens at a time and
+        all layers verify them: the text is exactly the full-depth greedy text (no budget applies), and
+        ``result.speculative`` holds acceptance rate, tokens per verify pass and draft/verify time.
+        ``draft_lens`` is "logit" (default) or "tuned" (the tuned lens shipped for smollm2-135m, at
+        layers 9, 12, ..., 27 only).
 
         Returns prompt + continuation decoded with ``skip_special_tokens=True`` (a list for a list
         of prompts), or the :class:`GenerationResult` with per-token layers and timings if
@@ -115,7 +139,14 @@ class ANEEWrapper:
         if ids.shape[1] + max_new_tokens > self.model.dims.n_ctx:
             raise ValueError(f"prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
                              f"context window of {self.model.dims.n_ctx} tokens (n_ctx)")
-        if controller is not None:
+        speculative = draft_layers is not None or draft_tokens is not None or draft_lens is not None
+        if speculative:
+            if energy_budget is not None or min_layers is not None or exit_budget_threshold is not None:
+                raise ValueError("energy_budget, min_layers and exit_budget_threshold do not apply with "
+                                 "draft_layers/draft_tokens: speculative decoding keeps the full-depth text")
+            exit_layers = None
+            draft_lens = self.draft_lens(draft_lens, draft_layers)
+        elif controller is not None:
             if energy_budget is not None:
                 raise ValueError("pass energy_budget or controller, not both")
             exit_layers = None
@@ -123,7 +154,8 @@ class ANEEWrapper:
             exit_layers = self.exit_layer(energy_budget, min_layers, exit_budget_threshold)
         result = greedy_generate(self.model, ids, mask, max_new_tokens=max_new_tokens, exit_layers=exit_layers,
                                  controller=controller, use_cache=use_cache, eos_token_id=tokenizer.eos_token_id,
-                                 pad_token_id=tokenizer.pad_token_id)
+                                 pad_token_id=tokenizer.pad_token_id, draft_layers=draft_layers,
+                                 draft_tokens=draft_tokens, draft_lens=draft_lens)
         if return_result:
             return result
         texts = [tokenizer.decode(row[:ids.shape[1]][m.bool()].tolist() + row[ids.shape[1]:].tolist(),

@@ -89,6 +89,24 @@ class KVCache:
         self.positions = cat(self.positions, positions)
         self.attention_mask = cat(self.attention_mask, attention_mask)
 
+    def truncate(self, length: int) -> None:
+        """Forget every token from position ``length`` on, at every layer (a rejected draft's entries).
+
+        Afterwards the cache is exactly what it was when it held ``length`` tokens, so the next
+        call continues from there. ``length`` must be in [0, len(self)]; nothing is clamped.
+        """
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise TypeError(f"length must be an integer, got {length!r} ({type(length).__name__})")
+        if not 0 <= length <= len(self):
+            raise ValueError(f"length must be in [0, {len(self)}] (tokens in the cache), got {length}")
+        for layer in range(self.dims.n_layers):
+            if self.layer_length(layer) > length:
+                self.keys[layer] = self.keys[layer][:, :, :length]  # [B, K, T_l, D] -> [B, K, length, D]
+                self.values[layer] = self.values[layer][:, :, :length]
+        self.resid = self.resid[:, :length]  # [B, T, d_model] -> [B, length, d_model]
+        self.positions = self.positions[:, :length]
+        self.attention_mask = self.attention_mask[:, :length]
+
     def nbytes(self) -> int:
         """Memory held by keys, values and the frozen residuals, in bytes (the benchmark reports it)."""
         tensors = [t for t in self.keys + self.values if t is not None]

@@ -3,6 +3,8 @@
 import pytest
 import torch
 from conftest import VOCAB, random_gpt2, random_llama
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from anee_lite import ANEEConfig, ANEEWrapper, UnrolledModel, greedy_generate
@@ -304,3 +306,54 @@ def test_attention_mask_that_disagrees_with_the_cache_is_refused(small_model):
     with pytest.raises(ValueError, match=r"attention_mask must have shape \[2, 4\]"):
         small_model(step, torch.ones(2, 2, dtype=torch.long), past_key_values=cache)
     small_model(step, torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], dim=1), past_key_values=cache)  # fine
+
+
+# --- truncate: rolling back tokens (rejected speculative drafts) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("pad", [(0, 0), (0, 4)], ids=["no-padding", "left-padding"])
+def test_truncate_then_continue_equals_never_having_seen_the_tokens(small_model, pad):
+    ids, mask, exits = random_case(small_model, pad=pad)
+    wrong = torch.randint(0, small_model.dims.d_vocab, (2, 3), generator=torch.Generator().manual_seed(9))
+    out = small_model(ids[:, :10], mask[:, :10], exit_layers=exits[:, :10], use_cache=True)
+    cache = out.past_key_values
+    ones = torch.ones(2, 3, dtype=torch.long)
+    small_model(wrong, torch.cat([mask[:, :10], ones], 1), past_key_values=cache, use_cache=True)
+    assert len(cache) == 13
+    cache.truncate(10)
+    assert len(cache) == 10 and all(cache.layer_length(l) <= 10 for l in range(small_model.dims.n_layers))
+    got = small_model(ids[:, 10:], mask, exit_layers=exits[:, 10:], past_key_values=cache, use_cache=True)
+    expected = small_model(ids, mask, exit_layers=exits)
+    torch.testing.assert_close(got.logits, expected.logits[:, 10:], rtol=1e-4, atol=1e-4)
+
+
+def test_truncate_keeps_lagging_layers_lagging(small_model):
+    ids, _, _ = random_case(small_model, pad=(0, 0))
+    cache = small_model(ids[:, :8], use_cache=True).past_key_values
+    small_model(ids[:, 8:], exit_layers=1, past_key_values=cache, use_cache=True)
+    assert cache.layer_length(0) == 14 and cache.layer_length(1) == 8  # the last 6 exited after layer 0
+    cache.truncate(10)
+    assert len(cache) == 10 and cache.layer_length(0) == 10 and cache.layer_length(1) == 8
+    assert cache.resid.shape[1] == cache.positions.shape[1] == cache.attention_mask.shape[1] == 10
+    cache.truncate(5)
+    assert cache.layer_length(0) == 5 and cache.layer_length(1) == 5
+    cache.truncate(0)
+    assert len(cache) == 0 and cache.layer_length(0) == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(length=st.one_of(st.integers(-20, -1), st.integers(7, 100)))
+def test_truncate_out_of_range_is_refused(length):
+    model = UnrolledModel(random_gpt2(n_layer=2))
+    cache = model(torch.arange(6)[None], use_cache=True).past_key_values
+    with pytest.raises(ValueError, match="length"):
+        cache.truncate(length)
+    assert len(cache) == 6
+
+
+@pytest.mark.parametrize("bad", [2.0, "3", True, None])
+def test_truncate_wrong_type_is_refused(bad):
+    model = UnrolledModel(random_gpt2(n_layer=2))
+    cache = model(torch.arange(6)[None], use_cache=True).past_key_values
+    with pytest.raises(TypeError, match="length"):
+        cache.truncate(bad)
