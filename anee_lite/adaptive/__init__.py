@@ -4,11 +4,13 @@ from .calibration import build_replay, calibrate, pareto_front, sweep, text_chun
 from .controllers import CONTROLLER_NAMES, ExitController, controller_names, make_controller, register
 from .evaluate import build_controller, evaluate, quality_vs_budget
 from .probe import ExitProbe, train_probe
+from .speculative import acceptance_by_depth
 
 __all__ = [
     "CONTROLLER_NAMES",
     "ExitController",
     "ExitProbe",
+    "acceptance_by_depth",
     "build_controller",
     "build_replay",
     "calibrate",

@@ -84,6 +84,20 @@ def expected_speedup(acceptance: float, draft_tokens: int, draft_cost: float, ve
     return expected_tokens_per_round(acceptance, draft_tokens) / (draft_tokens * draft_cost + verify_cost)
 
 
+def accepted_drafts(drafts: Tensor, full: Tensor) -> Tensor:
+    """The acceptance rule: how many leading drafts equal the full model's argmax, per row.
+
+    Args:
+        drafts: [B, k] drafted ids d_1..d_k.
+        full: [B, k + 1] the full model's argmax after the last token and after each draft.
+
+    Returns:
+        [B] j: d_1..d_j are kept, and full[:, j] is the full model's own next token after them.
+    """
+    k = drafts.shape[1]
+    return (drafts == full[:, :k]).long().cumprod(dim=1).sum(dim=1)  # [B, k] -> [B]
+
+
 def check_draft_args(model: UnrolledModel, draft_layers, draft_tokens) -> tuple[int, int]:
     """1 <= draft_layers < n_layers and draft_tokens >= 1, as ints (else TypeError/ValueError)."""
     n = model.dims.n_layers
@@ -188,8 +202,7 @@ def speculative_generate(model: UnrolledModel, input_ids: Tensor, attention_mask
         resid = run_layers(model, resid_l, positions, key_mask, cache, L, n)  # [B, k + 1, d_model]
         cache.add_tokens(resid, positions, key_mask[:, n_cached:])
         full = model.logits_from_resid(resid).argmax(dim=-1)  # [B, k + 1, d_vocab] -> [B, k + 1]
-        agree = (drafts == full[:, :k]).long().cumprod(dim=1).sum(dim=1)  # [B] leading drafts accepted
-        j = int(agree[~stop.finished].min())
+        j = int(accepted_drafts(drafts, full)[~stop.finished].min())  # a batch keeps its shortest prefix
         cache.truncate(n_cached + j + 1)  # keep `last` and the accepted drafts; roll back the rest
         stats.rounds += 1
         stats.drafted += k

@@ -19,6 +19,7 @@ from .charges import (
     propagated_per_token,
     token_cost,
 )
+from .speculative import memory_bound_costs
 from .timing import layer_and_unembed_seconds
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "generation_report",
     "layer_and_unembed_seconds",
     "layer_weight_params",
+    "memory_bound_costs",
     "norm_macs",
     "propagated_per_token",
     "token_cost",
