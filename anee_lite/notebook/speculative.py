@@ -160,3 +160,34 @@ def plot_predicted_speedup(rows: list[dict], ax=None):
     ax.set_title("Self-speculative decoding on this CPU")
     ax.legend(fontsize=8)
     return ax.figure
+
+
+BENCHMARK_FILE = "smollm2-135m_speculative_bench.json"
+
+
+def load_benchmark(path=None) -> dict:
+    """The result of ``benchmarks/bench_speculative.py --out`` shipped for smollm2-135m (or one at ``path``)."""
+    import json
+    from pathlib import Path
+
+    from ..io.assets import DATA_DIR
+
+    return json.loads(Path(path or DATA_DIR / BENCHMARK_FILE).read_text())
+
+
+def benchmark_table(bench: dict) -> str:
+    """The benchmark's timing rows as a plain-text table, the same numbers the README quotes."""
+    lines = [(f"{bench['new_tokens']} new tokens, medians of {bench['repeats']} rotating rounds, "
+              f"{bench['threads']} torch thread(s), shared 2-core CPU; identical text in every row")]
+    for name, text in bench["texts"].items():
+        lines.append(f"\n{name}")
+        lines.append(f"{'setting':<18}{'tokens/s':>9}{'speed-up':>10}{'a':>6}{'tok/verify':>11}{'c':>6}{'v':>6}"
+                     f"{'predicted':>10}")
+        for r in text["rows"]:
+            if "acceptance" in r:
+                tail = (f"{r['acceptance']:6.2f}{r['tokens_per_verify']:11.2f}{r['c']:6.2f}{r['v']:6.2f}"
+                        f"{r['predicted']:9.2f}x")
+            else:
+                tail = f"{'-':>6}{1:11.2f}{'-':>6}{1:6.2f}{1:9.2f}x"
+            lines.append(f"{r['setting']:<18}{r['tokens_per_s']:9.2f}{r['speedup']:9.2f}x{tail}")
+    return "\n".join(lines)

@@ -80,3 +80,17 @@ def test_plots():
     assert fig.axes[0].get_xlabel().startswith("draft depth")
     fig = plot_predicted_speedup([{"setting": "L=1 K=1", "predicted": 0.8, "speedup": 0.7}])
     assert fig.axes[0].get_ylabel().startswith("measured")
+
+
+def test_benchmark_table_shows_every_row(tmp_path):
+    import json
+
+    from anee_lite.notebook.speculative import benchmark_table, load_benchmark
+
+    rows = [{"setting": "full depth", "tokens_per_s": 4.0, "speedup": 1.0},
+            {"setting": "L=27 K=1 tuned", "tokens_per_s": 3.0, "speedup": 0.75, "acceptance": 0.6,
+             "tokens_per_verify": 1.6, "c": 0.95, "v": 0.4, "predicted": 1.19}]
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"new_tokens": 32, "repeats": 3, "threads": 1, "texts": {"kjv": {"rows": rows}}}))
+    table = benchmark_table(load_benchmark(path))
+    assert "L=27 K=1 tuned" in table and "0.75x" in table and "1.19x" in table and "kjv" in table
