@@ -50,7 +50,7 @@ class SpeculativeStats:
     judged: int = 0  # drafts compared with the full model (accepted + first mismatches)
     accepted: int = 0  # drafts kept
     emitted: int = 0  # tokens emitted by verify passes (accepted drafts + one full-model token each)
-    draft_seconds: float = 0.0  # time in the shallow steps and their lens readout
+    draft_seconds: float = 0.0  # time in the K + 1 shallow steps (the last one feeds the verify pass) and K readouts
     verify_seconds: float = 0.0  # time in the deep passes, acceptance and cache rollback
 
     @property

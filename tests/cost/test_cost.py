@@ -229,3 +229,17 @@ def test_layer_and_unembed_seconds_runs_and_checks_its_arguments():
         layer_and_unembed_seconds(model, context_len=1)
     with pytest.raises(ValueError, match="repeats"):
         layer_and_unembed_seconds(model, context_len=6, repeats=0)
+
+
+def test_memory_bound_speculative_costs_follow_the_bytes():
+    from anee_lite.cost import memory_bound_costs
+
+    dims = UnrolledModel(random_llama(n_layers=4)).dims
+    full = full_token_cost(dims, 16).bytes_moved
+    for layers in (1, 2, 3):
+        c, v = memory_bound_costs(dims, layers, 16)
+        assert c == pytest.approx(token_cost(dims, layers_run=layers, context_len=16).bytes_moved / full)
+        assert v == 1.0
+    assert memory_bound_costs(dims, 1, 16)[0] < memory_bound_costs(dims, 3, 16)[0] < 1
+    with pytest.raises(ValueError, match="draft_layers"):
+        memory_bound_costs(dims, 4)
