@@ -30,8 +30,10 @@ def run_sanity_check(model_name: str | None = None, max_new_tokens: int = 20) ->
 
     name, why = pick_model(model_name)
     print(f"Model: {name} ({why})")
-    model = ANEEWrapper(ANEEConfig(model_name=name, min_layers=2, exit_budget_threshold=0.1))
-    print(f"{model.n_layers} layers; min_layers=2, exit_budget_threshold=0.1; prompt: {PROMPT!r}\n")
+    model = ANEEWrapper(ANEEConfig(model_name=name))  # the seed's default knobs
+    cfg = model.config
+    print(f"{model.n_layers} layers; min_layers={cfg.min_layers}, exit_budget_threshold={cfg.exit_budget_threshold}; "
+          f"prompt: {PROMPT!r}\n")
     runs = []
     for budget, label in ((1.0, "Full budget"), (0.05, "Low budget")):
         start = time.perf_counter()

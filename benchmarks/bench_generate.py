@@ -4,9 +4,9 @@
 
 A 32-token English prompt, 64 new greedy tokens. Every variant is timed in every round, in a
 rotating order, so that drifting machine load hits them alike; medians are reported. Wrapping a
-model re-lays out its weights as [in, out] views (faster on CPU), which also speeds up the HF
-model that shares them, so HF is timed twice: on a second copy left as loaded, and on the shared,
-re-laid-out weights. Static exits are compared with the ideal decoding step predicted from the
+model with ``share_weights=True`` (as the library does with models it loads) re-lays out its
+weights as [in, out] views (faster on CPU), which also speeds up the HF model that shares them, so
+HF is timed twice: on a second copy left as loaded, and on the shared, re-laid-out weights. Static exits are compared with the ideal decoding step predicted from the
 measured time of one layer and of the unembedding (measured / ideal > 1 is fixed overhead).
 """
 

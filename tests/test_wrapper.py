@@ -212,3 +212,19 @@ def test_a_zero_budget_with_min_layers_zero_predicts_from_the_embeddings(twelve)
     result = twelve.generate(prompt="Early exits", max_new_tokens=2, energy_budget=0.0, min_layers=0,
                              return_result=True)
     assert [int(t) for t in torch.cat(result.layers_per_token)] == [0, 0]
+
+
+def test_every_budget_knob_defaults_to_the_config():
+    """The seed's defaults live once (core.config); every function taking the knobs uses them."""
+    import inspect
+
+    from anee_lite.adaptive.evaluate import quality_vs_budget
+    from anee_lite.notebook.plots import plot_budget_layers
+    from anee_lite.notebook.widgets import budget_explorer
+
+    config = ANEEConfig()
+    for fn in (budget_exit_layer, budget_table, quality_vs_budget, plot_budget_layers, budget_explorer):
+        params = inspect.signature(fn).parameters
+        assert params["min_layers"].default == config.min_layers, fn.__name__
+        if "exit_budget_threshold" in params:
+            assert params["exit_budget_threshold"].default == config.exit_budget_threshold, fn.__name__

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..core.budget import budget_exit_layer
+from ..core.config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
 from ..core.metrics import mean_kl, next_token_nll, perplexity, top1_agreement
 from ..core.model import UnrolledModel
 from ..cost import cost_fraction, early_exit_cost
@@ -222,8 +223,8 @@ def finite_or_none(x: float):
 
 
 @torch.no_grad()
-def quality_vs_budget(model, input_ids: Tensor, budgets, min_layers: int = 2,
-                      exit_budget_threshold: float = 0.1) -> list[dict]:
+def quality_vs_budget(model, input_ids: Tensor, budgets, min_layers: int = DEFAULT_MIN_LAYERS,
+                      exit_budget_threshold: float = DEFAULT_EXIT_BUDGET_THRESHOLD) -> list[dict]:
     """Top-1 agreement with the full model, perplexity and KL for each energy budget.
 
     The budget makes every token run the same number of layers, so the logits under a budget

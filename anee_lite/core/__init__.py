@@ -4,24 +4,26 @@ Nothing here imports another ``anee_lite`` subpackage: lenses, adaptive exit, co
 the notebook helpers are all built on top of it.
 """
 
-from .architectures import CONVERTERS, Architecture, ModelDims, from_hf
+from .architectures import CONVERTERS, Architecture, LayerWeights, ModelDims, from_hf
 from .budget import budget_exit_layer, budget_table
 from .cache import KVCache
 from .config import ANEEConfig
 from .controller import Controller
 from .generation import GenerationResult, greedy_generate
 from .metrics import entropy, kl_divergence, mean_kl, next_token_nll, perplexity, top1_agreement
-from .model import ForwardOutput, ForwardStats, UnrolledModel
+from .model import ForwardCall, ForwardOutput, ForwardStats, UnrolledModel
 
 __all__ = [
     "CONVERTERS",
     "ANEEConfig",
     "Architecture",
     "Controller",
+    "ForwardCall",
     "ForwardOutput",
     "ForwardStats",
     "GenerationResult",
     "KVCache",
+    "LayerWeights",
     "ModelDims",
     "UnrolledModel",
     "budget_exit_layer",

@@ -1,5 +1,10 @@
 """The seed's budget controller: how many layers an ``energy_budget`` buys.
 
+Despite its name, ``energy_budget`` (the seed's API) is a budget of *layers*: a fraction of the
+model's depth, with every layer priced the same. It is not measured in joules and does not count
+the unembedding, the KV cache or memory traffic; the real cost of a token (multiply-adds, bytes
+moved, joules) lives in :mod:`anee_lite.cost`.
+
 The remaining budget starts at ``energy_budget``. Each executed layer costs ``1 / n_layers``
 (the remaining budget never goes below 0). Layers with index < ``min_layers`` always run; after
 that the forward exits *before* a layer when the remaining budget < ``exit_budget_threshold``.
@@ -21,14 +26,15 @@ With ``exit_budget_threshold=0`` every budget runs all layers. Note that a budge
 
 from __future__ import annotations
 
+from .config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
 from .validation import check_fraction, check_int
 
 # Budgets are sums of 1/n_layers; compare with a little slack so that 0.5 - 4 * 0.1 counts as 0.1.
 _EPS = 1e-9
 
 
-def budget_exit_layer(n_layers: int, energy_budget: float, min_layers: int = 2,
-                      exit_budget_threshold: float = 0.1) -> int:
+def budget_exit_layer(n_layers: int, energy_budget: float, min_layers: int = DEFAULT_MIN_LAYERS,
+                      exit_budget_threshold: float = DEFAULT_EXIT_BUDGET_THRESHOLD) -> int:
     """Number of layers the seed's controller runs for one forward pass.
 
     Args:
@@ -52,8 +58,9 @@ def budget_exit_layer(n_layers: int, energy_budget: float, min_layers: int = 2,
     return n_layers
 
 
-def budget_table(n_layers: int, budgets=(1.0, 0.75, 0.5, 0.25, 0.1, 0.05, 0.0), min_layers: int = 2,
-                 exit_budget_threshold: float = 0.1) -> list[dict]:
+def budget_table(n_layers: int, budgets=(1.0, 0.75, 0.5, 0.25, 0.1, 0.05, 0.0),
+                 min_layers: int = DEFAULT_MIN_LAYERS,
+                 exit_budget_threshold: float = DEFAULT_EXIT_BUDGET_THRESHOLD) -> list[dict]:
     """Rows ``{"energy_budget", "layers_executed", "fraction"}`` for a range of budgets."""
     rows = []
     for b in budgets:

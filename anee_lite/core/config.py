@@ -6,15 +6,21 @@ from dataclasses import dataclass
 
 from .validation import check_fraction, check_int
 
+# The seed's budget controller defaults, used by every function that takes these knobs.
+DEFAULT_MIN_LAYERS = 2  # the seed's value: the first two layers always run, whatever the budget
+DEFAULT_EXIT_BUDGET_THRESHOLD = 0.1  # stop once less than a tenth of the budget is left (the seed's value)
+
 
 @dataclass
 class ANEEConfig:
     """Settings of :class:`anee_lite.ANEEWrapper`; every call may override the budget knobs."""
 
     model_name: str = "gpt2"  # hub id, local folder, or the offline alias "smollm2-135m"
-    energy_budget: float = 1.0  # starting budget in [0, 1]; each layer spends 1/n_layers
-    min_layers: int = 2  # layers that always run, whatever the budget (<= the model's n_layers)
-    exit_budget_threshold: float = 0.1  # exit before a layer once the remaining budget is below this
+    # The seed's *layer* budget in [0, 1], not joules: each layer spends 1/n_layers of it. Real energy
+    # (multiply-adds, bytes moved, joules per token) is computed by anee_lite.cost.
+    energy_budget: float = 1.0
+    min_layers: int = DEFAULT_MIN_LAYERS  # layers that always run, whatever the budget (<= n_layers)
+    exit_budget_threshold: float = DEFAULT_EXIT_BUDGET_THRESHOLD  # exit before a layer once less is left
     device: str = "cpu"  # where the model runs: "cpu", "cuda", "mps"
 
     def __post_init__(self):

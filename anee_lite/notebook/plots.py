@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 from torch import Tensor
 
 from ..core.budget import budget_exit_layer
+from ..core.config import DEFAULT_MIN_LAYERS
 from ..lens import LensResult
 
 
@@ -198,7 +199,8 @@ def plot_quality_vs_budget(rows: list[dict], title: str = "") -> plt.Figure:
 
 
 
-def plot_budget_layers(n_layers: int, budgets, thresholds=(0.0, 0.1, 0.2, 0.3), min_layers: int = 2) -> plt.Figure:
+def plot_budget_layers(n_layers: int, budgets, thresholds=(0.0, 0.1, 0.2, 0.3),
+                      min_layers: int = DEFAULT_MIN_LAYERS) -> plt.Figure:
     """Layers executed against the energy budget, one line per ``exit_budget_threshold``.
 
     Args:

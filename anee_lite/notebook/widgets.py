@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 
 from ..core.budget import budget_exit_layer
+from ..core.config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
 from ..lens import LensResult, logit_lens
 
 DEFAULT_PROMPT = "The future of artificial intelligence is"
@@ -81,7 +82,7 @@ def lens_view(model, prompt: str) -> dict:
 
 
 def budget_explorer(model, prompt: str = DEFAULT_PROMPT, max_new_tokens: int = 10, energy_budget: float = 1.0,
-                    min_layers: int = 2, exit_budget_threshold: float = 0.1):
+                    min_layers: int = DEFAULT_MIN_LAYERS, exit_budget_threshold: float = DEFAULT_EXIT_BUDGET_THRESHOLD):
     """Sliders for the budget knobs that regenerate the text and redraw the layers executed.
 
     Args:
