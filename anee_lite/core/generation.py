@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .controller import Controller
 from .model import UnrolledModel
+from .validation import check_generate_inputs
 
 
 @dataclass
@@ -51,16 +52,18 @@ def greedy_generate(
     Args:
         model: the unrolled model.
         input_ids: [B, T] prompt ids, left-padded if rows differ in length.
-        attention_mask: [B, T] 1 for real tokens, 0 for padding.
-        max_new_tokens: upper bound on generated tokens.
+        attention_mask: [B, T] 1 for real tokens, 0 for (left) padding; every row ends in a real
+            token (right padding is refused: the continuation would follow the padding).
+        max_new_tokens: upper bound on generated tokens; the prompt plus these must fit n_ctx.
         exit_layers: layers every token runs (a static exit), 0..n_layers; None = all layers.
         controller: decides each token's exit on the fly instead.
         use_cache: keep keys/values between steps (False recomputes the whole context, like the seed).
         eos_token_id: stop a row once it emits this id (rows that stopped get ``pad_token_id``).
         pad_token_id: filler after EOS; defaults to ``eos_token_id``.
     """
+    input_ids, mask = check_generate_inputs(model, input_ids, attention_mask, max_new_tokens, eos_token_id,
+                                            pad_token_id, use_cache)  # [B, T] each
     B = input_ids.shape[0]
-    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.long()
     pad = eos_token_id if pad_token_id is None else pad_token_id
     result = GenerationResult(sequences=input_ids, prompt_length=input_ids.shape[1])
     finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
