@@ -84,3 +84,15 @@ def test_unrolled_model_and_lens_refuse_wrong_things(thing):
 def test_controllers_refuse_odd_settings(tiny, kwargs, error, match):
     with pytest.raises(error, match=match):
         make_controller("confidence", LogitLens(tiny.model), **kwargs)
+
+
+def test_editing_the_callers_model_after_wrapping_leaves_the_wrapper_as_documented():
+    """Defect 9 of issue 10: the wrapper copies the caller's model by default, so later edits do not reach it."""
+    hf = random_gpt2(n_layer=2, n_positions=16)
+    wrapper = ANEEWrapper(hf_model=hf)
+    ids = torch.tensor([[1, 2, 3]])
+    before = wrapper(ids, energy_budget=1.0, exit_budget_threshold=0.0).logits
+    with torch.no_grad():
+        hf.transformer.h[0].mlp.c_fc.weight.add_(1.0)
+    hf.half()
+    assert torch.equal(wrapper(ids, energy_budget=1.0, exit_budget_threshold=0.0).logits, before)

@@ -185,7 +185,7 @@ def test_generation_length(max_new_tokens, prompt_len):
     assert result.new_tokens.shape == (1, max_new_tokens)
 
 
-@FAST
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=ANY_SCALAR, extra=st.integers(1, 4))
 def test_cache_truncate(n, extra):
     ids = torch.randint(0, VOCAB, (1, 3 + extra))
