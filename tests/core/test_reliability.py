@@ -77,21 +77,6 @@ def test_interrupted_cached_forward_leaves_the_cache_unchanged(model, at_layer, 
     assert torch.equal(got, want)
 
 
-def test_error_in_readout_after_the_layers_leaves_the_cache_unchanged(model):
-    class BadReadout:
-        def __call__(self, layer, resid, active):
-            return torch.zeros_like(active)
-
-        def readout(self, resid, exit_layers):
-            raise RuntimeError("lens failed")
-
-    ids, mask, cache = prefill(model)
-    before = cache_state(cache)
-    with pytest.raises(RuntimeError, match="lens failed"):
-        model(ids[:, 7:8], mask[:, :8], controller=BadReadout(), past_key_values=cache, use_cache=True)
-    assert same_state(cache_state(cache), before)
-
-
 def test_refused_call_leaves_the_cache_unchanged(model):
     ids, mask, cache = prefill(model)
     before = cache_state(cache)
@@ -155,7 +140,7 @@ def test_a_controller_returning_the_wrong_thing_is_refused(model, returned, erro
 
 
 def test_a_non_callable_controller_is_refused(model):
-    with pytest.raises(TypeError, match="controller must be callable"):
+    with pytest.raises(TypeError, match="controller must"):
         model(torch.zeros(1, 3, dtype=torch.long), controller=3)
 
 
