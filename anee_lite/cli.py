@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
+from pathlib import Path
 
 PROMPT = "The future of artificial intelligence is"
 
@@ -52,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="full vs starved energy budget on one prompt (the seed's sanity check)")
     demo.add_argument("--model", default=None,
                       help="hub id, local folder or 'smollm2-135m' (default: gpt2 if the hub answers, else smollm2-135m)")
-    demo.add_argument("--max-new-tokens", type=int, default=20)
+    demo.add_argument("--max-new-tokens", type=_non_negative_int, default=20, help="an integer >= 0; default 20")
     add_evaluate_parser(commands)
     return parser
 
@@ -64,6 +67,12 @@ def _target(value: str) -> float:
         return check_target_agreement(float(value))
     except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"--target-agreement must be in (0, 1], got {value!r}") from None
+
+
+def _non_negative_int(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def _positive_int(value: str) -> int:
@@ -94,7 +103,6 @@ def add_evaluate_parser(commands) -> None:
 
 def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
     import json
-    from pathlib import Path
 
     from .io.assets import DATA_DIR
 
@@ -102,16 +110,20 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
         p = Path(path)
         if not p.is_file():
             parser.error(f"{option}: no such file: {path}")
-        text = p.read_text(encoding="utf-8", errors="replace")
+        try:
+            text = p.read_text(encoding="utf-8", errors="replace")
+        except OSError as err:
+            parser.error(f"{option}: cannot read {path}: {err.strerror or err}")
         if not text.strip():
             parser.error(f"{option}: the file is empty: {path}")
         return text
 
+    calibration_path = None if args.threshold is not None else (
+        args.calibration_text or str(DATA_DIR / "python_docs_calibration.txt"))
+    # Minutes of evaluation must not end in a path error, nor overwrite the text they read.
+    check_output_path(parser, "--json", args.json, {"--text": args.text, "--calibration-text": calibration_path})
     text = read("--text", args.text)
-    if args.threshold is not None:
-        calibration = None
-    else:
-        calibration = read("--calibration-text", args.calibration_text or str(DATA_DIR / "python_docs_calibration.txt"))
+    calibration = None if calibration_path is None else read("--calibration-text", calibration_path)
     from .adaptive.evaluate import build_controller, evaluate, finite_or_none, format_result
     from .core.model import UnrolledModel
     from .io.loading import load_pretrained
@@ -122,19 +134,60 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
         controller = build_controller(model, args.model, args.controller, lens=args.lens, threshold=args.threshold)
         result = evaluate(model, tokenizer, text, controller, calibration_text=calibration,
                           target_agreement=args.target_agreement, max_tokens=args.max_tokens, chunk=args.chunk)
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         parser.error(str(err))
     print(format_result(result))
     data = {k: finite_or_none(v) if isinstance(v, float) else v for k, v in result.as_dict().items()}
-    Path(args.json).write_text(json.dumps({"model": args.model, "text": args.text, **data}, indent=1))
+    try:
+        write_atomically(args.json, json.dumps({"model": args.model, "text": args.text, **data}, indent=1))
+    except OSError as err:  # e.g. the disk filled up meanwhile; the table above still has the numbers
+        parser.exit(1, f"{parser.prog}: error: --json: could not write {args.json}: {err.strerror or err}\n")
     print(f"wrote {args.json}")
+
+
+def check_output_path(parser: argparse.ArgumentParser, option: str, path: str, inputs: dict[str, str | None]) -> None:
+    """Refuse (exit 2) an output path that cannot be written or that is one of the input files."""
+    p = Path(path)
+    if p.is_dir():
+        parser.error(f"{option}: {path} is a folder; give a file name such as {p / 'results.json'}")
+    folder = p.parent
+    if not folder.is_dir():
+        parser.error(f"{option}: the folder {folder} does not exist; create it first or choose another path")
+    try:  # os.access says yes to root even where writing fails (read-only mounts, /proc): really try
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        parser.error(f"{option}: cannot write in {folder} ({err.strerror or err}); choose a folder you can write to")
+    if p.exists() and not os.access(p, os.W_OK):
+        parser.error(f"{option}: {path} is not writable; choose a path in a folder you can write to")
+    for other, input_path in inputs.items():
+        if input_path is not None and p.exists() and Path(input_path).exists() and os.path.samefile(p, input_path):
+            parser.error(f"{option}: {path} is the {other} file; writing the results there would destroy it")
+
+
+def write_atomically(path: str, content: str) -> None:
+    """Write ``content`` to a temporary file next to ``path``, then rename it over: never a half-written file."""
+    target = Path(path)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
+                                     suffix=".tmp", delete=False) as handle:
+        tmp = Path(handle.name)
+    try:
+        tmp.write_text(content, encoding="utf-8")
+        os.chmod(tmp, target.stat().st_mode & 0o777 if target.exists() else 0o644)  # not mkstemp's 0600
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        run_sanity_check(args.model, args.max_new_tokens)
+        try:
+            run_sanity_check(args.model, args.max_new_tokens)
+        except (ValueError, TypeError) as err:  # a bad --model (no such folder, not GPT-2/Llama, damaged)
+            parser.error(str(err))
     elif args.command == "evaluate":
         run_evaluate(args, parser)
     return 0

@@ -9,7 +9,7 @@ from .core.budget import budget_exit_layer
 from .core.config import ANEEConfig
 from .core.generation import GenerationResult, greedy_generate
 from .core.model import ForwardOutput, UnrolledModel
-from .core.validation import check_int
+from .core.validation import check_hf_model, check_int
 
 
 class ANEEWrapper:
@@ -29,6 +29,7 @@ class ANEEWrapper:
 
     def __init__(self, config: ANEEConfig | None = None, *, hf_model=None, tokenizer=None,
                  share_weights: bool = False):
+        _check_wrapper_args(config, hf_model)
         self.config = config if config is not None else ANEEConfig()
         if hf_model is None:
             if share_weights:
@@ -147,8 +148,9 @@ class ANEEWrapper:
             exit_layers = None
             draft_lens = self.draft_lens(draft_lens, draft_layers)
         elif controller is not None:
-            if energy_budget is not None:
-                raise ValueError("pass energy_budget or controller, not both")
+            if energy_budget is not None or min_layers is not None or exit_budget_threshold is not None:
+                raise ValueError("energy_budget, min_layers and exit_budget_threshold do not apply with a "
+                                 "controller: pass one or the other")
             exit_layers = None
         else:
             exit_layers = self.exit_layer(energy_budget, min_layers, exit_budget_threshold)
@@ -162,3 +164,10 @@ class ANEEWrapper:
                                   skip_special_tokens=True)
                  for row, m in zip(result.sequences, mask)]
         return texts[0] if isinstance(prompt, str) else texts
+
+
+def _check_wrapper_args(config, hf_model) -> None:
+    if config is not None and not isinstance(config, ANEEConfig):
+        raise TypeError(f"config must be an ANEEConfig (e.g. ANEEConfig(model_name='gpt2')), got {type(config).__name__}")
+    if hf_model is not None:
+        check_hf_model("hf_model", hf_model)

@@ -84,6 +84,7 @@ def test_full_depth_generate_equals_huggingface(tiny, use_cache):
         assert ours == hf_greedy(tiny.hf_model, tiny.tokenizer, prompt, 12)
 
 
+@pytest.mark.slow
 def test_smollm2_full_depth_generate_equals_huggingface(smollm2_hf):
     hf, tok = smollm2_hf
     model = ANEEWrapper(ANEEConfig(model_name="smollm2-135m"), hf_model=hf, tokenizer=tok)

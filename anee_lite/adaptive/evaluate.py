@@ -22,6 +22,7 @@ from ..core.budget import budget_exit_layer
 from ..core.config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
 from ..core.metrics import mean_kl, next_token_nll, perplexity, top1_agreement
 from ..core.model import UnrolledModel
+from ..core.validation import check_int
 from ..cost import cost_fraction, early_exit_cost
 from ..io.assets import SMOLLM2_EXIT_LAYERS, is_smollm2, lens_path, probe_path
 from ..lens import LogitLens, TunedLens
@@ -154,8 +155,10 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
             256, or the context window if that is shorter.
         lens: "auto", "logit" or "tuned" (used when ``controller`` is a name).
     """
+    _check_evaluate_inputs(model, tokenizer, text, controller, model_name, calibration_text)
     target = check_target_agreement(target_agreement)
-    chunk = min(256, model.dims.n_ctx) if chunk is None else chunk
+    max_tokens = check_int("max_tokens", max_tokens, low=2)
+    chunk = min(256, model.dims.n_ctx) if chunk is None else check_int("chunk", chunk, low=2)
     if chunk > model.dims.n_ctx:
         raise ValueError(f"chunk must be at most the model's context window ({model.dims.n_ctx} tokens), got {chunk}")
     if isinstance(controller, str):
@@ -192,6 +195,26 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
         calibration=calibration,
         exits=run["exits"].tolist(),
     )
+
+
+def _check_evaluate_inputs(model, tokenizer, text, controller, model_name, calibration_text) -> None:
+    """Type checks of :func:`evaluate`'s arguments, each naming the parameter and what it accepts."""
+    if not isinstance(model, UnrolledModel):
+        hint = " (pass wrapper.model)" if isinstance(getattr(model, "model", None), UnrolledModel) else ""
+        raise TypeError(f"model must be an anee_lite.UnrolledModel, e.g. UnrolledModel(hf_model), "
+                        f"got {type(model).__name__}{hint}")
+    if not callable(tokenizer):
+        raise TypeError(f"tokenizer must be a HuggingFace tokenizer (callable on a string), got {type(tokenizer).__name__}")
+    for name, value, optional in (("text", text, False), ("calibration_text", calibration_text, True)):
+        if isinstance(value, (bytes, bytearray)):
+            raise TypeError(f"{name} must be a str, got bytes: decode it first, e.g. {name}.decode('utf-8')")
+        if not (isinstance(value, str) or (optional and value is None)):
+            raise TypeError(f"{name} must be a str{' or None' if optional else ''}, got {type(value).__name__}")
+    if not isinstance(controller, (ExitController, str)):
+        raise TypeError(f"controller must be an ExitController or a controller name such as 'confidence', "
+                        f"got {type(controller).__name__}")
+    if model_name is not None and not isinstance(model_name, str):
+        raise TypeError(f"model_name must be a str or None, got {type(model_name).__name__}")
 
 
 def format_result(r: EvaluationResult) -> str:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .architectures import Architecture, ModelDims
+from .validation import check_int
 
 
 class KVCache:
@@ -35,10 +36,12 @@ class KVCache:
         propagated: (token, layer) K/V entries filled from a frozen residual so far.
     """
 
-    def __init__(self, dims: ModelDims, batch_size: int, owner: int):
+    def __init__(self, dims: ModelDims, batch_size: int, owner: object):
         self.dims = dims
         self.batch_size = batch_size
-        self.owner = owner  # id() of the model that wrote it: a cache is useless to another model
+        # The writing model's ``cache_token``: a cache is useless to another model. Not id(model),
+        # which Python hands to a new model once the old one is freed.
+        self.owner = owner
         self.keys: list[Tensor | None] = [None] * dims.n_layers
         self.values: list[Tensor | None] = [None] * dims.n_layers
         self.resid: Tensor | None = None
@@ -92,20 +95,31 @@ class KVCache:
     def truncate(self, length: int) -> None:
         """Forget every token from position ``length`` on, at every layer (a rejected draft's entries).
 
-        Afterwards the cache is exactly what it was when it held ``length`` tokens, so the next
-        call continues from there. ``length`` must be in [0, len(self)]; nothing is clamped.
+        Afterwards the cache is exactly what it was when it held ``length`` tokens, so the next call
+        continues from there. Keys and values become views of the kept prefix (no copy); layers that
+        lagged behind keep their shorter length, so lazily propagated entries are still filled on
+        demand. ``length`` must be in [0, len(self)]; nothing is clamped.
         """
-        if isinstance(length, bool) or not isinstance(length, int):
-            raise TypeError(f"length must be an integer, got {length!r} ({type(length).__name__})")
-        if not 0 <= length <= len(self):
-            raise ValueError(f"length must be in [0, {len(self)}] (tokens in the cache), got {length}")
-        for layer in range(self.dims.n_layers):
-            if self.layer_length(layer) > length:
-                self.keys[layer] = self.keys[layer][:, :, :length]  # [B, K, T_l, D] -> [B, K, length, D]
-                self.values[layer] = self.values[layer][:, :, :length]
-        self.resid = self.resid[:, :length]  # [B, T, d_model] -> [B, length, d_model]
-        self.positions = self.positions[:, :length]
-        self.attention_mask = self.attention_mask[:, :length]
+        length = check_int("length", length, low=0, high=len(self))
+        self._restore(([min(self.layer_length(l), length) for l in range(self.dims.n_layers)], length,
+                       self.propagated))
+
+    def _snapshot(self) -> tuple[list[int], int, int]:
+        """What :meth:`_restore` needs to undo a forward call that did not finish."""
+        return [self.layer_length(l) for l in range(self.dims.n_layers)], len(self), self.propagated
+
+    def _restore(self, snapshot: tuple[list[int], int, int]) -> None:
+        layer_lengths, n_tokens, self.propagated = snapshot
+        for l, n in enumerate(layer_lengths):
+            keep = n > 0 and self.keys[l] is not None
+            self.keys[l] = self.keys[l][:, :, :n] if keep else None  # [B, K, n, D]
+            self.values[l] = self.values[l][:, :, :n] if keep else None
+        if n_tokens == 0:
+            self.resid = self.positions = self.attention_mask = None
+        elif self.resid is not None:
+            self.resid = self.resid[:, :n_tokens]  # [B, n, d_model]
+            self.positions = self.positions[:, :n_tokens]  # [B, n]
+            self.attention_mask = self.attention_mask[:, :n_tokens]
 
     def nbytes(self) -> int:
         """Memory held by keys, values and the frozen residuals, in bytes (the benchmark reports it)."""

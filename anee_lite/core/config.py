@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .validation import check_fraction, check_int
+from .validation import check_device, check_fraction, check_int
 
 # The seed's budget controller defaults, used by every function that takes these knobs.
 DEFAULT_MIN_LAYERS = 2  # the seed's value: the first two layers always run, whatever the budget
@@ -29,3 +29,4 @@ class ANEEConfig:
         self.energy_budget = check_fraction("energy_budget", self.energy_budget)
         self.min_layers = check_int("min_layers", self.min_layers, low=0)
         self.exit_budget_threshold = check_fraction("exit_budget_threshold", self.exit_budget_threshold)
+        check_device("device", self.device)

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .controller import Controller
 from .model import UnrolledModel
+from .validation import check_generate_inputs
 
 if TYPE_CHECKING:
     from .speculative import SpeculativeStats
@@ -89,8 +90,9 @@ def greedy_generate(
     Args:
         model: the unrolled model.
         input_ids: [B, T] prompt ids, left-padded if rows differ in length.
-        attention_mask: [B, T] 1 for real tokens, 0 for padding.
-        max_new_tokens: upper bound on generated tokens.
+        attention_mask: [B, T] 1 for real tokens, 0 for (left) padding; every row ends in a real
+            token (right padding is refused: the continuation would follow the padding).
+        max_new_tokens: upper bound on generated tokens; the prompt plus these must fit n_ctx.
         exit_layers: layers every token runs (a static exit), 0..n_layers; None = all layers.
         controller: decides each token's exit on the fly instead.
         use_cache: keep keys/values between steps (False recomputes the whole context, like the seed).
@@ -103,6 +105,8 @@ def greedy_generate(
         draft_lens: with speculation, the lens the draft reads its token through: None or "logit" for the
             logit lens, or a lens object with ``logits(layer, resid)`` (e.g. a :class:`TunedLens`).
     """
+    input_ids, mask = check_generate_inputs(model, input_ids, attention_mask, max_new_tokens, eos_token_id,
+                                            pad_token_id, use_cache)  # [B, T] each
     if draft_layers is not None or draft_tokens is not None or draft_lens is not None:
         if draft_layers is None or draft_tokens is None:
             raise ValueError("self-speculative decoding needs both draft_layers and draft_tokens")
@@ -116,10 +120,9 @@ def greedy_generate(
             draft_lens = None
         from .speculative import speculative_generate  # it builds on this module's result and EOS rule
 
-        return speculative_generate(model, input_ids, attention_mask, max_new_tokens=max_new_tokens,
+        return speculative_generate(model, input_ids, mask, max_new_tokens=max_new_tokens,
                                     draft_layers=draft_layers, draft_tokens=draft_tokens, draft_lens=draft_lens,
                                     eos_token_id=eos_token_id, pad_token_id=pad_token_id)
-    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.long()
     result = GenerationResult(sequences=input_ids, prompt_length=input_ids.shape[1])
     stop = StopAtEos(input_ids.shape[0], eos_token_id, pad_token_id, input_ids.device)
     cache = None

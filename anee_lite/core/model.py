@@ -6,6 +6,8 @@ which runs the blocks one by one and lets each token stop after its own number o
 
 from __future__ import annotations
 
+import functools
+import uuid
 from dataclasses import dataclass, field
 
 import torch
@@ -15,7 +17,7 @@ from .architectures import Architecture, ModelDims, from_hf
 from .attention import attention, attention_mask_4d, position_ids
 from .cache import KVCache
 from .controller import Controller, as_controller
-from .validation import check_forward_inputs
+from .validation import check_controller_stop, check_flags, check_forward_inputs, check_hf_model, claim_controller
 
 
 class _Dict:
@@ -70,6 +72,28 @@ class ForwardCall:
     activations: dict[str, Tensor] = field(default_factory=dict)
 
 
+def _all_or_nothing(forward):
+    """A forward that does not finish (an error, Ctrl-C in a controller) leaves the cache it was given as it was.
+
+    The cache records its per-layer lengths before the call and cuts back to them on failure: no
+    copy on the normal path. The controller is claimed for the call, so two threads cannot mix
+    their per-call state in one controller.
+    """
+    @functools.wraps(forward)
+    def run(self, *args, **kwargs):
+        cache = kwargs.get("past_key_values")
+        snapshot = cache._snapshot() if isinstance(cache, KVCache) else None
+        try:
+            with claim_controller(kwargs.get("controller")):
+                return forward(self, *args, **kwargs)
+        except BaseException:
+            if snapshot is not None:
+                cache._restore(snapshot)
+            raise
+
+    return run
+
+
 class UnrolledModel:
     """A decoder-only LM run block by block in plain PyTorch, on a HuggingFace model's weights.
 
@@ -89,15 +113,19 @@ class UnrolledModel:
     def __init__(self, hf_model, *, share_weights: bool = False, device=None):
         if not isinstance(share_weights, bool):
             raise TypeError(f"share_weights must be True or False, got {share_weights!r}")
+        check_hf_model("hf_model", hf_model)
         self.arch: Architecture = from_hf(hf_model, share_weights=share_weights, device=device)
         self.dims: ModelDims = self.arch.dims
         self.device = self.arch.W_U.device
+        # Marks the caches this model writes; unlike id(self), never reused by another model.
+        self.cache_token = uuid.uuid4().hex
 
     def logits_from_resid(self, resid: Tensor) -> Tensor:
         """Final norm and unembedding applied to any residual [..., d_model] -> [..., d_vocab]."""
         return self.arch.unembed(self.arch.final_norm(resid))
 
     @torch.no_grad()
+    @_all_or_nothing
     def forward(
         self,
         input_ids: Tensor,
@@ -124,7 +152,8 @@ class UnrolledModel:
                 :class:`~anee_lite.core.controller.Controller` (or a plain function of the same call).
                 A token that stops at a check which computed its logits (a lens-based check) takes
                 them as its output: unembedded once.
-            past_key_values: a cache from an earlier call on the same model and batch.
+            past_key_values: a cache from an earlier call on the same model and batch. A call that
+                does not finish (an error, Ctrl-C) leaves it exactly as it was.
             use_cache: return a cache for the next call.
             return_resid: store ``blocks.{l}.hook_resid_pre/mid/post`` in ``activations``.
             return_patterns: store ``blocks.{l}.attn.hook_pattern`` [B, H, T, T_k] (slower attention).
@@ -134,9 +163,10 @@ class UnrolledModel:
         controller = as_controller(controller)
         input_ids, key_mask, exit_layers = check_forward_inputs(
             self, input_ids, attention_mask, exit_layers, past_key_values, controller, logits_to_keep)
+        check_flags(use_cache=use_cache, return_resid=return_resid, return_patterns=return_patterns)
         B, T = input_ids.shape
         cache = past_key_values if past_key_values is not None else (
-            KVCache(self.dims, B, id(self)) if use_cache else None)
+            KVCache(self.dims, B, self.cache_token) if use_cache else None)
         n_past = 0 if cache is None else len(cache)
         propagated_before = cache.propagated if cache is not None else 0
 
@@ -159,7 +189,8 @@ class UnrolledModel:
         deepest = 0
         for layer in range(n_layers):
             if controller is not None and layer > 0:
-                stop = controller(layer, resid, call.active) & call.active  # [B, T]
+                stop = check_controller_stop(controller(layer, resid, call.active), call.active, layer)  # [B, T]
+                stop = stop & call.active
                 exit_layers = torch.where(stop, torch.full_like(exit_layers, layer), exit_layers)
                 reused.take(controller, stop[:, kept_from:])
             call.active = exit_layers > layer  # [B, T]

