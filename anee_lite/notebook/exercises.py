@@ -8,6 +8,7 @@ seen (random shapes and values), so an answer tuned to the notebook's prompt doe
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -41,6 +42,26 @@ class ExerciseError(AssertionError):
     """A wrong answer to an exercise; the message says what is off and how to look for it."""
 
 
+class _NotAnswered(Exception):
+    """The learner's function still returns None (the template's placeholder)."""
+
+
+def _exercise(name: str):
+    """Run a check; a function that still returns None means 'not answered yet', not a wrong answer."""
+
+    def wrap(check):
+        @functools.wraps(check)
+        def run(*args, **kwargs):
+            try:
+                return check(*args, **kwargs)
+            except _NotAnswered:
+                _not_answered(name, None)
+
+        return run
+
+    return wrap
+
+
 def _not_answered(name: str, answer) -> bool:
     if answer is None:
         print(f"{name}: not answered yet (replace None with your answer and run the cell again)")
@@ -56,9 +77,12 @@ def _call(name: str, fn: Callable, *args):
     if not callable(fn):
         raise ExerciseError(f"{name}: expected a function, got {type(fn).__name__}")
     try:
-        return fn(*args)
+        result = fn(*args)
     except Exception as error:  # the learner's code: report it in one line, not a trace from the checker
         raise ExerciseError(f"{name}: your function raised {type(error).__name__}: {error}") from error
+    if result is None:
+        raise _NotAnswered
+    return result
 
 
 def _tensor_like(name: str, got, expected: Tensor) -> Tensor:
@@ -76,6 +100,7 @@ def _close(a: Tensor, b: Tensor, atol: float = 1e-4) -> bool:
 # ----------------------------------------------------------------------------- notebook 01
 
 
+@_exercise("RMSNorm")
 def check_rms_norm(fn: Callable | None) -> None:
     """Exercise: ``fn(x [..., d], scale [d], eps) -> [..., d]`` is RMSNorm."""
     name = "RMSNorm"
@@ -103,6 +128,7 @@ def check_rms_norm(fn: Callable | None) -> None:
     _correct(name)
 
 
+@_exercise("RoPE rotation")
 def check_rotate(fn: Callable | None) -> None:
     """Exercise: ``fn(t [..., D], cos [..., D], sin [..., D]) -> [..., D]`` applies RoPE (rotate-half layout)."""
     name = "RoPE rotation"
@@ -129,6 +155,7 @@ def check_rotate(fn: Callable | None) -> None:
                         "the answer is t * cos + cat(-t2, t1) * sin.")
 
 
+@_exercise("Causal attention")
 def check_attention(fn: Callable | None) -> None:
     """Exercise: ``fn(q [B, H, T, D], k [B, K, T, D], v [B, K, T, D]) -> z [B, H, T, D]``, causal and grouped."""
     name = "Causal attention"
@@ -186,6 +213,7 @@ def check_first_stable_layer(answer: int | None, ranks) -> None:
     _correct(name, f"after {expected} of {len(ranks) - 1} layers.")
 
 
+@_exercise("Top-k lens readout")
 def check_lens_top_k(fn: Callable | None, model, resid_stack: Tensor, k: int = 5) -> None:
     """Exercise: ``fn(resid [rows, d_model], k) -> (probs [rows, k], ids [rows, k])``, the lens's top k per row.
 
@@ -246,6 +274,7 @@ _BUDGET_CASES = [(30, 0.7, 2, 0.1), (12, 1.0, 2, 0.1), (12, 0.5, 2, 0.1), (12, 0
                  (30, 1.0, 2, 0.0), (10, 0.3, 2, 0.1), (24, 0.55, 4, 0.2), (7, 0.9, 1, 0.25), (30, 0.4, 30, 0.1)]
 
 
+@_exercise("Budget rule")
 def check_budget_rule(fn: Callable | None) -> None:
     """Exercise: ``fn(n_layers, energy_budget, min_layers, exit_budget_threshold) -> layers run``, the seed's rule."""
     name = "Budget rule"
@@ -266,6 +295,7 @@ def check_budget_rule(fn: Callable | None) -> None:
     _correct(name, f"({len(_BUDGET_CASES)} settings agree with budget_exit_layer)")
 
 
+@_exercise("Perplexity")
 def check_perplexity(fn: Callable | None) -> None:
     """Exercise: ``fn(logits [B, T, V], ids [B, T]) -> float``, the perplexity of each next token."""
     name = "Perplexity"
@@ -327,6 +357,7 @@ def kv_owed(exit_layers: list[int], n_layers: int) -> int:
     return owed
 
 
+@_exercise("K/V a token owes")
 def check_kv_owed(fn: Callable | None, model, input_ids: Tensor) -> None:
     """Exercise: ``fn(exit_layers, n_layers) -> int``, the propagated K/V entries; checked on the real cache.
 
