@@ -52,6 +52,31 @@ def plot_attention_patterns(pattern: Tensor, tokens: list[str], title: str = "")
     return fig
 
 
+def plot_softmax_saturation(d_heads: list[int], max_prob_raw: list[float], max_prob_scaled: list[float],
+                            n_keys: int) -> plt.Figure:
+    """Mean largest attention weight against head width, with raw and with ``1/sqrt(d_head)``-scaled scores.
+
+    Args:
+        d_heads: head widths (x axis).
+        max_prob_raw: mean over trials of the largest softmax weight of raw q.k scores.
+        max_prob_scaled: the same with the scores divided by sqrt(d_head).
+        n_keys: keys each query attends over (a uniform pattern puts 1 / n_keys on each).
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.plot(d_heads, max_prob_raw, "o-", label="raw scores q.k: saturates towards one key")
+    ax.plot(d_heads, max_prob_scaled, "s-", label="scores / sqrt(d_head): stays spread out")
+    ax.axhline(1 / n_keys, color="0.5", ls=":", lw=1, label=f"uniform over {n_keys} keys")
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("head width d_head (random queries and keys, unit variance)")
+    ax.set_ylabel("largest attention weight (mean)")
+    ax.set_title("Why attention divides by sqrt(d_head)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def plot_residual_contributions(activations: dict[str, Tensor], n_layers: int, position: int = -1) -> plt.Figure:
     """How big the residual stream is after each layer, and what attention and the MLP add to it.
 

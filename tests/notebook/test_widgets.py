@@ -159,6 +159,7 @@ def test_plots_build(tiny):
     top = view["lens"].log_probs[:, 0, -1].exp().topk(3)  # [rows, 3]
     text = [[tiny.tokenizer.decode([i]) for i in row] for row in top.indices.tolist()]
     figures.append(plots.plot_lens_top_k(top.values, text, text[-1][0]))
+    figures.append(plots.plot_softmax_saturation([4, 16], [0.5, 0.9], [0.4, 0.4], n_keys=8))
     assert all(isinstance(f, plt.Figure) for f in figures)
     for f in figures[2:4] + figures[5:]:  # the attention grids label only the outer edge; the gauge has no axes
         for ax in f.axes:
