@@ -1,6 +1,8 @@
 """The checks behind the notebooks' exercises: each runs the learner's answer against the library.
 
-Every ``check_*`` function prints a one-line verdict when the answer is right (or not given yet:
+The references are independent of the library's own forward: PyTorch's ``rms_norm`` and
+``scaled_dot_product_attention``, HuggingFace's rotary embedding, and the library's budget, metrics and
+cost model for the chapters that teach those. Every ``check_*`` function prints a one-line verdict when the answer is right (or not given yet:
 ``None``) and raises :class:`ExerciseError` with a hint when it is wrong, so a notebook cell reads
 ``check_rms_norm(my_rms_norm)``. Functions the learner writes are tried on inputs they have not
 seen (random shapes and values), so an answer tuned to the notebook's prompt does not pass.
@@ -13,10 +15,10 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from ..core.architectures.llama import rms_norm, rope, rope_angles
-from ..core.attention import attention
 from ..core.budget import budget_exit_layer
 from ..core.metrics import kl_divergence, perplexity
 from ..cost.charges import token_cost
@@ -93,6 +95,10 @@ def _tensor_like(name: str, got, expected: Tensor) -> Tensor:
     return got
 
 
+def _rms_norm(x: Tensor, scale: Tensor, eps: float) -> Tensor:
+    return F.rms_norm(x, (x.shape[-1],), weight=scale, eps=eps)
+
+
 def _close(a: Tensor, b: Tensor, atol: float = 1e-4) -> bool:
     return bool(torch.allclose(a.float(), b.float(), atol=atol, rtol=1e-4))
 
@@ -111,15 +117,15 @@ def check_rms_norm(fn: Callable | None) -> None:
         x = 3 * torch.randn(shape, generator=gen) + 1.5  # a non-zero mean, so LayerNorm gives another answer
         scale = torch.rand(shape[-1], generator=gen) + 0.5
         eps = 1e-5
-        expected = rms_norm(x, scale, eps)
+        expected = _rms_norm(x, scale, eps)
         got = _tensor_like(name, _call(name, fn, x, scale, eps), expected)
         if _close(got, expected):
             continue
         centred = x - x.mean(-1, keepdim=True)
-        if _close(got, rms_norm(centred, scale, eps)):
+        if _close(got, _rms_norm(centred, scale, eps)):
             raise ExerciseError(f"{name}: you subtracted the mean first; that is LayerNorm. RMSNorm only divides "
                                 "by the root-mean-square.")
-        if _close(got, rms_norm(x, torch.ones_like(scale), eps)):
+        if _close(got, _rms_norm(x, torch.ones_like(scale), eps)):
             raise ExerciseError(f"{name}: the learned scale is missing: multiply by `scale` at the end.")
         if _close(got, x / x.pow(2).mean(-1, keepdim=True) * scale):
             raise ExerciseError(f"{name}: you divided by the mean square; take its square root.")
@@ -137,10 +143,11 @@ def check_rotate(fn: Callable | None) -> None:
     gen = torch.Generator().manual_seed(2)
     D = 8
     inv_freq = 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D))  # [D/2]
-    positions = torch.tensor([[0, 1, 5, 11]])  # [1, T]
-    cos, sin = rope_angles(positions, inv_freq, 1.0, torch.float32)  # [1, 1, T, D]
+    angles = torch.tensor([0, 1, 5, 11]).float()[:, None] * inv_freq  # [T, D/2]
+    angles = torch.cat([angles, angles], dim=-1)[None, None]  # [1, 1, T, D]: pair i's angle at i and i + D/2
+    cos, sin = angles.cos(), angles.sin()
     t = torch.randn(1, 3, 4, D, generator=gen)  # [B, heads, T, D]
-    expected = rope(t, cos, sin)
+    expected = apply_rotary_pos_emb(t, t, cos[0], sin[0])[0]  # HuggingFace's rotation
     got = _tensor_like(name, _call(name, fn, t, cos, sin), expected)
     if _close(got, expected):
         _correct(name)
@@ -166,8 +173,7 @@ def check_attention(fn: Callable | None) -> None:
         q = torch.randn(1, H, T, D, generator=gen)
         k = torch.randn(1, K, T, D, generator=gen)
         v = torch.randn(1, K, T, D, generator=gen)
-        z, _ = attention(q, k, v, None, True, True)  # [1, T, H * D]
-        expected = z.view(1, T, H, D).transpose(1, 2)  # [1, H, T, D]
+        expected = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=H != K)  # [1, H, T, D]
         got = _tensor_like(f"{name} (H={H}, K={K})", _call(name, fn, q, k, v), expected)
         if _close(got, expected):
             continue
