@@ -400,14 +400,17 @@ def check_kv_owed(fn: Callable | None, model, input_ids: Tensor) -> None:
 
 
 def check_break_even_layer(answer: int | None, dims, context_len: int) -> None:
-    """Exercise: the smallest exit L at which L logit-lens checks make a token dearer than the full model."""
+    """Exercise: the smallest exit L at which L logit-lens checks make a token dearer than the full model.
+
+    The last check's logits are the token's output, so it is not unembedded again (``unembed=False``).
+    """
     name = "Break-even layer"
     if _not_answered(name, answer):
         return
     full = token_cost(dims, layers_run=dims.n_layers, context_len=context_len).flops
 
-    def with_checks(L):
-        return token_cost(dims, layers_run=L, context_len=context_len, lens_checks=L).flops
+    def with_checks(L):  # the last check's logits are the output: no second unembedding
+        return token_cost(dims, layers_run=L, context_len=context_len, lens_checks=L, unembed=False).flops
 
     if not isinstance(answer, int) or not 1 <= answer <= dims.n_layers:
         raise ExerciseError(f"{name}: expected a layer in [1, {dims.n_layers}], got {answer!r}")

@@ -71,6 +71,8 @@ def test_cached_generation_agrees_with_the_timed_full_depth_step(stored):
                   if int(L) == SMOLLM2.n_layers]
     assert full_depth, "section 4 no longer times the full depth"
     assert 0.5 <= cached / full_depth[0] <= 2.0, "two timings of the same full-depth step disagree"
+    (recomputed, ratio) = find(rf"without the cache: +{NUMBER} ms \({NUMBER}x the cached time\)", stored)
+    assert ratio == pytest.approx(recomputed / cached, abs=0.06)
 
 
 def test_flops_and_joules_equal_the_cost_model(stored):
