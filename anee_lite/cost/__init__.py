@@ -20,7 +20,13 @@ from .charges import (
     token_cost,
 )
 from .speculative import memory_bound_costs
-from .timing import layer_and_unembed_seconds
+from .timing import (
+    decode_step_seconds,
+    fit_step_time,
+    layer_and_unembed_seconds,
+    matmul_flops_and_bytes,
+    matmul_seconds,
+)
 
 __all__ = [
     "BYTES_PER_PARAM",
@@ -29,11 +35,15 @@ __all__ = [
     "MAC_PARTS",
     "CostBreakdown",
     "cost_fraction",
+    "decode_step_seconds",
     "early_exit_cost",
+    "fit_step_time",
     "full_token_cost",
     "generation_report",
     "layer_and_unembed_seconds",
     "layer_weight_params",
+    "matmul_flops_and_bytes",
+    "matmul_seconds",
     "memory_bound_costs",
     "norm_macs",
     "propagated_per_token",

@@ -7,8 +7,10 @@ import time
 
 import torch
 
+from ..core.generation import greedy_generate
 from ..core.model import ForwardCall
 from ..core.validation import check_int
+from .charges import BYTES_PER_PARAM
 
 
 @torch.no_grad()
@@ -49,3 +51,82 @@ def layer_and_unembed_seconds(model, context_len: int, repeats: int = 5) -> tupl
         return statistics.median(runs)
 
     return seconds(all_layers) / dims.n_layers, seconds(lambda: model.logits_from_resid(resid))
+
+
+@torch.no_grad()
+def decode_step_seconds(model, input_ids: torch.Tensor, depths, new_tokens: int = 8,
+                        rounds: int = 3) -> tuple[dict[int, float], float]:
+    """Median seconds of one decoding step at each static exit depth, and of the unembedding alone, in one run.
+
+    Every round decodes ``new_tokens`` greedy tokens at each depth (in a rotating order) and times the
+    final norm + unembedding on its own in between, so all the numbers share the same machine load.
+    A line fitted through the depths (:func:`fit_step_time`) then splits a step into a per-layer part
+    and a fixed part; the unembedding timed here is one piece of that fixed part.
+
+    Args:
+        model: an :class:`~anee_lite.core.model.UnrolledModel`.
+        input_ids: [1, T] prompt ids.
+        depths: exit depths to time, each in [1, n_layers].
+        new_tokens: tokens decoded per depth and round (the first, which also reads the prompt, is not timed), >= 2.
+        rounds: passes over all the depths, >= 1.
+
+    Returns:
+        ``({depth: seconds per step}, unembedding seconds)``, medians.
+    """
+    depths = [check_int("depths", L, low=1, high=model.dims.n_layers) for L in depths]
+    if not depths:
+        raise ValueError("depths must name at least one exit depth")
+    new_tokens = check_int("new_tokens", new_tokens, low=2)
+    rounds = check_int("rounds", rounds, low=1)
+    resid = torch.randn(1, 1, model.dims.d_model, device=model.device)  # [1, 1, d]
+    steps: dict[int, list[float]] = {L: [] for L in depths}
+    unembed: list[float] = []
+    model.logits_from_resid(resid)  # warm-up
+    for r in range(rounds):
+        for L in depths[r % len(depths):] + depths[:r % len(depths)]:
+            run = greedy_generate(model, input_ids, max_new_tokens=new_tokens, exit_layers=L)
+            steps[L].extend(run.step_times[1:])
+            start = time.perf_counter()
+            model.logits_from_resid(resid)
+            unembed.append(time.perf_counter() - start)
+    return {L: statistics.median(s) for L, s in steps.items()}, statistics.median(unembed)
+
+
+def fit_step_time(depths, seconds) -> tuple[float, float]:
+    """Least-squares line ``seconds = fixed + L * per_layer`` through step times at several depths.
+
+    Returns:
+        ``(fixed, per_layer)``: what a step pays whatever its depth (unembedding, Python, sampling), and
+        what each layer adds.
+    """
+    x = torch.tensor([float(L) for L in depths], dtype=torch.float64)
+    y = torch.tensor([float(s) for s in seconds], dtype=torch.float64)
+    if x.numel() < 2 or x.numel() != y.numel() or bool((x == x[0]).all()):
+        raise ValueError("fit_step_time needs step times at two or more different depths, one per depth")
+    slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+    return float(y.mean()) - slope * float(x.mean()), slope
+
+
+def matmul_flops_and_bytes(n_rows: int, d_in: int, d_out: int) -> tuple[int, int]:
+    """FLOPs and fp32 bytes moved by ``x [n_rows, d_in] @ W [d_in, d_out]``: the weights are read once."""
+    n_rows, d_in, d_out = (check_int(n, v, low=1) for n, v in (("n_rows", n_rows), ("d_in", d_in), ("d_out", d_out)))
+    return 2 * n_rows * d_in * d_out, BYTES_PER_PARAM * (d_in * d_out + n_rows * (d_in + d_out))
+
+
+@torch.no_grad()
+def matmul_seconds(n_rows: int, weight: torch.Tensor, repeats: int = 20) -> float:
+    """Median seconds of ``x [n_rows, d_in] @ weight [d_in, d_out]`` for a random ``x``.
+
+    At ``n_rows=1`` (one decoding token) every weight is used once; with more rows the same weights
+    serve many tokens, so the FLOPs grow with ``n_rows`` while the bytes barely do.
+    """
+    n_rows = check_int("n_rows", n_rows, low=1)
+    repeats = check_int("repeats", repeats, low=1)
+    x = torch.randn(n_rows, weight.shape[0], dtype=weight.dtype, device=weight.device)  # [n_rows, d_in]
+    x @ weight  # warm-up
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        x @ weight
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs)

@@ -10,6 +10,15 @@ from ..cost import MAC_PARTS, CostBreakdown
 
 COMPUTED, PROPAGATED, NOT_NEEDED = 2, 1, 0
 GRID_COLOURS = ["#eeeeee", "#f4a261", "#2a6f97"]  # not needed, propagated, computed
+PART_LABELS = {  # the cost model's parts, in words a legend can show
+    "qkv_o": "attention projections (Q, K, V, O)",
+    "attn_scores": "attention over the context",
+    "mlp": "MLP",
+    "norms": "norms",
+    "lm_head": "unembedding",
+    "kv_propagation": "K/V filled for exited tokens",
+    "exit_checks": "exit decisions (lens or probe checks)",
+}
 
 
 def kv_grid(exit_layers: list[int], n_layers: int) -> list[list[int]]:
@@ -57,22 +66,31 @@ def plot_cost_breakdown(costs: dict[str, CostBreakdown], ax=None):
     for part in MAC_PARTS:
         widths = [2 * getattr(costs[label], part) / 1e6 for label in labels]  # MFLOPs
         if any(widths):
-            ax.barh(labels, widths, left=left, label=part)
+            ax.barh(labels, widths, left=left, label=PART_LABELS[part])
             left = [a + b for a, b in zip(left, widths)]
     ax.invert_yaxis()
-    ax.set(xlabel="MFLOPs per token")
+    ax.set(xlabel="MFLOPs per token", ylabel="exit depth", title="Where one decoding token's FLOPs go")
     ax.legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), frameon=False)
     return ax
 
 
-def plot_time_vs_layers(layers: list[int], measured_ms: list[float], ideal_ms: list[float],
+def plot_time_vs_layers(layers: list[int], measured_ms: list[float], fit_ms: list[float],
                         flops_ms: list[float] | None = None, ax=None):
-    """Milliseconds per decoding step against layers run: measured, and the ideal from per-layer timings."""
-    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
-    ax.plot(layers, measured_ms, "o-", label="measured")
-    ax.plot(layers, ideal_ms, "s--", label="ideal: L x layer + unembedding")
+    """Milliseconds per decoding step against layers run: measured, the line fitted through them, and FLOPs.
+
+    Args:
+        layers: exit depths.
+        measured_ms: median step time at each depth.
+        fit_ms: ``fixed + L * per_layer`` from :func:`anee_lite.cost.fit_step_time` at each depth.
+        flops_ms: the full-depth step scaled by each depth's FLOPs share: what time would be if it followed FLOPs.
+    """
+    ax = ax or plt.subplots(figsize=(6.5, 3.8))[1]
+    ax.plot(layers, measured_ms, "o", ms=7, label="measured (median decoding step)")
+    ax.plot(layers, fit_ms, "--", label="fitted line: fixed part + L x time per layer")
     if flops_ms is not None:
-        ax.plot(layers, flops_ms, ":", color="grey", label="full step x FLOPs share")
-    ax.set(xlabel="layers run per token", ylabel="ms per token", ylim=(0, None))
+        ax.plot(layers, flops_ms, ":", color="grey", label="full step x share of the FLOPs")
+    ax.set(xlabel="layers run per token (static exit)", ylabel="ms per token", ylim=(0, None),
+           xlim=(0, None), title="Time per decoding token against depth")
     ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     return ax

@@ -53,6 +53,31 @@ def plot_attention_patterns(pattern: Tensor, tokens: list[str], title: str = "")
     return fig
 
 
+def plot_softmax_saturation(d_heads: list[int], max_prob_raw: list[float], max_prob_scaled: list[float],
+                            n_keys: int) -> plt.Figure:
+    """Mean largest attention weight against head width, with raw and with ``1/sqrt(d_head)``-scaled scores.
+
+    Args:
+        d_heads: head widths (x axis).
+        max_prob_raw: mean over trials of the largest softmax weight of raw q.k scores.
+        max_prob_scaled: the same with the scores divided by sqrt(d_head).
+        n_keys: keys each query attends over (a uniform pattern puts 1 / n_keys on each).
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.plot(d_heads, max_prob_raw, "o-", label="raw scores q.k: saturates towards one key")
+    ax.plot(d_heads, max_prob_scaled, "s-", label="scores / sqrt(d_head): stays spread out")
+    ax.axhline(1 / n_keys, color="0.5", ls=":", lw=1, label=f"uniform over {n_keys} keys")
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("head width d_head (random queries and keys, unit variance)")
+    ax.set_ylabel("largest attention weight (mean)")
+    ax.set_title("Why attention divides by sqrt(d_head)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def plot_residual_contributions(activations: dict[str, Tensor], n_layers: int, position: int = -1) -> plt.Figure:
     """How big the residual stream is after each layer, and what attention and the MLP add to it.
 
@@ -119,6 +144,37 @@ def plot_lens_heatmap(lens: LensResult, input_tokens: list[str], top_token_text:
     return fig
 
 
+def plot_lens_top_k(probs: Tensor, token_text: list[list[str]], final_text: str, title: str = "") -> plt.Figure:
+    """Layer x rank grid of the lens's k most likely next tokens at one position; the colour is the probability.
+
+    Args:
+        probs: [rows, k] probabilities of the top k tokens after each layer (row 0 = embeddings), best first.
+        token_text: [rows][k] the decoded tokens.
+        final_text: the model's final answer; its cells are bold and framed, so you can follow it upwards.
+        title: figure title (e.g. the prompt).
+    """
+    values = probs.float().cpu().numpy()  # [rows, k]
+    n_rows, k = values.shape
+    fig, ax = plt.subplots(figsize=(1.35 * k + 2.4, 0.3 * n_rows + 1.6))
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1, aspect="auto", origin="lower")
+    for row in range(n_rows):
+        for col in range(k):
+            is_final = token_text[row][col] == final_text
+            ax.text(col, row, token_label(token_text[row][col], 9), ha="center", va="center", fontsize=7.5,
+                    color="white" if values[row, col] > 0.55 else "black", fontweight="bold" if is_final else "normal",
+                    bbox={"fc": "none", "ec": "crimson", "lw": 1.2, "pad": 1.5} if is_final else None)
+    ax.set_xticks(range(k))
+    ax.set_xticklabels([f"#{r + 1}" for r in range(k)])
+    ax.set_yticks(range(n_rows))
+    ax.set_yticklabels(["embed"] + [str(l) for l in range(1, n_rows)], fontsize=7)
+    ax.set_xlabel("rank in the lens's prediction (#1 = most likely next token)")
+    ax.set_ylabel("layers run")
+    ax.set_title(title or f"Top {k} next tokens after each layer (framed: the final answer {final_text!r})")
+    fig.colorbar(image, ax=ax, fraction=0.05, label="probability")
+    fig.tight_layout()
+    return fig
+
+
 def plot_lens_metrics(lens: LensResult, batch: int = 0, position: int = -1) -> plt.Figure:
     """KL to the final distribution, rank of the final top token, and entropy, layer by layer.
 
@@ -163,7 +219,7 @@ def plot_layers_executed(layers_executed: int, n_layers: int) -> plt.Figure:
     return fig
 
 
-def plot_quality_vs_budget(rows: list[dict], title: str = "") -> plt.Figure:
+def plot_quality_vs_budget(rows: list[dict], title: str = "", uniform_perplexity: float | None = None) -> plt.Figure:
     """Layers executed, top-1 agreement with the full model, and perplexity against the energy budget.
 
     Args:
@@ -171,6 +227,8 @@ def plot_quality_vs_budget(rows: list[dict], title: str = "") -> plt.Figure:
             as :func:`anee_lite.quality.quality_vs_budget` returns; its ``n_layers`` and
             ``full_perplexity``, when present, are drawn as reference lines.
         title: figure title (e.g. the text and the model).
+        uniform_perplexity: draw the perplexity of a uniform guess over the vocabulary (= its size), the
+            line above which a model is worse than guessing.
     """
     budgets = [r["energy_budget"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
@@ -188,7 +246,11 @@ def plot_quality_vs_budget(rows: list[dict], title: str = "") -> plt.Figure:
         axes[0].axhline(rows[0]["n_layers"], color="0.5", ls="--", lw=1, label="all layers")
         axes[0].legend(fontsize=8, loc="lower right")
     if rows and "full_perplexity" in rows[0]:
-        axes[2].axhline(rows[0]["full_perplexity"], color="0.5", ls="--", lw=1, label="full model")
+        axes[2].axhline(rows[0]["full_perplexity"], color="0.5", ls="--", lw=1, label="full model (all layers)")
+    if uniform_perplexity is not None:
+        axes[2].axhline(uniform_perplexity, color="crimson", ls=":", lw=1.2,
+                        label=f"uniform guess over {uniform_perplexity:,.0f} tokens")
+    if axes[2].get_legend_handles_labels()[0]:
         axes[2].legend(fontsize=8)
     axes[1].set_ylim(-0.02, 1.02)
     axes[2].set_yscale("log")

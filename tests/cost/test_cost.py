@@ -12,9 +12,13 @@ from anee_lite.cost import (
     ENERGY_PER_FLOP_J,
     CostBreakdown,
     cost_fraction,
+    decode_step_seconds,
+    fit_step_time,
     full_token_cost,
     generation_report,
     layer_and_unembed_seconds,
+    matmul_flops_and_bytes,
+    matmul_seconds,
     norm_macs,
     token_cost,
 )
@@ -243,3 +247,35 @@ def test_memory_bound_speculative_costs_follow_the_bytes():
     assert memory_bound_costs(dims, 1, 16)[0] < memory_bound_costs(dims, 3, 16)[0] < 1
     with pytest.raises(ValueError, match="draft_layers"):
         memory_bound_costs(dims, 4)
+
+
+def test_decode_step_seconds_times_every_depth_and_checks_its_arguments():
+    model = UnrolledModel(random_llama(n_layers=3))
+    ids = torch.randint(0, VOCAB, (1, 4), generator=torch.Generator().manual_seed(0))
+    steps, unembed_s = decode_step_seconds(model, ids, [1, 3], new_tokens=2, rounds=2)
+    assert sorted(steps) == [1, 3] and all(s > 0 for s in steps.values()) and unembed_s > 0
+    with pytest.raises(ValueError, match="depths"):
+        decode_step_seconds(model, ids, [0, 3])
+    with pytest.raises(ValueError, match="depths"):
+        decode_step_seconds(model, ids, [])
+    with pytest.raises(ValueError, match="new_tokens"):
+        decode_step_seconds(model, ids, [1], new_tokens=1)
+
+
+def test_fit_step_time_recovers_a_line_and_refuses_one_depth():
+    fixed, per_layer = fit_step_time([4, 8, 16], [0.010 + 0.002 * L for L in (4, 8, 16)])
+    assert fixed == pytest.approx(0.010) and per_layer == pytest.approx(0.002)
+    with pytest.raises(ValueError, match="two or more"):
+        fit_step_time([8, 8], [0.1, 0.2])
+    with pytest.raises(ValueError, match="two or more"):
+        fit_step_time([8], [0.1])
+
+
+def test_matmul_flops_and_bytes_by_hand():
+    flops, bytes_moved = matmul_flops_and_bytes(1, 3, 5)
+    assert flops == 2 * 3 * 5 and bytes_moved == 4 * (15 + 3 + 5)
+    flops_64, bytes_64 = matmul_flops_and_bytes(64, 3, 5)
+    assert flops_64 == 64 * flops and bytes_64 == 4 * (15 + 64 * 8)
+    assert matmul_seconds(2, torch.randn(3, 5), repeats=1) > 0
+    with pytest.raises(ValueError, match="n_rows"):
+        matmul_flops_and_bytes(0, 3, 5)

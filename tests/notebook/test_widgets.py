@@ -154,9 +154,17 @@ def test_plots_build(tiny):
         plots.plot_lens_heatmap(view["lens"], view["tokens"], view["top_text"]),
         plots.plot_lens_metrics(view["lens"]),
         plots.plot_layers_executed(1, tiny.n_layers),
-        plots.plot_quality_vs_budget(rows),
+        plots.plot_quality_vs_budget(rows, uniform_perplexity=tiny.model.dims.d_vocab),
     ]
+    top = view["lens"].log_probs[:, 0, -1].exp().topk(3)  # [rows, 3]
+    text = [[tiny.tokenizer.decode([i]) for i in row] for row in top.indices.tolist()]
+    figures.append(plots.plot_lens_top_k(top.values, text, text[-1][0]))
+    figures.append(plots.plot_softmax_saturation([4, 16], [0.5, 0.9], [0.4, 0.4], n_keys=8))
     assert all(isinstance(f, plt.Figure) for f in figures)
+    for f in figures[2:4] + figures[5:]:  # the attention grids label only the outer edge; the gauge has no axes
+        for ax in f.axes:
+            if ax.get_label() != "<colorbar>":
+                assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title(), ax
     plt.close("all")
 
 

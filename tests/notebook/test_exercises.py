@@ -1,0 +1,229 @@
+"""The notebooks' exercise checks: a right answer passes, a wrong one gets a helpful message, None waits."""
+
+import math
+
+import pytest
+import torch
+from conftest import VOCAB, random_gpt2, random_llama
+
+from anee_lite import UnrolledModel
+from anee_lite.core.metrics import kl_divergence
+from anee_lite.notebook import exercises as ex
+from anee_lite.notebook.exercises import ExerciseError
+
+
+def test_none_means_not_answered_yet(capsys):
+    ex.check_rms_norm(None)
+    ex.check_first_stable_layer(None, [5, 1])
+    assert capsys.readouterr().out.count("not answered yet") == 2
+
+
+# --- notebook 01 -----------------------------------------------------------------------------------------
+
+
+def right_rms_norm(x, scale, eps):
+    return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt() * scale
+
+
+def test_rms_norm_right_and_wrong(capsys):
+    ex.check_rms_norm(right_rms_norm)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="LayerNorm"):
+        ex.check_rms_norm(lambda x, s, e: right_rms_norm(x - x.mean(-1, keepdim=True), s, e))
+    with pytest.raises(ExerciseError, match="scale"):
+        ex.check_rms_norm(lambda x, s, e: right_rms_norm(x, torch.ones_like(s), e))
+    with pytest.raises(ExerciseError, match="raised ZeroDivisionError"):
+        ex.check_rms_norm(lambda x, s, e: 1 / 0)
+    with pytest.raises(ExerciseError, match="shape"):
+        ex.check_rms_norm(lambda x, s, e: x[..., :1])
+
+
+def right_rotate(t, cos, sin):
+    t1, t2 = t.chunk(2, dim=-1)
+    return t * cos + torch.cat([-t2, t1], dim=-1) * sin
+
+
+def test_rotate_right_and_wrong(capsys):
+    ex.check_rotate(right_rotate)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="wrong way"):
+        ex.check_rotate(lambda t, c, s: t * c + torch.cat([t.chunk(2, -1)[1], -t.chunk(2, -1)[0]], -1) * s)
+    with pytest.raises(ExerciseError, match="sin part"):
+        ex.check_rotate(lambda t, c, s: t * c)
+
+
+def right_attention(q, k, v):
+    H, K, T, D = q.shape[1], k.shape[1], q.shape[2], q.shape[3]
+    k, v = k.repeat_interleave(H // K, dim=1), v.repeat_interleave(H // K, dim=1)
+    scores = (q @ k.transpose(-1, -2) / math.sqrt(D)).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(),
+                                                                  float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+def test_attention_right_and_wrong(capsys):
+    ex.check_attention(right_attention)
+    assert "correct" in capsys.readouterr().out
+
+    def no_mask(q, k, v):
+        H, K = q.shape[1], k.shape[1]
+        k, v = k.repeat_interleave(H // K, dim=1), v.repeat_interleave(H // K, dim=1)
+        return (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(-1) @ v
+
+    with pytest.raises(ExerciseError, match="causal mask"):
+        ex.check_attention(no_mask)
+    with pytest.raises(ExerciseError, match="sqrt"):
+        ex.check_attention(lambda q, k, v: right_attention(q * math.sqrt(q.shape[-1]), k, v))
+
+    def tiled(q, k, v):
+        return right_attention(q, k.repeat(1, q.shape[1] // k.shape[1], 1, 1), v.repeat(1, q.shape[1] // k.shape[1],
+                                                                                       1, 1))
+
+    with pytest.raises(ExerciseError, match="repeat_interleave"):
+        ex.check_attention(tiled)
+
+
+# --- notebook 02 -----------------------------------------------------------------------------------------
+
+
+def test_first_stable_layer(capsys):
+    ranks = [900, 3, 1, 2, 1, 1]  # on top after 2 layers, but not for good until 4
+    ex.check_first_stable_layer(4, ranks)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="must stay on top"):
+        ex.check_first_stable_layer(2, ranks)
+    with pytest.raises(ExerciseError, match="look earlier"):
+        ex.check_first_stable_layer(5, ranks)
+    with pytest.raises(ExerciseError, match="whole number"):
+        ex.check_first_stable_layer(7, ranks)
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def lensed(request):
+    hf = random_gpt2() if request.param == "gpt2" else random_llama()
+    model = UnrolledModel(hf)
+    ids = torch.randint(0, VOCAB, (1, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model.forward(ids, return_resid=True)
+    return model, out.resid_stack()[:, 0, -1]  # [rows, d_model]
+
+
+def test_lens_top_k_right_and_wrong(lensed, capsys):
+    model, resid = lensed
+
+    def right(r, k):
+        top = model.logits_from_resid(r).softmax(-1).topk(k)
+        return top.values, top.indices
+
+    ex.check_lens_top_k(right, model, resid, k=3)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="logits"):
+        ex.check_lens_top_k(lambda r, k: model.logits_from_resid(r).topk(k), model, resid, k=3)
+    with pytest.raises(ExerciseError, match="reversed"):
+        ex.check_lens_top_k(lambda r, k: tuple(t.flip(-1) for t in right(r, k)), model, resid, k=3)
+    with pytest.raises(ExerciseError, match="pair"):
+        ex.check_lens_top_k(lambda r, k: right(r, k)[0], model, resid, k=3)
+
+
+def test_kl_per_layer_right_and_wrong(capsys):
+    log_q = (3 * torch.randn(5, VOCAB, generator=torch.Generator().manual_seed(2))).log_softmax(-1)  # [rows, V]
+    right = (log_q[-1].exp() * (log_q[-1] - log_q)).sum(-1)
+    ex.check_kl_per_layer(right, log_q)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="KL\\(layer"):
+        ex.check_kl_per_layer(kl_divergence(log_q, log_q[-1].expand_as(log_q)), log_q)
+    with pytest.raises(ExerciseError, match="shape"):
+        ex.check_kl_per_layer(right[:-1], log_q)
+
+
+# --- notebook 03 -----------------------------------------------------------------------------------------
+
+
+def right_budget_rule(n_layers, budget, min_layers, threshold):
+    for layer in range(n_layers):
+        if layer >= min_layers and max(0.0, budget - layer / n_layers) < threshold - 1e-9:
+            return layer
+    return n_layers
+
+
+def test_budget_rule_right_and_the_floating_point_trap(capsys):
+    ex.check_budget_rule(right_budget_rule)
+    assert "correct" in capsys.readouterr().out
+
+    def no_slack(n_layers, budget, min_layers, threshold):
+        for layer in range(n_layers):
+            if layer >= min_layers and budget - layer / n_layers < threshold:
+                return layer
+        return n_layers
+
+    with pytest.raises(ExerciseError, match="floating point"):
+        ex.check_budget_rule(no_slack)
+    with pytest.raises(ExerciseError, match="the rule gives"):
+        ex.check_budget_rule(lambda n, b, m, t: n)
+
+
+def test_perplexity_right_and_wrong(capsys):
+    def right(logits, ids):
+        log_probs = logits[:, :-1].log_softmax(-1)
+        return float((-log_probs.gather(-1, ids[:, 1:, None])).mean().exp())
+
+    ex.check_perplexity(right)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="own"):
+        ex.check_perplexity(lambda lg, ids: float((-lg.log_softmax(-1).gather(-1, ids[..., None])).mean().exp()))
+    with pytest.raises(ExerciseError, match="its exp"):
+        ex.check_perplexity(lambda lg, ids: math.log(right(lg, ids)))
+
+
+# --- notebook 04 -----------------------------------------------------------------------------------------
+
+
+def test_unembed_flops(capsys):
+    model = UnrolledModel(random_llama())
+    dims = model.dims
+    ex.check_unembed_flops(2 * dims.d_model * dims.d_vocab, dims)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="2 FLOPs"):
+        ex.check_unembed_flops(dims.d_model * dims.d_vocab, dims)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [random_gpt2, random_llama])
+def test_kv_owed_matches_the_real_cache(make, capsys):
+    model = UnrolledModel(make(n_layer=4) if make is random_gpt2 else make(n_layers=4))
+    ids = torch.randint(0, VOCAB, (1, 6), generator=torch.Generator().manual_seed(1))
+    ex.check_kv_owed(ex.kv_owed, model, ids)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="lazily"):
+        ex.check_kv_owed(lambda exits, n: sum(n - e for e in exits[:-1]), model, ids)
+    with pytest.raises(ExerciseError, match="real cache propagated"):
+        ex.check_kv_owed(lambda exits, n: 0, model, ids)
+
+
+def test_kv_owed_by_hand():
+    assert ex.kv_owed([30, 2, 1, 30], 30) == 28 + 29
+    assert ex.kv_owed([5, 2, 4, 3], 5) == 0 + 2 + 0 + 0  # token 1 owes layers 2, 3 (token 2 runs 4 layers)
+    assert ex.kv_owed([1, 1, 1], 8) == 0
+
+
+def test_break_even_layer(capsys):
+    dims = UnrolledModel(random_llama(n_layers=3)).dims
+    from anee_lite.cost import token_cost
+
+    full = token_cost(dims, layers_run=dims.n_layers, context_len=8).flops
+    answer = next(L for L in range(1, dims.n_layers + 1)
+                  if token_cost(dims, layers_run=L, context_len=8, lens_checks=L, unembed=False).flops > full)
+    ex.check_break_even_layer(answer, dims, 8)
+    assert "correct" in capsys.readouterr().out
+    if answer < dims.n_layers:
+        with pytest.raises(ExerciseError, match="already costs more"):
+            ex.check_break_even_layer(answer + 1, dims, 8)
+    if answer > 1:
+        with pytest.raises(ExerciseError, match="still cheaper"):
+            ex.check_break_even_layer(answer - 1, dims, 8)
+
+
+
+def test_a_function_that_still_returns_none_is_not_answered_yet(capsys):
+    ex.check_rms_norm(lambda x, scale, eps: None)
+    ex.check_budget_rule(lambda *args: None)
+    assert capsys.readouterr().out.count("not answered yet") == 2
