@@ -1,4 +1,5 @@
-"""Command line: ``python -m anee_lite demo [--model M]`` (the seed's sanity check) and ``... evaluate ...``."""
+"""Command line: ``python -m anee_lite demo [--model M]`` (the seed's sanity check), ``... evaluate ...`` and
+``... simulate ...`` (time and energy per token on a device profile)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="hub id, local folder or 'smollm2-135m' (default: gpt2 if the hub answers, else smollm2-135m)")
     demo.add_argument("--max-new-tokens", type=_non_negative_int, default=20, help="an integer >= 0; default 20")
     add_evaluate_parser(commands)
+    add_simulate_parser(commands)
     return parser
 
 
@@ -178,6 +180,101 @@ def write_atomically(path: str, content: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+def _int_at_least(low: int):
+    def parse(value: str) -> int:
+        try:
+            x = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value!r}") from None
+        if x < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {x}")
+        return x
+    return parse
+
+
+def _budget(value: str) -> float:
+    import math
+
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {value!r}") from None
+    if math.isnan(x) or not 0 <= x <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return x
+
+
+def add_simulate_parser(commands) -> None:
+    from .cost.devices import DTYPES
+    from .cost.simulator import KERNELS
+
+    sim = commands.add_parser("simulate", help="time and energy per token of a model on a device profile")
+    sim.add_argument("--list-devices", action="store_true", help="print the known devices, one a line, and exit")
+    sim.add_argument("--model", help="hub id, local folder or 'smollm2-135m'")
+    sim.add_argument("--device", help="a device name (see --list-devices) or a .json/.yaml profile file")
+    depth = sim.add_mutually_exclusive_group()
+    depth.add_argument("--layers", type=_int_at_least(0), default=None, help="layers every token runs (default: all)")
+    depth.add_argument("--energy-budget", type=_budget, default=None,
+                       help="the seed's energy_budget in [0, 1] (min_layers=2, exit_budget_threshold=0.1)")
+    sim.add_argument("--batch", type=_int_at_least(1), default=1, help="rows decoded together; default 1")
+    sim.add_argument("--context", type=_int_at_least(1), default=128,
+                     help="keys each decoded token attends over; default 128")
+    sim.add_argument("--dtype", choices=DTYPES, default="fp32", help="weight dtype; default fp32")
+    sim.add_argument("--kernels", choices=KERNELS, default="eager",
+                     help="eager: PyTorch operator calls as anee-lite makes them; fused: one kernel per op")
+    sim.add_argument("--json", help="where to write the results (JSON)")
+
+
+def run_simulate(args, parser: argparse.ArgumentParser) -> None:
+    """``simulate``: one decoding step on the device, printed and written as JSON."""
+    import json
+    from pathlib import Path
+
+    from .cost.devices import device_names, get_profile
+
+    if args.list_devices:
+        for name in device_names():
+            print(name)
+        return
+    for option in ("model", "device", "json"):
+        if getattr(args, option) is None:
+            parser.error(f"simulate: --{option} is required (unless --list-devices)")
+    try:
+        profile = get_profile(args.device)
+    except (ValueError, TypeError) as err:
+        parser.error(f"--device: {err}")
+    from .core.budget import budget_exit_layer
+    from .core.model import UnrolledModel
+    from .cost.simulator import simulate_decode
+    from .io.loading import load_pretrained
+
+    try:
+        hf_model, _ = load_pretrained(args.model)
+    except (ValueError, OSError) as err:
+        parser.error(f"--model: {err}")
+    dims = UnrolledModel(hf_model).dims
+    if args.layers is not None and args.layers > dims.n_layers:
+        parser.error(f"--layers must be in [0, {dims.n_layers}] for {args.model}, got {args.layers}")
+    if args.context > dims.n_ctx:
+        parser.error(f"--context must be <= {dims.n_ctx} (the model's context window), got {args.context}")
+    layers = args.layers
+    if args.energy_budget is not None:
+        layers = budget_exit_layer(dims.n_layers, args.energy_budget, 2, 0.1)
+    result = simulate_decode(dims, profile, layers=layers, context=args.context, batch=args.batch,
+                             dtype=args.dtype, kernels=args.kernels)
+    data = {"model": args.model, "layers": dims.n_layers if layers is None else layers,
+            "n_layers": dims.n_layers, "kernels": args.kernels, "validated": profile.validated,
+            **result.as_dict()}
+    shares = result.bound_shares()
+    print(f"{args.model} on {profile.name} ({args.dtype}, batch {args.batch}, context {args.context}, "
+          f"{data['layers']}/{dims.n_layers} layers): {1e3 * result.seconds_per_token:.3f} ms/token, "
+          f"{1e3 * result.joules_per_token:.3f} mJ/token, {result.bytes_per_token / 1e6:.1f} MB/token; "
+          f"time {shares['memory']:.0%} memory-bound, {shares['compute']:.0%} compute-bound, "
+          f"{shares['overhead']:.0%} overhead" + ("" if profile.validated else " (profile not validated)"))
+    if not result.fits_in_memory:
+        print(f"warning: the weights ({result.weight_bytes / 2**30:.1f} GiB) do not fit in {profile.name}'s memory")
+    Path(args.json).write_text(json.dumps(data, indent=1))
+    print(f"wrote {args.json}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,5 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(err))
     elif args.command == "evaluate":
         run_evaluate(args, parser)
+    elif args.command == "simulate":
+        run_simulate(args, parser)
     return 0
 

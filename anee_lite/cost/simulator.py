@@ -1,0 +1,425 @@
+"""The virtual accelerator: time and energy of each operation of the unrolled forward on a device profile.
+
+Roofline per operation (Williams, Waterman & Patterson, CACM 2009)::
+
+    seconds = max(flops / achievable FLOP/s, bytes / achievable bandwidth) + overhead
+    joules  = flops x J/FLOP + bytes x J/byte + idle watts x seconds
+
+``overhead`` is ``dispatches x op_overhead_s + products x matmul_overhead_s``: what an eager
+framework pays per operator call (kernel launch, Python dispatch) and per matrix product (CPU
+thread fork/join), whatever the size. ``bound`` says which term won: ``"memory"``, ``"compute"``
+or ``"overhead"``.
+
+The per-operation FLOPs and bytes come from :mod:`anee_lite.cost.charges` (the same parameter
+counts, norm convention and byte rules), split by operation; at fp32, batch 1 and one token per
+step they sum exactly to :func:`~anee_lite.cost.charges.token_cost`. Other dtypes scale the
+weight bytes (:data:`~anee_lite.cost.devices.BYTES_PER_WEIGHT`); the K/V cache and norm vectors stay
+fp32 for fp32 weights and fp16 otherwise. Activations are assumed to stay on chip (true while
+they fit the cache; a long prefill at a large batch breaks this and is then under-estimated).
+
+Plans: a generation is a list of :class:`Step` passes. Each pass runs ``layers`` decoder layers
+over ``tokens`` new positions of each of ``batch`` rows, streaming the weights once. That covers
+the other chapters:
+
+* a static budget: :func:`static_plan` (every token runs the same layers);
+* per-token early exit: :func:`plan_from_generation` reads ``GenerationResult.layers_per_token``
+  (and the K/V entries propagated) of a real run;
+* sparsity: ``Step.weight_fraction`` is the share of matrix weights kept (bytes and FLOPs of the
+  projections, MLP and unembedding scale with it: ideal structured sparsity, no index overhead);
+* draft/verify (self-speculative decoding): :func:`draft_verify_plan`: draft steps that run few
+  layers and emit nothing, and a verify pass over several positions that emits the accepted ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+from ..core.architectures import CONVERTERS, ModelDims
+from ..core.validation import check_fraction, check_int
+from .charges import BYTES_PER_PARAM, layer_weight_params, norm_macs
+from .devices import BYTES_PER_WEIGHT, COMPUTE_DTYPE, DeviceProfile, check_dtype
+
+# Framework operator calls (top-level ATen ops) of anee-lite's eager forward, per operation, counted with
+# torch.profiler on one decoding step (tests/cost/test_simulator.py recounts them on random models).
+# "step" is per pass: embedding lookup, positions, masks, argmax and appending the token.
+EAGER_DISPATCHES = {
+    "llama": {"attn_norm": 7, "q_proj": 2, "k_proj": 2, "v_proj": 2, "attention": 26, "o_proj": 3,
+              "mlp_norm": 7, "mlp_gate": 2, "mlp_up": 2, "mlp_down": 5, "final_norm": 8, "lm_head": 2,
+              "step": 54, "lens_check": 10, "probe_check": 2, "kv_propagation": 22},
+    "gpt2": {"attn_norm": 1, "q_proj": 3, "k_proj": 0, "v_proj": 0, "attention": 16, "o_proj": 3,
+             "mlp_norm": 1, "mlp_up": 3, "mlp_down": 10, "final_norm": 1, "lm_head": 2,
+             "step": 45, "lens_check": 3, "probe_check": 2, "kv_propagation": 10},
+}
+# GPT-2 computes Q, K and V with one fused product; Llama with three.
+_FUSED_QKV = {"gpt2": True}
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation of a forward pass: its arithmetic and memory traffic."""
+
+    name: str  # e.g. "layer3.mlp_up", "lm_head"
+    kind: str  # "matmul", "attention", "norm" or "other"
+    flops: float  # floating-point operations (2 per multiply-add)
+    bytes: float  # bytes to/from DRAM: weights streamed, K/V read
+    dispatches: int = 0  # framework operator calls it takes (eager PyTorch)
+    products: int = 0  # matrix-product kernels it launches
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity, FLOPs per byte (inf when it moves no bytes)."""
+        return self.flops / self.bytes if self.bytes else float("inf")
+
+
+@dataclass(frozen=True)
+class OpTiming:
+    """One operation on one device."""
+
+    name: str
+    kind: str
+    flops: float
+    bytes: float
+    intensity: float  # FLOPs per byte
+    compute_seconds: float  # flops / achievable FLOP/s
+    memory_seconds: float  # bytes / achievable bandwidth
+    overhead_seconds: float  # dispatches and launches
+    seconds: float  # max(compute, memory) + overhead
+    joules: float  # arithmetic + memory + idle power x seconds
+    bound: str  # "compute", "memory" or "overhead": the largest of the three terms
+
+
+KERNELS = ("eager", "fused")
+
+
+def _dispatches(dims: ModelDims, kernels: str) -> dict:
+    """Operator calls per op: eager PyTorch's counts, or one kernel per op (a compiled or fused runtime)."""
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {list(KERNELS)}, got {kernels!r}")
+    eager = EAGER_DISPATCHES.get(dims.architecture, EAGER_DISPATCHES["llama"])
+    return eager if kernels == "eager" else {name: 1 for name in eager}
+
+
+def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int = 1, batch: int = 1,
+             dtype: str = "fp32", unembedded: int | None = None, weight_fraction: float = 1.0,
+             lens_checks: int = 0, probe_checks: int = 0, kv_propagated: float = 0,
+             kernels: str = "eager") -> list[Op]:
+    """The operations of one forward pass, from the model's sizes.
+
+    Args:
+        dims: the model's sizes (``UnrolledModel.dims``).
+        layers_run: decoder layers the pass runs, 0..n_layers.
+        context_len: keys the last new position attends over, itself included (>= tokens).
+        tokens: new positions per row in this pass (1 = a decoding step, more = prefill or verify).
+        batch: rows processed together (the weights are streamed once for all of them).
+        dtype: weight dtype, one of ``fp32``, ``fp16``, ``int8``, ``int4``.
+        unembedded: positions per row that go through the final norm and unembedding
+            (default: all ``tokens``; a prefill keeps only the last, 1).
+        weight_fraction: share of matrix weights kept, in (0, 1] (sparsity).
+        lens_checks, probe_checks, kv_propagated: per pass, as in :func:`~anee_lite.cost.charges.token_cost`.
+        kernels: ``"eager"`` (anee-lite's PyTorch operator calls, :data:`EAGER_DISPATCHES`) or ``"fused"``
+            (one kernel per op, as a compiled runtime such as llama.cpp or TensorRT-LLM launches).
+
+    Returns:
+        :class:`Op` list; at fp32, batch 1, one token, its FLOPs and bytes sum to ``token_cost``'s.
+    """
+    layers_run = check_int("layers_run", layers_run, low=0, high=dims.n_layers)
+    tokens = check_int("tokens", tokens, low=1)
+    context_len = check_int("context_len", context_len, low=tokens)
+    batch = check_int("batch", batch, low=1)
+    unembedded = tokens if unembedded is None else check_int("unembedded", unembedded, low=0, high=tokens)
+    weight_fraction = check_fraction("weight_fraction", weight_fraction)
+    if weight_fraction == 0:
+        raise ValueError("weight_fraction must be in (0, 1], got 0")
+    lens_checks = check_int("lens_checks", lens_checks, low=0)
+    probe_checks = check_int("probe_checks", probe_checks, low=0)
+    if not kv_propagated >= 0:
+        raise ValueError(f"kv_propagated must be >= 0, got {kv_propagated}")
+    dtype = check_dtype(dtype)
+
+    d, V = dims.d_model, dims.d_vocab
+    q_width, kv_width = dims.n_heads * dims.d_head, dims.n_kv_heads * dims.d_head
+    arch = CONVERTERS[dims.architecture]
+    n_norm = arch.n_norm_vectors * d  # parameters of one norm
+    rows = batch * tokens  # positions that go through the layers
+    w_bytes = BYTES_PER_WEIGHT[dtype] * weight_fraction  # per kept parameter of a matrix
+    small_bytes = BYTES_PER_PARAM if dtype == "fp32" else 2  # K/V cache and norm vectors (fp16 if not fp32)
+    disp = _dispatches(dims, kernels)
+    fused = _FUSED_QKV.get(dims.architecture, False)
+    # Keys attended, summed over the new positions of one row: context_len - tokens + 1 .. context_len.
+    keys_attended = tokens * context_len - tokens * (tokens - 1) // 2
+
+    def matmul(name, d_in, d_out, n_rows, products=1):
+        params = d_in * d_out
+        return Op(name, "matmul", 2 * n_rows * params * weight_fraction, params * w_bytes, disp[name.split(".")[-1]],
+                  products)
+
+    def norm(name, n_rows, key):
+        return Op(name, "norm", 2 * n_rows * norm_macs(dims), n_norm * small_bytes, disp[key])
+
+    mlp_names = ["mlp_gate", "mlp_up", "mlp_down"][-arch.n_mlp_matrices:]
+    ops = [Op("step", "other", 0.0, 0.0, disp["step"])]
+    for layer in range(layers_run):
+        p = f"layer{layer}."
+        ops += [
+            norm(p + "attn_norm", rows, "attn_norm"),
+            matmul(p + "q_proj", d, q_width, rows),
+            matmul(p + "k_proj", d, kv_width, rows, products=0 if fused else 1),
+            matmul(p + "v_proj", d, kv_width, rows, products=0 if fused else 1),
+            # q @ k.T and pattern @ v per query head; reads each row's K and V over the context once.
+            Op(p + "attention", "attention", 2 * batch * 2 * q_width * keys_attended,
+               batch * 2 * kv_width * context_len * small_bytes, disp["attention"], 1),
+            matmul(p + "o_proj", q_width, d, rows),
+            norm(p + "mlp_norm", rows, "mlp_norm"),
+        ]
+        for name in mlp_names:
+            d_in, d_out = (dims.d_mlp, d) if name == "mlp_down" else (d, dims.d_mlp)
+            ops.append(matmul(p + name, d_in, d_out, rows))
+    if unembedded:
+        ops += [norm("final_norm", batch * unembedded, "final_norm"),
+                matmul("lm_head", d, V, batch * unembedded)]
+    if lens_checks:  # a lens check re-reads the unembedding (and the final norm's vector)
+        ops.append(Op("lens_checks", "matmul", lens_checks * 2 * (norm_macs(dims) + d * V),
+                      lens_checks * (d * V + d) * BYTES_PER_PARAM, lens_checks * disp["lens_check"], lens_checks))
+    if probe_checks:
+        ops.append(Op("probe_checks", "other", probe_checks * 2 * d, probe_checks * d * BYTES_PER_PARAM,
+                      probe_checks * disp["probe_check"]))
+    if kv_propagated:  # input norm + K and V projections from a frozen residual; weights already streaming
+        ops.append(Op("kv_propagation", "matmul", kv_propagated * 2 * (norm_macs(dims) + d * 2 * kv_width),
+                      kv_propagated * (d + 2 * kv_width) * BYTES_PER_PARAM,
+                      round(kv_propagated * disp["kv_propagation"]), round(kv_propagated)))
+    return ops
+
+
+def time_op(op: Op, profile: DeviceProfile, dtype: str = "fp32") -> OpTiming:
+    """One operation's roofline time and energy on ``profile`` with weights of ``dtype``."""
+    compute = op.flops / profile.flops_per_second(dtype)
+    memory = op.bytes / profile.bytes_per_second()
+    overhead = op.dispatches * profile.op_overhead_s + op.products * profile.matmul_overhead_s
+    seconds = max(compute, memory) + overhead
+    joules = (op.flops * profile.joules_per_flop[COMPUTE_DTYPE[dtype]] + op.bytes * profile.joules_per_byte
+              + profile.idle_watts * seconds)
+    bound = max((("compute", compute), ("memory", memory), ("overhead", overhead)), key=lambda kv: kv[1])[0]
+    return OpTiming(op.name, op.kind, op.flops, op.bytes, op.intensity, compute, memory, overhead, seconds, joules,
+                    bound)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One forward pass of a plan. Plug-in point for the exit, sparsity and speculative chapters."""
+
+    layers: int  # decoder layers the pass runs
+    tokens: int = 1  # new positions per row (1 = decoding; more = prefill or a verify pass)
+    emitted: int = 1  # tokens it adds to the output per row (a draft step: 0; a verify pass: accepted + 1)
+    unembedded: int | None = None  # positions per row unembedded (None = all ``tokens``)
+    weight_fraction: float = 1.0  # share of matrix weights kept (sparsity masks)
+    lens_checks: int = 0  # logit-lens checks made to decide the exit
+    probe_checks: int = 0  # learned-probe checks
+    kv_propagated: float = 0  # K/V entries filled from frozen residuals
+
+
+@dataclass
+class SimulationResult:
+    """A plan on a device: totals, per generated token, and every operation."""
+
+    device: str
+    dtype: str
+    batch: int
+    context: int  # keys in the cache before the plan's first pass
+    steps: int  # forward passes
+    tokens_emitted: int  # per row
+    seconds: float  # the whole plan
+    joules: float
+    bytes: float
+    flops: float
+    memory_bandwidth: float  # achievable bytes/s used
+    peak_flops: float  # achievable FLOP/s used (for this dtype)
+    weight_bytes: float  # the model's matrices and norms at this dtype (an untied input embedding not counted)
+    fits_in_memory: bool
+    ops: list  # OpTiming of every op of the plan, summed by name over the passes
+
+    @property
+    def seconds_per_token(self) -> float:
+        """Seconds per generated token (a batch of B rows emits B tokens per step)."""
+        return self.seconds / (self.tokens_emitted * self.batch)
+
+    @property
+    def joules_per_token(self) -> float:
+        return self.joules / (self.tokens_emitted * self.batch)
+
+    @property
+    def bytes_per_token(self) -> float:
+        return self.bytes / (self.tokens_emitted * self.batch)
+
+    @property
+    def flops_per_token(self) -> float:
+        return self.flops / (self.tokens_emitted * self.batch)
+
+    def bound_shares(self) -> dict:
+        """Share of the time spent in ops of each bound."""
+        total = sum(o.seconds for o in self.ops) or 1.0
+        shares = {"compute": 0.0, "memory": 0.0, "overhead": 0.0}
+        for o in self.ops:
+            shares[o.bound] += o.seconds / total
+        return shares
+
+    def as_dict(self) -> dict:
+        """JSON-ready: the totals, the per-token figures and the per-op breakdown with its bound."""
+        data = {k: v for k, v in asdict(self).items() if k != "ops"}
+        data.update(seconds_per_token=self.seconds_per_token, joules_per_token=self.joules_per_token,
+                    bytes_per_token=self.bytes_per_token, flops_per_token=self.flops_per_token,
+                    tokens_per_second=1 / self.seconds_per_token, bound_shares=self.bound_shares(),
+                    ops=[{k: (v if not isinstance(v, float) or math.isfinite(v) else None)  # JSON has no inf
+                          for k, v in asdict(o).items()} for o in self.ops])
+        return data
+
+
+def model_weight_bytes(dims: ModelDims, dtype: str) -> float:
+    """Bytes the model's weights take at ``dtype`` (matrices and norms; a tied embedding counted once)."""
+    params = layer_weight_params(dims)
+    matrices = dims.n_layers * (params["qkv_o"] + params["mlp"]) + dims.d_model * dims.d_vocab
+    small = BYTES_PER_PARAM if dtype == "fp32" else 2
+    return matrices * BYTES_PER_WEIGHT[check_dtype(dtype)] + (dims.n_layers * params["norms"] + dims.d_model) * small
+
+
+def simulate_plan(dims: ModelDims, profile: DeviceProfile, plan: list[Step], *, context: int = 0, batch: int = 1,
+                  dtype: str = "fp32", kernels: str = "eager") -> SimulationResult:
+    """Run a plan on a device.
+
+    Args:
+        dims: the model's sizes.
+        profile: the device (:func:`~anee_lite.cost.devices.get_profile`).
+        plan: the forward passes, in order (:class:`Step`).
+        context: keys already in the cache before the first pass (0 when the plan starts with a prefill).
+        batch: rows decoded together.
+        dtype: weight dtype.
+        kernels: ``"eager"`` or ``"fused"`` (see :func:`pass_ops`).
+    """
+    if not isinstance(profile, DeviceProfile):
+        raise TypeError(f"profile must be a DeviceProfile, got {type(profile).__name__}")
+    context = check_int("context", context, low=0)
+    batch = check_int("batch", batch, low=1)
+    dtype = check_dtype(dtype)
+    if not plan:
+        raise ValueError("plan must hold at least one Step")
+    totals: dict[str, OpTiming] = {}
+    emitted = 0
+    for step in plan:
+        if not isinstance(step, Step):
+            raise TypeError(f"plan must hold Step objects, got {type(step).__name__}")
+        context += step.tokens
+        ops = pass_ops(dims, layers_run=step.layers, context_len=context, tokens=step.tokens, batch=batch,
+                       dtype=dtype, unembedded=step.unembedded, weight_fraction=step.weight_fraction,
+                       lens_checks=step.lens_checks, probe_checks=step.probe_checks,
+                       kv_propagated=step.kv_propagated, kernels=kernels)
+        for op in ops:
+            t = time_op(op, profile, dtype)
+            key = _op_key(t.name)
+            totals[key] = t if key not in totals else _add_timings(totals[key], t, key)
+        emitted += check_int("Step.emitted", step.emitted, low=0)
+    if emitted == 0:
+        raise ValueError("the plan emits no token (every Step has emitted=0)")
+    ops = list(totals.values())
+    weight_bytes = model_weight_bytes(dims, dtype)
+    return SimulationResult(
+        device=profile.name, dtype=dtype, batch=batch, context=context - sum(s.tokens for s in plan),
+        steps=len(plan), tokens_emitted=emitted,
+        seconds=sum(o.seconds for o in ops), joules=sum(o.joules for o in ops), bytes=sum(o.bytes for o in ops),
+        flops=sum(o.flops for o in ops), memory_bandwidth=profile.bytes_per_second(),
+        peak_flops=profile.flops_per_second(dtype), weight_bytes=weight_bytes,
+        fits_in_memory=weight_bytes <= profile.memory_bytes, ops=ops)
+
+
+def _op_key(name: str) -> str:
+    """Per-layer ops are summed over layers in the breakdown: ``layer3.mlp_up`` -> ``mlp_up``."""
+    return name.split(".", 1)[1] if name.startswith("layer") else name
+
+
+def _add_timings(a: OpTiming, b: OpTiming, name: str) -> OpTiming:
+    flops, nbytes = a.flops + b.flops, a.bytes + b.bytes
+    compute, memory = a.compute_seconds + b.compute_seconds, a.memory_seconds + b.memory_seconds
+    overhead = a.overhead_seconds + b.overhead_seconds
+    bound = max((("compute", compute), ("memory", memory), ("overhead", overhead)), key=lambda kv: kv[1])[0]
+    return replace(a, name=name, flops=flops, bytes=nbytes, intensity=flops / nbytes if nbytes else float("inf"),
+                   compute_seconds=compute, memory_seconds=memory, overhead_seconds=overhead,
+                   seconds=a.seconds + b.seconds, joules=a.joules + b.joules, bound=bound)
+
+
+def static_plan(n_tokens: int, layers: int, *, weight_fraction: float = 1.0) -> list[Step]:
+    """``n_tokens`` decoding steps that each run ``layers`` layers (a static budget)."""
+    n_tokens = check_int("n_tokens", n_tokens, low=1)
+    return [Step(layers=layers, weight_fraction=weight_fraction)] * n_tokens
+
+
+def prefill_plan(prompt_tokens: int, layers: int) -> list[Step]:
+    """One pass over the prompt; only its last position is unembedded (what generation does)."""
+    return [Step(layers=layers, tokens=check_int("prompt_tokens", prompt_tokens, low=1), unembedded=1)]
+
+
+def plan_from_generation(result, *, row: int = 0, include_prefill: bool = False) -> list[Step]:
+    """The decoding steps of a real run (:class:`~anee_lite.core.generation.GenerationResult`).
+
+    Each step runs the layers its token ran (``layers_per_token``) and is charged its share of the
+    K/V entries propagated. Step 0 is the prefill pass; by default it is left out, so the plan starts
+    with ``context = prompt_length + 1`` keys cached (pass that as ``simulate_plan``'s ``context``).
+
+    Args:
+        result: a GenerationResult with at least one step (two when the prefill is left out).
+        row: which batch row's exits to follow.
+        include_prefill: start with the prompt's pass (then use ``context=0``).
+    """
+    steps_layers = [int(layers[row]) for layers in result.layers_per_token]
+    batch = result.layers_per_token[0].shape[0] if steps_layers else 0
+    check_int("row", row, low=0, high=max(batch - 1, 0))
+    plan = [Step(layers=n, kv_propagated=result.kv_propagated_per_step[i] / batch)
+            for i, n in enumerate(steps_layers)]
+    if not plan:
+        raise ValueError("the generation has no steps")
+    plan[0] = replace(plan[0], tokens=result.prompt_length, unembedded=1)
+    plan = plan if include_prefill else plan[1:]
+    if not plan:
+        raise ValueError("the generation has only the prefill step; generate 2 or more tokens, "
+                         "or pass include_prefill=True")
+    return plan
+
+
+def draft_verify_plan(n_layers: int, *, draft_layers: int, draft_tokens: int, accepted: int, rounds: int = 1,
+                      verify_layers: int | None = None) -> list[Step]:
+    """Self-speculative decoding: per round, ``draft_tokens`` cheap steps, then one verify pass.
+
+    Args:
+        n_layers: the model's depth.
+        draft_layers: layers a draft step runs.
+        draft_tokens: tokens drafted per round (k).
+        accepted: drafted tokens the verifier accepts per round, 0..k (it emits ``accepted + 1``).
+        rounds: rounds to simulate.
+        verify_layers: layers the verify pass runs (default ``n_layers``; ``n_layers - draft_layers`` when
+            it reuses the draft's early-layer states, as LayerSkip does).
+    """
+    draft_layers = check_int("draft_layers", draft_layers, low=1, high=n_layers)
+    draft_tokens = check_int("draft_tokens", draft_tokens, low=1)
+    accepted = check_int("accepted", accepted, low=0, high=draft_tokens)
+    rounds = check_int("rounds", rounds, low=1)
+    verify_layers = n_layers if verify_layers is None else check_int("verify_layers", verify_layers, low=1,
+                                                                      high=n_layers)
+    one_round = [Step(layers=draft_layers, emitted=0)] * draft_tokens
+    one_round.append(Step(layers=verify_layers, tokens=draft_tokens + 1, emitted=accepted + 1))
+    return one_round * rounds
+
+
+def simulate_decode(dims: ModelDims, profile: DeviceProfile, *, layers: int | None = None, context: int = 128,
+                    batch: int = 1, dtype: str = "fp32", weight_fraction: float = 1.0,
+                    kernels: str = "eager") -> SimulationResult:
+    """One decoding step attending over ``context`` keys (its own included), every row running ``layers``."""
+    layers = dims.n_layers if layers is None else layers
+    context = check_int("context", context, low=1)
+    return simulate_plan(dims, profile, [Step(layers=layers, weight_fraction=weight_fraction)],
+                         context=context - 1, batch=batch, dtype=dtype, kernels=kernels)
+
+
+def simulate_prefill(dims: ModelDims, profile: DeviceProfile, *, prompt_tokens: int, layers: int | None = None,
+                     batch: int = 1, dtype: str = "fp32", kernels: str = "eager") -> SimulationResult:
+    """The prompt's pass; ``seconds`` is the prefill time (``seconds_per_token`` divides by the one token emitted)."""
+    layers = dims.n_layers if layers is None else layers
+    return simulate_plan(dims, profile, prefill_plan(prompt_tokens, layers), batch=batch, dtype=dtype,
+                         kernels=kernels)

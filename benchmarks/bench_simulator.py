@@ -1,0 +1,109 @@
+"""The virtual accelerator against this machine: predicted vs measured decode and prefill time of smollm2-135m.
+
+    python benchmarks/bench_simulator.py [--rounds 3] [--new-tokens 24] [--prompt 32] [--prefill 128]
+
+Each round first re-runs the ``local`` micro-benchmark (streaming bandwidth, matrix-vector and
+matrix-matrix throughput, per-op overhead; nothing in it is fitted to the decoding below), then
+measures cached greedy decoding at 30, 22, 15 and 8 layers and a prefill, in a rotating order.
+The prediction of a round uses that round's profile, so machine load drifts hit both alike.
+Medians over rounds are reported, predicted vs measured side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from anee_lite import UnrolledModel, greedy_generate
+from anee_lite.cost.devices import profile_from_measurements, run_micro_benchmark
+from anee_lite.cost.simulator import prefill_plan, simulate_plan, static_plan
+from anee_lite.io.loading import load_pretrained
+
+LAYERS = (30, 22, 15, 8)
+
+
+def measure_decode(model, ids, layers: int, new_tokens: int) -> float:
+    """Median seconds of one cached decoding step (the prefill step left out)."""
+    result = greedy_generate(model, ids, max_new_tokens=new_tokens + 1, exit_layers=layers)
+    return statistics.median(result.step_times[1:])
+
+
+@torch.no_grad()
+def measure_prefill(model, ids) -> float:
+    start = time.perf_counter()
+    model(ids, use_cache=True, logits_to_keep=1)
+    return time.perf_counter() - start
+
+
+def predict_decode(dims, profile, layers: int, prompt: int, new_tokens: int) -> float:
+    # Decoding step i attends over prompt + 1 + i keys; the plan starts after the prefill step's token.
+    return simulate_plan(dims, profile, static_plan(new_tokens, layers), context=prompt + 1).seconds_per_token
+
+
+def validate(model, ids_decode, ids_prefill, rounds: int, new_tokens: int, progress: bool = True) -> dict:
+    """Predicted and measured seconds per variant, per round: ``{variant: {"predicted": [...], "measured": [...]}}``."""
+    dims = model.dims
+    layers = [L for L in LAYERS if L <= dims.n_layers] or [dims.n_layers]
+    variants = [f"decode {L} layers" for L in layers] + ["prefill"]
+    out = {v: {"predicted": [], "measured": []} for v in variants}
+    prompt = ids_decode.shape[1]
+    measure_decode(model, ids_decode, layers[0], 2)  # warm-up
+    for r in tqdm(range(rounds), desc="rounds", disable=not progress):
+        profile = profile_from_measurements(run_micro_benchmark())
+        order = variants[r % len(variants):] + variants[:r % len(variants)]
+        for v in order:
+            if v == "prefill":
+                out[v]["measured"].append(measure_prefill(model, ids_prefill))
+                out[v]["predicted"].append(simulate_plan(dims, profile,
+                                                         prefill_plan(ids_prefill.shape[1], dims.n_layers)).seconds)
+            else:
+                L = int(v.split()[1])
+                out[v]["measured"].append(measure_decode(model, ids_decode, L, new_tokens))
+                out[v]["predicted"].append(predict_decode(dims, profile, L, prompt, new_tokens))
+    return out
+
+
+def summary(results: dict) -> list[dict]:
+    """Medians and the error of the prediction, one row per variant."""
+    rows = []
+    for v, d in results.items():
+        measured, predicted = statistics.median(d["measured"]), statistics.median(d["predicted"])
+        rows.append({"variant": v, "measured_ms": 1e3 * measured, "predicted_ms": 1e3 * predicted,
+                     "error": predicted / measured - 1})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians reported); default 3")
+    parser.add_argument("--new-tokens", type=int, default=24, help="decoding steps timed per variant; default 24")
+    parser.add_argument("--prompt", type=int, default=32, help="prompt tokens before decoding; default 32")
+    parser.add_argument("--prefill", type=int, default=128, help="prompt tokens of the prefill; default 128")
+    args = parser.parse_args()
+    for name in ("rounds", "new_tokens", "prompt", "prefill"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    hf, _ = load_pretrained("smollm2-135m")
+    model = UnrolledModel(hf)
+    gen = torch.Generator().manual_seed(0)
+    ids_decode = torch.randint(0, model.dims.d_vocab, (1, args.prompt), generator=gen)
+    ids_prefill = torch.randint(0, model.dims.d_vocab, (1, args.prefill), generator=gen)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; smollm2-135m fp32; "
+          f"{args.rounds} rounds; decode: {args.prompt}-token prompt, {args.new_tokens} steps; "
+          f"prefill: {args.prefill} tokens")
+    results = validate(model, ids_decode, ids_prefill, args.rounds, args.new_tokens)
+    print(f"\n{'variant':<18} {'measured ms':>12} {'predicted ms':>13} {'error':>7}")
+    for row in summary(results):
+        print(f"{row['variant']:<18} {row['measured_ms']:12.1f} {row['predicted_ms']:13.1f} {row['error']:+7.1%}")
+    profile = profile_from_measurements(run_micro_benchmark())
+    print(f"\nlast local profile: bandwidth {profile.bytes_per_second() / 1e9:.1f} GB/s (matrix-vector), "
+          f"matmul {profile.peak_flops['fp32'] / 1e9:.0f} GFLOP/s, op overhead {1e6 * profile.op_overhead_s:.1f} us, "
+          f"matrix-vector overhead {1e6 * profile.matmul_overhead_s:.1f} us")
+
+
+if __name__ == "__main__":
+    main()

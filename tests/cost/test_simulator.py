@@ -1,0 +1,231 @@
+"""The virtual accelerator: per-op decomposition against the cost model, roofline physics, plans, dispatch counts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import random_gpt2, random_llama
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anee_lite import UnrolledModel, greedy_generate
+from anee_lite.core.architectures import ModelDims
+from anee_lite.cost import token_cost
+from anee_lite.cost.devices import BYTES_PER_WEIGHT, DTYPES, PROFILES, DeviceProfile
+from anee_lite.cost.simulator import (
+    EAGER_DISPATCHES,
+    Op,
+    Step,
+    draft_verify_plan,
+    model_weight_bytes,
+    pass_ops,
+    plan_from_generation,
+    simulate_decode,
+    simulate_plan,
+    simulate_prefill,
+    static_plan,
+    time_op,
+)
+
+SMOLLM2 = ModelDims("llama", 576, 9, 3, 64, 1536, 30, 49152, 8192)
+GPT2_SMALL = ModelDims("gpt2", 768, 12, 12, 64, 3072, 12, 50257, 1024)
+TOY = DeviceProfile(name="toy", description="round numbers for hand checks",
+                    peak_flops={"fp32": 1e9, "fp16": 2e9, "int8": 4e9}, memory_bandwidth=1e9, memory_bytes=1e12,
+                    cache_bytes=1e6, op_overhead_s=1e-6, matmul_overhead_s=1e-5,
+                    joules_per_flop={"fp32": 1e-12, "fp16": 5e-13, "int8": 1e-13}, joules_per_byte=1e-10,
+                    idle_watts=2.0, compute_efficiency=1.0, bandwidth_efficiency=1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(dims=st.sampled_from([SMOLLM2, GPT2_SMALL]), data=st.data())
+def test_ops_sum_to_token_cost(dims, data):
+    layers = data.draw(st.integers(0, dims.n_layers))
+    context = data.draw(st.integers(1, 4096))
+    lens = data.draw(st.integers(0, 3))
+    probe = data.draw(st.integers(0, 3))
+    prop = data.draw(st.integers(0, 50))
+    unembed = data.draw(st.booleans())
+    ops = pass_ops(dims, layers_run=layers, context_len=context, lens_checks=lens, probe_checks=probe,
+                   kv_propagated=prop, unembedded=int(unembed))
+    cost = token_cost(dims, layers_run=layers, context_len=context, lens_checks=lens, probe_checks=probe,
+                      kv_propagated=prop, unembed=unembed)
+    assert sum(o.flops for o in ops) == pytest.approx(cost.flops, rel=1e-12)
+    assert sum(o.bytes for o in ops) == pytest.approx(cost.bytes_moved, rel=1e-12)
+
+
+def test_ops_per_layer_by_hand():
+    ops = {o.name: o for o in pass_ops(SMOLLM2, layers_run=1, context_len=10)}
+    assert ops["layer0.q_proj"].flops == 2 * 576 * 576 and ops["layer0.q_proj"].bytes == 576 * 576 * 4
+    assert ops["layer0.k_proj"].bytes == 576 * 192 * 4
+    assert ops["layer0.mlp_down"].flops == 2 * 1536 * 576
+    assert ops["layer0.attention"].flops == 2 * 2 * 576 * 10  # q.k and p.v over 10 keys
+    assert ops["layer0.attention"].bytes == 2 * 192 * 10 * 4  # K and V read
+    assert ops["lm_head"].bytes == 576 * 49152 * 4
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(1, 64), tokens=st.integers(1, 64), dtype=st.sampled_from(DTYPES))
+def test_batch_streams_weights_once(batch, tokens, dtype):
+    one = {o.name: o for o in pass_ops(SMOLLM2, layers_run=2, context_len=100, dtype=dtype)}
+    many = {o.name: o for o in pass_ops(SMOLLM2, layers_run=2, context_len=100, tokens=tokens, batch=batch,
+                                        dtype=dtype)}
+    up, up1 = many["layer1.mlp_up"], one["layer1.mlp_up"]
+    assert up.bytes == up1.bytes == 576 * 1536 * BYTES_PER_WEIGHT[dtype]
+    assert up.flops == batch * tokens * up1.flops
+    assert many["layer0.attention"].bytes == batch * one["layer0.attention"].bytes
+
+
+def test_prefill_attention_counts_the_causal_triangle():
+    ops = {o.name: o for o in pass_ops(SMOLLM2, layers_run=1, context_len=4, tokens=4, unembedded=1)}
+    assert ops["layer0.attention"].flops == 2 * 2 * 576 * (1 + 2 + 3 + 4)
+    assert ops["lm_head"].flops == 2 * 576 * 49152  # only the last position is unembedded
+
+
+def test_sparsity_scales_matrix_weights_only():
+    full = {o.name: o for o in pass_ops(SMOLLM2, layers_run=1, context_len=50)}
+    half = {o.name: o for o in pass_ops(SMOLLM2, layers_run=1, context_len=50, weight_fraction=0.5)}
+    assert half["layer0.mlp_up"].bytes == full["layer0.mlp_up"].bytes / 2
+    assert half["layer0.mlp_up"].flops == full["layer0.mlp_up"].flops / 2
+    assert half["layer0.attention"] == full["layer0.attention"]
+
+
+def test_time_op_by_hand():
+    op = Op("x", "matmul", flops=2e6, bytes=4e6, dispatches=3, products=1)
+    t = time_op(op, TOY, "fp32")
+    assert t.memory_seconds == pytest.approx(4e-3) and t.compute_seconds == pytest.approx(2e-3)
+    assert t.overhead_seconds == pytest.approx(3e-6 + 1e-5)
+    assert t.seconds == pytest.approx(4e-3 + 1.3e-5) and t.bound == "memory"
+    assert t.joules == pytest.approx(2e6 * 1e-12 + 4e6 * 1e-10 + 2.0 * t.seconds)
+    fp16 = time_op(op, TOY, "fp16")
+    assert fp16.compute_seconds == pytest.approx(1e-3)
+    assert time_op(op, TOY, "int4").compute_seconds == pytest.approx(1e-3)  # int4 weights compute in fp16
+    small = time_op(Op("y", "other", 10, 10, dispatches=5), TOY)
+    assert small.bound == "overhead"
+
+
+profiles = st.sampled_from(list(PROFILES.values()) + [TOY])
+ops_strategy = st.builds(Op, name=st.just("op"), kind=st.sampled_from(["matmul", "attention", "norm", "other"]),
+                         flops=st.floats(0, 1e15), bytes=st.floats(0, 1e12), dispatches=st.integers(0, 100),
+                         products=st.integers(0, 10))
+
+
+@settings(max_examples=300, deadline=None)
+@given(op=ops_strategy, profile=profiles, dtype=st.sampled_from(DTYPES))
+def test_no_device_beats_physics(op, profile, dtype):
+    t = time_op(op, profile, dtype)
+    compute_dtype = {"int4": "fp16"}.get(dtype, dtype)
+    assert t.seconds >= op.bytes / profile.memory_bandwidth * (1 - 1e-12)
+    assert t.seconds >= op.flops / profile.peak_flops[compute_dtype] * (1 - 1e-12)
+    assert t.joules >= 0 and math.isfinite(t.seconds)
+
+
+@settings(max_examples=60, deadline=None)
+@given(profile=profiles, layers=st.integers(0, 30), context=st.integers(1, 8192), batch=st.integers(1, 256),
+       dtype=st.sampled_from(DTYPES))
+def test_whole_step_beats_no_physics(profile, layers, context, batch, dtype):
+    r = simulate_decode(SMOLLM2, profile, layers=layers, context=context, batch=batch, dtype=dtype)
+    compute_dtype = {"int4": "fp16"}.get(dtype, dtype)
+    assert r.seconds >= r.bytes / profile.memory_bandwidth * (1 - 1e-12)
+    assert r.seconds >= r.flops / profile.peak_flops[compute_dtype] * (1 - 1e-12)
+    assert r.seconds_per_token == pytest.approx(r.seconds / batch)
+
+
+LLAMA_7B = ModelDims("llama", 4096, 32, 32, 128, 11008, 32, 32000, 4096)
+
+
+def test_bounds_decode_memory_prefill_compute_small_model_overhead():
+    """A 7B model decodes memory-bound, prefills compute-bound; a 135M model on an H100 is launch-bound."""
+    h100 = PROFILES["h100-sxm"]
+    full = simulate_decode(LLAMA_7B, h100, layers=32, context=128, dtype="fp16", kernels="fused")
+    half = simulate_decode(LLAMA_7B, h100, layers=16, context=128, dtype="fp16", kernels="fused")
+    assert full.bound_shares()["memory"] > 0.9
+    assert 0.5 < half.seconds / full.seconds < 0.55  # half the layers, the unembedding stays
+    prefill = simulate_prefill(LLAMA_7B, h100, prompt_tokens=2048, batch=8, dtype="fp16", kernels="fused")
+    assert prefill.bound_shares()["compute"] > 0.9
+    small = simulate_decode(SMOLLM2, h100, context=128, kernels="fused")
+    assert small.bound_shares()["overhead"] > 0.5
+
+
+def test_devices_rank_as_their_bandwidth_in_memory_bound_decode():
+    seconds = {n: simulate_decode(SMOLLM2, p, layers=30, context=64, dtype="fp16", kernels="fused").seconds
+               for n, p in PROFILES.items()}
+    assert seconds["h100-sxm"] < seconds["a100-40gb"] < seconds["t4"] < seconds["apple-m2"] \
+        < seconds["raspberry-pi-5"]
+
+
+def test_eager_dispatch_costs_several_times_one_kernel_per_op():
+    eager = simulate_decode(SMOLLM2, PROFILES["h100-sxm"], context=64)
+    fused = simulate_decode(SMOLLM2, PROFILES["h100-sxm"], context=64, kernels="fused")
+    ops = sum(1 for _ in pass_ops(SMOLLM2, layers_run=30, context_len=64))
+    dispatches = sum(o.dispatches for o in pass_ops(SMOLLM2, layers_run=30, context_len=64))
+    overhead = {"eager": sum(o.overhead_seconds for o in eager.ops), "fused": sum(o.overhead_seconds for o in fused.ops)}
+    assert overhead["eager"] / overhead["fused"] == pytest.approx(dispatches / ops)
+    assert eager.seconds > 3 * fused.seconds
+
+
+def test_static_and_draft_verify_plans():
+    plan = static_plan(5, 10)
+    r = simulate_plan(SMOLLM2, TOY, plan, context=7)
+    assert r.tokens_emitted == 5 and r.steps == 5
+    one = simulate_decode(SMOLLM2, TOY, layers=10, context=8)
+    assert r.seconds > 5 * one.seconds * 0.99  # contexts 8..12: at least as long as five steps at 8
+    dv = draft_verify_plan(30, draft_layers=8, draft_tokens=4, accepted=3, rounds=2)
+    assert [s.layers for s in dv[:5]] == [8, 8, 8, 8, 30] and dv[4].tokens == 5 and dv[4].emitted == 4
+    r = simulate_plan(SMOLLM2, TOY, dv, context=10)
+    assert r.tokens_emitted == 8 and r.steps == 10
+    with pytest.raises(ValueError, match="accepted"):
+        draft_verify_plan(30, draft_layers=8, draft_tokens=4, accepted=5)
+    with pytest.raises(ValueError, match="emits no token"):
+        simulate_plan(SMOLLM2, TOY, [Step(layers=3, emitted=0)])
+
+
+def test_plan_from_a_real_generation():
+    model = UnrolledModel(random_llama())
+    ids = torch.randint(0, 50, (1, 6), generator=torch.Generator().manual_seed(0))
+    result = greedy_generate(model, ids, max_new_tokens=5, exit_layers=2)
+    plan = plan_from_generation(result)
+    assert [s.layers for s in plan] == [2] * 4
+    with_prefill = plan_from_generation(result, include_prefill=True)
+    assert with_prefill[0].tokens == 6 and with_prefill[0].unembedded == 1
+    r = simulate_plan(model.dims, TOY, plan, context=result.prompt_length + 1)
+    expected = sum(token_cost(model.dims, layers_run=2, context_len=result.prompt_length + 1 + i).bytes_moved
+                   for i in range(1, 5))
+    assert r.bytes == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bad", [{"layers_run": 31}, {"context_len": 0}, {"batch": 0}, {"dtype": "fp8"},
+                                 {"weight_fraction": 0.0}, {"weight_fraction": 1.5}, {"tokens": 5, "context_len": 4},
+                                 {"kernels": "jit"}])
+def test_bad_arguments_name_the_parameter(bad):
+    args = {"layers_run": 3, "context_len": 10} | bad
+    name = next(iter(bad)) if "tokens" not in bad else "context_len"
+    with pytest.raises((ValueError, TypeError), match=name):
+        pass_ops(SMOLLM2, **args)
+
+
+def test_weight_bytes_and_fit():
+    assert model_weight_bytes(SMOLLM2, "fp32") == pytest.approx(4 * (30 * (884736 + 2654208) + 576 * 49152)
+                                                                + 4 * (30 * 2 * 576 + 576))
+    r = simulate_decode(ModelDims("llama", 8192, 64, 8, 128, 28672, 80, 128256, 8192), PROFILES["t4"])
+    assert not r.fits_in_memory  # a 70B model in fp32 does not fit 16 GB
+
+
+@pytest.mark.parametrize("make,arch", [(lambda: random_llama(n_layers=4), "llama"), (lambda: random_gpt2(4), "gpt2")])
+def test_eager_dispatch_table_matches_the_profiler(make, arch):
+    """The dispatch counts charged per decoding step are what torch.profiler sees the forward + sampling call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = UnrolledModel(make())
+    ids = torch.randint(0, 50, (1, 8), generator=torch.Generator().manual_seed(0))
+
+    def count(n_new):
+        greedy_generate(model, ids, max_new_tokens=n_new)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            greedy_generate(model, ids, max_new_tokens=n_new)
+        return sum(1 for e in prof.events() if e.cpu_parent is None)
+
+    per_step = (count(3) - count(1)) / 2  # two decoding steps, the prefill cancelled out
+    charged = sum(o.dispatches for o in pass_ops(model.dims, layers_run=model.dims.n_layers, context_len=10))
+    assert charged == pytest.approx(per_step, rel=0.1), (charged, per_step, EAGER_DISPATCHES[arch])
