@@ -217,8 +217,8 @@ def add_simulate_parser(commands) -> None:
     depth.add_argument("--energy-budget", type=_budget, default=None,
                        help="the seed's energy_budget in [0, 1] (min_layers=2, exit_budget_threshold=0.1)")
     sim.add_argument("--batch", type=_int_at_least(1), default=1, help="rows decoded together; default 1")
-    sim.add_argument("--context", type=_int_at_least(1), default=128,
-                     help="keys each decoded token attends over; default 128")
+    sim.add_argument("--context", type=_int_at_least(1), default=None,
+                     help="keys each decoded token attends over; default 128 (or the context window if shorter)")
     sim.add_argument("--dtype", choices=DTYPES, default="fp32", help="weight dtype; default fp32")
     sim.add_argument("--kernels", choices=KERNELS, default="eager",
                      help="eager: PyTorch operator calls as anee-lite makes them; fused: one kernel per op")
@@ -255,18 +255,19 @@ def run_simulate(args, parser: argparse.ArgumentParser) -> None:
     dims = UnrolledModel(hf_model).dims
     if args.layers is not None and args.layers > dims.n_layers:
         parser.error(f"--layers must be in [0, {dims.n_layers}] for {args.model}, got {args.layers}")
-    if args.context > dims.n_ctx:
-        parser.error(f"--context must be <= {dims.n_ctx} (the model's context window), got {args.context}")
+    context = min(128, dims.n_ctx) if args.context is None else args.context
+    if context > dims.n_ctx:
+        parser.error(f"--context must be <= {dims.n_ctx} (the model's context window), got {context}")
     layers = args.layers
     if args.energy_budget is not None:
         layers = budget_exit_layer(dims.n_layers, args.energy_budget, 2, 0.1)
-    result = simulate_decode(dims, profile, layers=layers, context=args.context, batch=args.batch,
+    result = simulate_decode(dims, profile, layers=layers, context=context, batch=args.batch,
                              dtype=args.dtype, kernels=args.kernels)
     data = {"model": args.model, "layers": dims.n_layers if layers is None else layers,
             "n_layers": dims.n_layers, "kernels": args.kernels, "validated": profile.validated,
             **result.as_dict()}
     shares = result.bound_shares()
-    print(f"{args.model} on {profile.name} ({args.dtype}, batch {args.batch}, context {args.context}, "
+    print(f"{args.model} on {profile.name} ({args.dtype}, batch {args.batch}, context {context}, "
           f"{data['layers']}/{dims.n_layers} layers): {1e3 * result.seconds_per_token:.3f} ms/token, "
           f"{1e3 * result.joules_per_token:.3f} mJ/token, {result.bytes_per_token / 1e6:.1f} MB/token; "
           f"time {shares['memory']:.0%} memory-bound, {shares['compute']:.0%} compute-bound, "

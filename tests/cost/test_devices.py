@@ -1,0 +1,126 @@
+"""Device profiles: the shipped table, user files, the measured and cached local profile."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from anee_lite.cost import devices
+from anee_lite.cost.devices import (
+    PROFILES,
+    DeviceProfile,
+    LocalMeasurements,
+    device_names,
+    get_profile,
+    load_profile,
+    profile_from_dict,
+    profile_from_measurements,
+)
+
+REQUIRED_DEVICES = {"local", "t4", "l4", "a100-40gb", "h100-sxm", "apple-m2", "raspberry-pi-5", "snapdragon-8-gen-3"}
+
+
+def test_required_devices_are_listed():
+    assert REQUIRED_DEVICES <= set(device_names())
+    assert device_names()[0] == "local"
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_every_shipped_number_has_a_source(name):
+    p = PROFILES[name]
+    for key in ("peak_flops", "memory_bandwidth", "cache_bytes", "op_overhead_s", "joules_per_flop",
+                "joules_per_byte", "idle_watts", "efficiency"):
+        assert p.sources.get(key), f"{name}: no source for {key}"
+    assert not p.validated and not p.measured  # no GPU, phone or Pi was measured here
+    # Tensor-core / NPU rates only grow with narrower types; a byte from DRAM costs more than a FLOP.
+    assert p.peak_flops["fp32"] <= p.peak_flops["fp16"] <= p.peak_flops["int8"]
+    assert p.joules_per_byte > p.joules_per_flop["fp32"]
+
+
+def test_datasheet_numbers_spot_checks():
+    assert PROFILES["t4"].memory_bandwidth == 320e9 and PROFILES["t4"].peak_flops["fp16"] == 65e12
+    assert PROFILES["a100-40gb"].memory_bandwidth == 1555e9 and PROFILES["a100-40gb"].peak_flops["fp16"] == 312e12
+    assert PROFILES["h100-sxm"].memory_bandwidth == 3350e9
+    assert PROFILES["raspberry-pi-5"].peak_flops["fp32"] == pytest.approx(4 * 2.4e9 * 2 * 4 * 2)
+
+
+def test_profile_round_trips_through_json(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(PROFILES["l4"].as_dict() | {"name": "my-l4"}))
+    mine = get_profile(str(path))
+    assert mine.name == "my-l4" and mine.memory_bandwidth == PROFILES["l4"].memory_bandwidth
+
+
+def test_profile_from_yaml(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(PROFILES["t4"].as_dict() | {"name": "my-t4"}))
+    assert load_profile(path).name == "my-t4"
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"memory_bandwidth": 0}, "memory_bandwidth"),
+    ({"memory_bandwidth": -1.0}, "memory_bandwidth"),
+    ({"compute_efficiency": 1.5}, "compute_efficiency"),
+    ({"peak_flops": {"fp32": 1e12}}, "peak_flops"),
+    ({"joules_per_flop": {"fp32": 1e-12, "fp16": -1, "int8": 1e-13}}, "joules_per_flop"),
+    ({"op_overhead_s": float("nan")}, "op_overhead_s"),
+    ({"idle_watts": True}, "idle_watts"),
+])
+def test_bad_profile_fields_are_refused(change, match):
+    with pytest.raises(ValueError, match=match):
+        profile_from_dict(PROFILES["t4"].as_dict() | change)
+
+
+def test_unknown_and_missing_fields(tmp_path):
+    with pytest.raises(ValueError, match="unknown device profile fields"):
+        profile_from_dict(PROFILES["t4"].as_dict() | {"tflops": 1})
+    data = PROFILES["t4"].as_dict()
+    del data["memory_bandwidth"]
+    with pytest.raises(ValueError, match="missing fields"):
+        profile_from_dict(data)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_profile(bad)
+    with pytest.raises(ValueError, match="no such device profile file"):
+        load_profile(tmp_path / "absent.json")
+
+
+def test_unknown_device_lists_the_known_ones():
+    with pytest.raises(ValueError, match="t4"):
+        get_profile("tpu-v9")
+
+
+FAKE = LocalMeasurements(stream_bandwidth=10e9, matvec_bandwidth=8e9, matvec_overhead_s=20e-6, matmul_flops=50e9,
+                         op_overhead_s=2e-6)
+
+
+def test_local_profile_is_measured_once_then_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(devices, "run_micro_benchmark", lambda **kw: calls.append(1) or FAKE)
+    first = get_profile("local")
+    assert (tmp_path / "anee-lite" / "device-local.json").is_file()
+    second = get_profile("local")
+    assert len(calls) == 1 and first == second
+    assert first.measured and first.bytes_per_second() == pytest.approx(8e9)
+    assert first.memory_bandwidth == 10e9 and first.peak_flops["fp32"] == 50e9
+    get_profile("local", remeasure=True)
+    assert len(calls) == 2
+    (tmp_path / "anee-lite" / "device-local.json").write_text("{corrupt")
+    get_profile("local")  # a corrupt cache is measured again, not an error
+    assert len(calls) == 3
+
+
+def test_profile_from_measurements_keeps_the_physics():
+    p = profile_from_measurements(FAKE)
+    assert isinstance(p, DeviceProfile) and p.matmul_overhead_s == 20e-6 and p.op_overhead_s == 2e-6
+    assert p.bytes_per_second() <= p.memory_bandwidth
+
+
+def test_micro_benchmark_runs_and_gives_sane_numbers():
+    m = devices.run_micro_benchmark(repeats=1, stream_mib=8)
+    assert m.stream_bandwidth > 1e8 and m.matvec_bandwidth > 1e8 and m.matmul_flops > 1e8
+    assert 0 < m.op_overhead_s < 1e-3 and m.matvec_overhead_s >= 0

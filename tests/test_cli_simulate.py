@@ -1,0 +1,69 @@
+"""``python -m anee_lite simulate``: device list, JSON output, argparse errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from anee_lite.cli import main
+from anee_lite.cost.devices import PROFILES, device_names
+from anee_lite.cost.simulator import simulate_decode
+
+
+def test_list_devices_one_a_line(capsys):
+    assert main(["simulate", "--list-devices"]) == 0
+    assert capsys.readouterr().out.splitlines() == device_names()
+
+
+def test_simulate_writes_json(tiny_gpt2_folder, tmp_path, capsys):
+    out = tmp_path / "sim.json"
+    assert main(["simulate", "--model", str(tiny_gpt2_folder), "--device", "t4", "--layers", "1", "--batch", "4",
+                 "--context", "16", "--dtype", "fp16", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    for key in ("seconds_per_token", "joules_per_token", "bytes_per_token", "flops_per_token", "memory_bandwidth"):
+        assert data[key] > 0, key
+    assert data["layers"] == 1 and data["batch"] == 4 and data["dtype"] == "fp16" and data["validated"] is False
+    assert {op["bound"] for op in data["ops"]} <= {"compute", "memory", "overhead"}
+    assert sum(op["seconds"] for op in data["ops"]) == pytest.approx(data["seconds_per_token"] * 4)
+    assert "ms/token" in capsys.readouterr().out
+
+
+def test_energy_budget_picks_the_seed_layers(tiny_gpt2_folder, tmp_path):
+    from anee_lite import UnrolledModel, budget_exit_layer
+    from anee_lite.io.loading import load_pretrained
+
+    dims = UnrolledModel(load_pretrained(str(tiny_gpt2_folder))[0]).dims
+    out = tmp_path / "sim.json"
+    main(["simulate", "--model", str(tiny_gpt2_folder), "--device", "h100-sxm", "--energy-budget", "0.5",
+          "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data["layers"] == budget_exit_layer(dims.n_layers, 0.5, 2, 0.1)
+    expected = simulate_decode(dims, PROFILES["h100-sxm"], layers=data["layers"], context=min(128, dims.n_ctx))
+    assert data["seconds_per_token"] == pytest.approx(expected.seconds_per_token)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--device", "t4", "--batch", "0"], "--batch"),
+    (["--device", "t4", "--batch", "two"], "--batch"),
+    (["--device", "t4", "--context", "-3"], "--context"),
+    (["--device", "t4", "--dtype", "fp8"], "--dtype"),
+    (["--device", "t4", "--energy-budget", "1.5"], "--energy-budget"),
+    (["--device", "t4", "--energy-budget", "nan"], "--energy-budget"),
+    (["--device", "t4", "--layers", "2", "--energy-budget", "0.5"], "not allowed with"),
+    (["--device", "tpu-v9"], "unknown device"),
+    (["--device", "t4", "--layers", "99"], "--layers"),
+    (["--device", "t4", "--context", "100000"], "--context"),
+    (["--device", "missing.json"], "no such device profile"),
+])
+def test_bad_values_exit_2(args, message, tiny_gpt2_folder, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--model", str(tiny_gpt2_folder), "--json", str(tmp_path / "x.json"), *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_required_options_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--device", "t4"])
+    assert exc.value.code == 2 and "--model" in capsys.readouterr().err
