@@ -325,9 +325,9 @@ def load_profile(path: str | os.PathLike) -> DeviceProfile:
 
 def local_cache_path() -> pathlib.Path:
     """Where the measured ``local`` profile is cached: ``$XDG_CACHE_HOME/anee-lite/device-local.json``."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = pathlib.Path(base) if os.path.isabs(base) else pathlib.Path.home() / ".cache"
-    return root / "anee-lite" / "device-local.json"
+    from ..io.loading import offline_model_cache_dir
+
+    return offline_model_cache_dir().parent / "device-local.json"  # beside the offline model
 
 
 def local_profile(*, remeasure: bool = False) -> DeviceProfile:
