@@ -1,6 +1,6 @@
 """The virtual accelerator against this machine: predicted vs measured decode and prefill time of smollm2-135m.
 
-    python benchmarks/bench_simulator.py [--rounds 3] [--new-tokens 24] [--prompt 32] [--prefill 128]
+    python benchmarks/bench_simulator.py [--rounds 3] [--new-tokens 24] [--prompt 32] [--prefill 128] [--threads N]
 
 Each round first re-runs the ``local`` micro-benchmark (streaming bandwidth, matrix-vector and
 matrix-matrix throughput, per-op overhead; nothing in it is fitted to the decoding below), then
@@ -83,10 +83,13 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=24, help="decoding steps timed per variant; default 24")
     parser.add_argument("--prompt", type=int, default=32, help="prompt tokens before decoding; default 32")
     parser.add_argument("--prefill", type=int, default=128, help="prompt tokens of the prefill; default 128")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
-    for name in ("rounds", "new_tokens", "prompt", "prefill"):
-        if getattr(args, name) < 1:
+    for name in ("rounds", "new_tokens", "prompt", "prefill", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     hf, _ = load_pretrained("smollm2-135m")
     model = UnrolledModel(hf)
     gen = torch.Generator().manual_seed(0)
