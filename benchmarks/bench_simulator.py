@@ -40,8 +40,8 @@ def measure_prefill(model, ids) -> float:
 
 
 def predict_decode(dims, profile, layers: int, prompt: int, new_tokens: int) -> float:
-    # Decoding step i attends over prompt + 1 + i keys; the plan starts after the prefill step's token.
-    return simulate_plan(dims, profile, static_plan(new_tokens, layers), context=prompt + 1).seconds_per_token
+    # Decoding step i (1..new_tokens) attends over prompt + i keys: the prompt is cached before the first one.
+    return simulate_plan(dims, profile, static_plan(new_tokens, layers), context=prompt).seconds_per_token
 
 
 def validate(model, ids_decode, ids_prefill, rounds: int, new_tokens: int, progress: bool = True) -> dict:

@@ -361,7 +361,7 @@ def plan_from_generation(result, *, row: int = 0, include_prefill: bool = False)
 
     Each step runs the layers its token ran (``layers_per_token``) and is charged its share of the
     K/V entries propagated. Step 0 is the prefill pass; by default it is left out, so the plan starts
-    with ``context = prompt_length + 1`` keys cached (pass that as ``simulate_plan``'s ``context``).
+    with ``context = prompt_length`` keys cached (pass that as ``simulate_plan``'s ``context``).
 
     Args:
         result: a GenerationResult with at least one step (two when the prefill is left out).

@@ -189,8 +189,8 @@ def test_plan_from_a_real_generation():
     assert [s.layers for s in plan] == [2] * 4
     with_prefill = plan_from_generation(result, include_prefill=True)
     assert with_prefill[0].tokens == 6 and with_prefill[0].unembedded == 1
-    r = simulate_plan(model.dims, TOY, plan, context=result.prompt_length + 1)
-    expected = sum(token_cost(model.dims, layers_run=2, context_len=result.prompt_length + 1 + i).bytes_moved
+    r = simulate_plan(model.dims, TOY, plan, context=result.prompt_length)
+    expected = sum(token_cost(model.dims, layers_run=2, context_len=result.prompt_length + i).bytes_moved
                    for i in range(1, 5))
     assert r.bytes == pytest.approx(expected)
 

@@ -46,7 +46,7 @@ def test_local_prediction_matches_measured_decoding(smollm2_hf):
                 run = greedy_generate(model, ids, max_new_tokens=STEPS + 1, exit_layers=key)
                 measured[key].append(statistics.median(run.step_times[1:]))
                 predicted[key].append(simulate_plan(dims, profile, static_plan(STEPS, key),
-                                                    context=PROMPT + 1).seconds_per_token)
+                                                    context=PROMPT).seconds_per_token)
     errors = {k: statistics.median(predicted[k]) / statistics.median(measured[k]) - 1 for k in measured}
     print({k: f"{v:+.1%}" for k, v in errors.items()})
     for k, err in errors.items():
