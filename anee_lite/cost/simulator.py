@@ -180,13 +180,14 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
                 matmul("lm_head", d, V, batch * unembedded)]
     if lens_checks:  # a lens check re-reads the unembedding (and the final norm's vector)
         ops.append(Op("lens_checks", "matmul", lens_checks * 2 * (norm_macs(dims) + d * V),
-                      lens_checks * (d * V + d) * BYTES_PER_PARAM, lens_checks * disp["lens_check"], lens_checks))
+                      lens_checks * (d * V * BYTES_PER_WEIGHT[dtype] + d * small_bytes),  # as charges.py
+                      lens_checks * disp["lens_check"], lens_checks))
     if probe_checks:
-        ops.append(Op("probe_checks", "other", probe_checks * 2 * d, probe_checks * d * BYTES_PER_PARAM,
+        ops.append(Op("probe_checks", "other", probe_checks * 2 * d, probe_checks * d * small_bytes,
                       probe_checks * disp["probe_check"]))
     if kv_propagated:  # input norm + K and V projections from a frozen residual; weights already streaming
         ops.append(Op("kv_propagation", "matmul", kv_propagated * 2 * (norm_macs(dims) + d * 2 * kv_width),
-                      kv_propagated * (d + 2 * kv_width) * BYTES_PER_PARAM,
+                      kv_propagated * (d + 2 * kv_width) * small_bytes,
                       round(kv_propagated * disp["kv_propagation"]), round(kv_propagated)))
     return ops
 
