@@ -23,7 +23,7 @@ the other chapters:
 
 * a static budget: :func:`static_plan` (every token runs the same layers);
 * per-token early exit: :func:`plan_from_generation` reads ``GenerationResult.layers_per_token``
-  (and the K/V entries propagated) of a real run;
+  (and the K/V entries propagated) of a real run, and the controller's ``charges`` for its checks;
 * sparsity: ``Step.weight_fraction`` is the share of matrix weights kept (bytes and FLOPs of the
   projections, MLP and unembedding scale with it: ideal structured sparsity, no index overhead);
 * draft/verify (self-speculative decoding): :func:`draft_verify_plan`: draft steps that run few
@@ -33,11 +33,12 @@ the other chapters:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 from ..core.architectures import CONVERTERS, ModelDims
 from ..core.validation import check_fraction, check_int
-from .charges import BYTES_PER_PARAM, layer_weight_params, norm_macs
+from .charges import BYTES_PER_PARAM, layer_weight_params, norm_macs, token_cost
 from .devices import BYTES_PER_WEIGHT, COMPUTE_DTYPE, DeviceProfile, check_dtype
 
 # Framework operator calls (top-level ATen ops) of anee-lite's eager forward, per operation, counted with
@@ -51,8 +52,8 @@ EAGER_DISPATCHES = {
              "mlp_norm": 1, "mlp_up": 3, "mlp_down": 10, "final_norm": 1, "lm_head": 2,
              "step": 45, "lens_check": 3, "probe_check": 2, "kv_propagation": 10},
 }
-# GPT-2 computes Q, K and V with one fused product; Llama with three.
-_FUSED_QKV = {"gpt2": True}
+# The forward multiplies by two fused matrices per layer, W_QKV = [W_Q | W_K | W_V] and W_mlp_in = [W_gate | W_in]
+# (see core.architectures.base): one matrix-product launch each, charged to q_proj and the first MLP input matrix.
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,7 @@ def _dispatches(dims: ModelDims, kernels: str) -> dict:
 
 def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int = 1, batch: int = 1,
              dtype: str = "fp32", unembedded: int | None = None, weight_fraction: float = 1.0,
-             lens_checks: int = 0, probe_checks: int = 0, kv_propagated: float = 0,
-             kernels: str = "eager") -> list[Op]:
+             exit_charges: dict | None = None, kv_propagated: float = 0, kernels: str = "eager") -> list[Op]:
     """The operations of one forward pass, from the model's sizes.
 
     Args:
@@ -116,7 +116,10 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
         unembedded: positions per row that go through the final norm and unembedding
             (default: all ``tokens``; a prefill keeps only the last, 1).
         weight_fraction: share of matrix weights kept, in (0, 1] (sparsity).
-        lens_checks, probe_checks, kv_propagated: per pass, as in :func:`~anee_lite.cost.charges.token_cost`.
+        exit_charges: what deciding the exit added, per pass: :func:`~anee_lite.cost.charges.token_cost`'s
+            keyword arguments (``lens_checks``, ``probe_checks``, ``probe_macs_per_check``, translator MACs,
+            ``unembed``), e.g. ``ExitController.charges(layers)``; charged exactly as ``token_cost`` does.
+        kv_propagated: K/V entries filled from frozen residuals in this pass.
         kernels: ``"eager"`` (anee-lite's PyTorch operator calls, :data:`EAGER_DISPATCHES`) or ``"fused"``
             (one kernel per op, as a compiled runtime such as llama.cpp or TensorRT-LLM launches).
 
@@ -131,10 +134,12 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
     weight_fraction = check_fraction("weight_fraction", weight_fraction)
     if weight_fraction == 0:
         raise ValueError("weight_fraction must be in (0, 1], got 0")
-    lens_checks = check_int("lens_checks", lens_checks, low=0)
-    probe_checks = check_int("probe_checks", probe_checks, low=0)
-    if not kv_propagated >= 0:
-        raise ValueError(f"kv_propagated must be >= 0, got {kv_propagated}")
+    exit_charges = dict(exit_charges or {})
+    if exit_charges.pop("unembed", True) is False:  # the output reuses the last lens check's logits
+        unembedded = 0
+    # The cost model prices the exit decision and the K/V fill (one source of truth for those charges).
+    checks = token_cost(dims, layers_run=0, context_len=1, unembed=False, **exit_charges)
+    fill = token_cost(dims, layers_run=0, context_len=1, unembed=False, kv_propagated=kv_propagated)
     dtype = check_dtype(dtype)
 
     d, V = dims.d_model, dims.d_vocab
@@ -145,7 +150,6 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
     w_bytes = BYTES_PER_WEIGHT[dtype] * weight_fraction  # per kept parameter of a matrix
     small_bytes = BYTES_PER_PARAM if dtype == "fp32" else 2  # K/V cache and norm vectors (fp16 if not fp32)
     disp = _dispatches(dims, kernels)
-    fused = _FUSED_QKV.get(dims.architecture, False)
     # Keys attended, summed over the new positions of one row: context_len - tokens + 1 .. context_len.
     keys_attended = tokens * context_len - tokens * (tokens - 1) // 2
 
@@ -164,30 +168,28 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
         ops += [
             norm(p + "attn_norm", rows, "attn_norm"),
             matmul(p + "q_proj", d, q_width, rows),
-            matmul(p + "k_proj", d, kv_width, rows, products=0 if fused else 1),
-            matmul(p + "v_proj", d, kv_width, rows, products=0 if fused else 1),
+            matmul(p + "k_proj", d, kv_width, rows, products=0),  # fused with q_proj
+            matmul(p + "v_proj", d, kv_width, rows, products=0),
             # q @ k.T and pattern @ v per query head; reads each row's K and V over the context once.
             Op(p + "attention", "attention", 2 * batch * 2 * q_width * keys_attended,
                batch * 2 * kv_width * context_len * small_bytes, disp["attention"], 1),
             matmul(p + "o_proj", q_width, d, rows),
             norm(p + "mlp_norm", rows, "mlp_norm"),
         ]
-        for name in mlp_names:
+        for i, name in enumerate(mlp_names):
             d_in, d_out = (dims.d_mlp, d) if name == "mlp_down" else (d, dims.d_mlp)
-            ops.append(matmul(p + name, d_in, d_out, rows))
+            fused_in = name == "mlp_up" and i > 0  # [W_gate | W_in]: one product
+            ops.append(matmul(p + name, d_in, d_out, rows, products=0 if fused_in else 1))
     if unembedded:
         ops += [norm("final_norm", batch * unembedded, "final_norm"),
                 matmul("lm_head", d, V, batch * unembedded)]
-    if lens_checks:  # a lens check re-reads the unembedding (and the final norm's vector)
-        ops.append(Op("lens_checks", "matmul", lens_checks * 2 * (norm_macs(dims) + d * V),
-                      lens_checks * (d * V * BYTES_PER_WEIGHT[dtype] + d * small_bytes),  # as charges.py
-                      lens_checks * disp["lens_check"], lens_checks))
-    if probe_checks:
-        ops.append(Op("probe_checks", "other", probe_checks * 2 * d, probe_checks * d * small_bytes,
-                      probe_checks * disp["probe_check"]))
+    scale = small_bytes / BYTES_PER_PARAM  # the cost model counts fp32; checks move data at the activation dtype
+    if checks.exit_checks:  # lens checks re-read the unembedding; probes and translators their weights
+        n_lens, n_probe = exit_charges.get("lens_checks", 0), exit_charges.get("probe_checks", 0)
+        ops.append(Op("exit_checks", "matmul", batch * checks.flops, checks.bytes_moved * scale,
+                      n_lens * disp["lens_check"] + n_probe * disp["probe_check"], n_lens + n_probe))
     if kv_propagated:  # input norm + K and V projections from a frozen residual; weights already streaming
-        ops.append(Op("kv_propagation", "matmul", kv_propagated * 2 * (norm_macs(dims) + d * 2 * kv_width),
-                      kv_propagated * (d + 2 * kv_width) * small_bytes,
+        ops.append(Op("kv_propagation", "matmul", fill.flops, fill.bytes_moved * scale,
                       round(kv_propagated * disp["kv_propagation"]), round(kv_propagated)))
     return ops
 
@@ -214,8 +216,7 @@ class Step:
     emitted: int = 1  # tokens it adds to the output per row (a draft step: 0; a verify pass: accepted + 1)
     unembedded: int | None = None  # positions per row unembedded (None = all ``tokens``)
     weight_fraction: float = 1.0  # share of matrix weights kept (sparsity masks)
-    lens_checks: int = 0  # logit-lens checks made to decide the exit
-    probe_checks: int = 0  # learned-probe checks
+    exit_charges: dict | None = None  # token_cost keyword arguments of the exit decision (controller.charges(L))
     kv_propagated: float = 0  # K/V entries filled from frozen residuals
 
 
@@ -311,8 +312,7 @@ def simulate_plan(dims: ModelDims, profile: DeviceProfile, plan: list[Step], *, 
         context += step.tokens
         ops = pass_ops(dims, layers_run=step.layers, context_len=context, tokens=step.tokens, batch=batch,
                        dtype=dtype, unembedded=step.unembedded, weight_fraction=step.weight_fraction,
-                       lens_checks=step.lens_checks, probe_checks=step.probe_checks,
-                       kv_propagated=step.kv_propagated, kernels=kernels)
+                       exit_charges=step.exit_charges, kv_propagated=step.kv_propagated, kernels=kernels)
         for op in ops:
             t = time_op(op, profile, dtype)
             key = _op_key(t.name)
@@ -357,7 +357,8 @@ def prefill_plan(prompt_tokens: int, layers: int) -> list[Step]:
     return [Step(layers=layers, tokens=check_int("prompt_tokens", prompt_tokens, low=1), unembedded=1)]
 
 
-def plan_from_generation(result, *, row: int = 0, include_prefill: bool = False) -> list[Step]:
+def plan_from_generation(result, *, row: int = 0, include_prefill: bool = False,
+                         exit_charges: Callable[[int], dict] | None = None) -> list[Step]:
     """The decoding steps of a real run (:class:`~anee_lite.core.generation.GenerationResult`).
 
     Each step runs the layers its token ran (``layers_per_token``) and is charged its share of the
@@ -368,12 +369,14 @@ def plan_from_generation(result, *, row: int = 0, include_prefill: bool = False)
         result: a GenerationResult with at least one step (two when the prefill is left out).
         row: which batch row's exits to follow.
         include_prefill: start with the prompt's pass (then use ``context=0``).
+        exit_charges: exit layer -> what that exit decision cost (``token_cost`` keyword arguments), e.g. the
+            controller's ``charges``; without it deciding is free (as in ``generation_report``).
     """
     steps_layers = [int(layers[row]) for layers in result.layers_per_token]
     batch = result.layers_per_token[0].shape[0] if steps_layers else 0
     check_int("row", row, low=0, high=max(batch - 1, 0))
-    plan = [Step(layers=n, kv_propagated=result.kv_propagated_per_step[i] / batch)
-            for i, n in enumerate(steps_layers)]
+    plan = [Step(layers=n, kv_propagated=result.kv_propagated_per_step[i] / batch,
+                 exit_charges=exit_charges(n) if exit_charges else None) for i, n in enumerate(steps_layers)]
     if not plan:
         raise ValueError("the generation has no steps")
     plan[0] = replace(plan[0], tokens=result.prompt_length, unembedded=1)

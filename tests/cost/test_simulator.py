@@ -43,14 +43,12 @@ TOY = DeviceProfile(name="toy", description="round numbers for hand checks",
 def test_ops_sum_to_token_cost(dims, data):
     layers = data.draw(st.integers(0, dims.n_layers))
     context = data.draw(st.integers(1, 4096))
-    lens = data.draw(st.integers(0, 3))
-    probe = data.draw(st.integers(0, 3))
+    charges = {"lens_checks": data.draw(st.integers(0, 3)), "probe_checks": data.draw(st.integers(0, 3)),
+               "probe_macs_per_check": data.draw(st.integers(0, 5000)),
+               "lens_translator_macs": data.draw(st.integers(0, 10**6)), "unembed": data.draw(st.booleans())}
     prop = data.draw(st.integers(0, 50))
-    unembed = data.draw(st.booleans())
-    ops = pass_ops(dims, layers_run=layers, context_len=context, lens_checks=lens, probe_checks=probe,
-                   kv_propagated=prop, unembedded=int(unembed))
-    cost = token_cost(dims, layers_run=layers, context_len=context, lens_checks=lens, probe_checks=probe,
-                      kv_propagated=prop, unembed=unembed)
+    ops = pass_ops(dims, layers_run=layers, context_len=context, exit_charges=charges, kv_propagated=prop)
+    cost = token_cost(dims, layers_run=layers, context_len=context, kv_propagated=prop, **charges)
     assert sum(o.flops for o in ops) == pytest.approx(cost.flops, rel=1e-12)
     assert sum(o.bytes for o in ops) == pytest.approx(cost.bytes_moved, rel=1e-12)
 
