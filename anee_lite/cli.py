@@ -252,7 +252,7 @@ def run_simulate(args, parser: argparse.ArgumentParser) -> None:
         hf_model, _ = load_pretrained(args.model)
     except (ValueError, OSError) as err:
         parser.error(f"--model: {err}")
-    dims = UnrolledModel(hf_model).dims
+    dims = UnrolledModel(hf_model, share_weights=True).dims  # our own copy: no need to copy it again
     if args.layers is not None and args.layers > dims.n_layers:
         parser.error(f"--layers must be in [0, {dims.n_layers}] for {args.model}, got {args.layers}")
     context = min(128, dims.n_ctx) if args.context is None else args.context
