@@ -1,0 +1,230 @@
+"""Calibration on the real decoding path: thresholds chosen by cached token-by-token decoding, with a guarantee.
+
+The replay of :mod:`anee_lite.adaptive.calibration` scores every layer on the *full* model's
+residuals. In real decoding a token that exits early leaves frozen keys and values (state
+propagation, :mod:`anee_lite.core.cache`) that every later token attends to, so later tokens drift
+and agree less than the replay promised. Here each candidate threshold is measured on the exact
+path :func:`anee_lite.adaptive.evaluate.decode_teacher_forced` measures: the calibration text is
+teacher-forced token by token through the cached forward with the controller deciding per token.
+
+To make that affordable, one batched forward runs many decodings at once: row ``(j, r)`` of the
+batch decodes chunk ``r`` of the text under candidate threshold ``j`` (each row's threshold is its
+own, so each row is exactly the batch-1 decoding of that chunk; rows never see each other). The
+full model's top-1s come from one full-depth forward per chunk, shared by every threshold.
+The threshold is then picked by fixed-sequence testing with an exact binomial lower bound
+(:mod:`anee_lite.adaptive.guarantee`).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..core.model import UnrolledModel
+from ..core.validation import check_fraction, check_int
+from ..cost import cost_fraction
+from .calibration import build_replay, sweep, token_costs
+from .controllers import ExitController
+from .guarantee import CandidateThreshold, fixed_sequence_select
+
+
+@contextmanager
+def row_thresholds(controller: ExitController, thresholds: Tensor):
+    """Give batch row b the threshold ``thresholds[b]`` ([B]) while the block runs; restore after."""
+    saved = controller.threshold
+    controller.threshold = thresholds[:, None]  # [B, 1]: broadcasts over the [B, T] scores
+    try:
+        yield controller
+    finally:
+        controller.threshold = saved
+
+
+def order_safest_first(controller: ExitController, thresholds) -> list[float]:
+    """Thresholds from the one that exits least to the one that exits most (duplicates dropped)."""
+    return sorted({float(t) for t in thresholds}, reverse=controller.higher_exits)
+
+
+@torch.no_grad()
+def full_top1(model: UnrolledModel, chunks: list[Tensor]) -> list[Tensor]:
+    """Per chunk, [T] the full model's top-1 at every position (one full-depth forward per chunk)."""
+    return [model.forward(ids).logits[0].argmax(-1) for ids in chunks]  # [1, T] -> [T]
+
+
+@torch.no_grad()
+def decode_rows(model: UnrolledModel, ids: Tensor, controller: ExitController, thresholds: Tensor,
+                progress=None) -> dict[str, Tensor]:
+    """Teacher-force ``ids`` [R, T] token by token under each threshold, all as one batch.
+
+    Args:
+        ids: R chunks of T tokens, each decoded from an empty cache.
+        thresholds: [J] one threshold per decoding.
+        progress: a tqdm bar to advance by one per decoded position (optional).
+
+    Returns:
+        ``top1``, ``exits``, ``lens_checks``, ``probe_checks``, each [J, R, T].
+    """
+    R, T = ids.shape
+    J = thresholds.shape[0]
+    rows = ids.repeat(J, 1)  # [J * R, T]; row j * R + r is chunk r under threshold j
+    per_row = thresholds.repeat_interleave(R)  # [J * R]
+    out = {k: [] for k in ("top1", "exits", "lens_checks", "probe_checks")}
+    cache = None
+    with row_thresholds(controller, per_row):
+        for t in range(T):
+            step = model.forward(rows[:, t:t + 1], controller=controller, past_key_values=cache, use_cache=True)
+            cache = step.past_key_values
+            out["top1"].append(step.logits[:, 0].argmax(-1))  # [J * R, V] -> [J * R]
+            out["exits"].append(step.stats.exit_layers[:, 0])
+            out["lens_checks"].append(controller.lens_checks[:, 0].clone())
+            out["probe_checks"].append(controller.probe_checks[:, 0].clone())
+            if progress is not None:
+                progress.update(1)
+    return {k: torch.stack(v, dim=1).reshape(J, R, T) for k, v in out.items()}  # [J * R, T] -> [J, R, T]
+
+
+def candidate_grid(model: UnrolledModel, chunks: list[Tensor], controller: ExitController, target: float,
+                   n_candidates: int = 8) -> list[float]:
+    """``n_candidates`` thresholds worth decoding, safest first, from a cheap replay of the same chunks.
+
+    The replay over-estimates agreement, so the real answer is at or above the replay's own
+    choice: the grid spans replayed agreements from ``target`` up to 1 (no exit at all).
+    """
+    curve = sweep(build_replay(model, chunks), controller)
+    by_thr = {p.threshold: p for p in curve}
+    ordered = order_safest_first(controller, by_thr)
+    feasible = [t for t in ordered if by_thr[t].agreement >= target]
+    if len(feasible) <= n_candidates:
+        picked = feasible
+    else:
+        levels = torch.linspace(1.0, target, n_candidates).tolist()
+        picked = {min(feasible, key=lambda t, a=a: abs(by_thr[t].agreement - a)) for a in levels}
+        picked |= {feasible[0], feasible[-1]}  # the safest and the replay's cheapest
+    if not picked:  # the replay reaches the target nowhere: try the safest ones
+        picked = ordered[:n_candidates]
+    return order_safest_first(controller, picked)
+
+
+@dataclass
+class DecodedCalibration:
+    """A threshold chosen by real decoding, with its guarantee.
+
+    With probability about ``1 - delta`` (tokens treated as independent; see
+    :mod:`anee_lite.adaptive.guarantee`), the chosen threshold's agreement on text like the
+    calibration text is >= ``target``. ``lower_bound`` is the bound the choice rests on.
+    """
+
+    controller: str
+    threshold: float
+    target: float
+    delta: float
+    tokens: int
+    agreement: float
+    lower_bound: float
+    cost_fraction: float
+    mean_layers_fraction: float
+    met: bool  # False: even the safest candidate's bound is below target; it was taken anyway
+    tested: list[CandidateThreshold] = field(repr=False)
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        """The scalar fields, for JSON and tables."""
+        return {k: v for k, v in vars(self).items() if k != "tested"}
+
+
+def _group(chunks: list[Tensor], per_group: int):
+    """Chunks of one length stacked into [R, T] groups of at most ``per_group`` rows, with their indices."""
+    by_len: dict[int, list[int]] = {}
+    for i, c in enumerate(chunks):
+        by_len.setdefault(c.shape[1], []).append(i)
+    for idx in by_len.values():
+        for s in range(0, len(idx), per_group):
+            part = idx[s:s + per_group]
+            yield part, torch.cat([chunks[i] for i in part])  # [R, T]
+
+
+@torch.no_grad()
+def measure_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
+                       thresholds: list[float], *, batch_rows: int = 48, desc: str = "calibrating") -> list[dict]:
+    """Real-decoding agreement and cost of each threshold on ``chunks`` (batched, see the module docstring).
+
+    Returns:
+        Per threshold, in the given order: ``threshold``, ``agreements``, ``tokens``,
+        ``cost_fraction`` (every check and K/V propagation charged) and ``mean_layers_fraction``.
+    """
+    from tqdm.auto import tqdm
+
+    batch_rows = check_int("batch_rows", batch_rows, low=1)
+    if not thresholds:
+        raise ValueError("thresholds must hold at least one candidate")
+    n = model.dims.n_layers
+    tops = full_top1(model, chunks)
+    J = len(thresholds)
+    thr_groups = [thresholds[s:s + batch_rows] for s in range(0, J, batch_rows)]
+    per_group = max(1, batch_rows // min(J, batch_rows))
+    plan = [(tg, part, ids) for tg in thr_groups for part, ids in _group(chunks, per_group)]
+    runs: dict[float, dict[int, dict]] = {float(t): {} for t in thresholds}
+    with tqdm(total=sum(ids.shape[1] for _, _, ids in plan), desc=desc, leave=False) as bar:
+        for tg, part, ids in plan:
+            got = decode_rows(model, ids, controller, torch.tensor(tg, dtype=torch.float32), bar)
+            for j, thr in enumerate(tg):
+                for r, c in enumerate(part):
+                    runs[float(thr)][c] = {k: v[j, r] for k, v in got.items()}  # [T] each
+    results = []
+    for thr in thresholds:
+        per_chunk = runs[float(thr)]
+        order = sorted(per_chunk)
+        cat = {k: torch.cat([per_chunk[c][k] for c in order]) for k in ("top1", "exits", "lens_checks",
+                                                                        "probe_checks")}  # [N]
+        final = torch.cat([tops[c] for c in order])  # [N]
+        positions = torch.cat([torch.arange(chunks[c].shape[1]) for c in order])
+        chunk_ids = torch.cat([torch.full((chunks[c].shape[1],), c) for c in order])
+        spent, full = token_costs(model, controller.lens, cat["exits"], cat["lens_checks"], cat["probe_checks"],
+                                  positions, chunk_ids)
+        results.append({"threshold": float(thr), "agreements": int((cat["top1"] == final).sum()),
+                        "tokens": int(final.numel()), "cost_fraction": cost_fraction(spent, full),
+                        "mean_layers_fraction": float(cat["exits"].float().mean()) / n})
+    return results
+
+
+def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
+                          target_agreement: float = 0.9, *, delta: float = 0.1, thresholds=None,
+                          n_candidates: int = 8, batch_rows: int = 48) -> DecodedCalibration:
+    """Set ``controller.threshold`` to the cheapest one whose agreement is guaranteed on the real path.
+
+    Args:
+        model: the unrolled model.
+        chunks: calibration text as [1, T] token-id chunks (:func:`~anee_lite.adaptive.calibration.text_chunks`).
+        controller: the controller to calibrate (its lens, exit layers and decay are kept).
+        target_agreement: top-1 agreement with the full model to guarantee, in (0, 1].
+        delta: allowed probability that the chosen threshold misses the target, in (0, 1).
+        thresholds: candidates to test (any order; tested safest first). None: :func:`candidate_grid`.
+            For the strict Learn-then-Test guarantee pass a grid fixed before seeing the text; the
+            default grid is read off a replay of the same text.
+        n_candidates: size of the default grid.
+        batch_rows: decodings run side by side in one forward (memory grows with it).
+    """
+    target = check_fraction("target_agreement", target_agreement)
+    if target <= 0:
+        raise ValueError(f"target_agreement must be in (0, 1], got {target}")
+    delta = check_fraction("delta", delta)
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    n_candidates = check_int("n_candidates", n_candidates, low=1)
+    if not chunks:
+        raise ValueError("chunks must hold at least one [1, T] chunk of calibration text")
+    start = time.perf_counter()
+    if thresholds is None:
+        thresholds = candidate_grid(model, chunks, controller, target, n_candidates)
+    ordered = order_safest_first(controller, thresholds)
+    measured = measure_thresholds(model, chunks, controller, ordered, batch_rows=batch_rows)
+    tested = [CandidateThreshold(lower_bound=0.0, **m) for m in measured]
+    best = fixed_sequence_select(tested, target, delta)
+    chosen = best if best is not None else tested[0]
+    controller.threshold = chosen.threshold
+    return DecodedCalibration(controller.name, chosen.threshold, target, delta, chosen.tokens, chosen.agreement,
+                              chosen.lower_bound, chosen.cost_fraction, chosen.mean_layers_fraction,
+                              best is not None, tested, time.perf_counter() - start)

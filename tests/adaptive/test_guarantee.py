@@ -1,0 +1,65 @@
+"""The exact binomial bound and fixed-sequence testing, against hand-computed values."""
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from anee_lite.adaptive.guarantee import CandidateThreshold, binomial_tail, clopper_pearson_lower, fixed_sequence_select
+
+
+def test_binomial_tail_small_cases_by_hand():
+    assert binomial_tail(2, 3, 0.5) == pytest.approx(0.5)  # (3 + 1) / 8
+    assert binomial_tail(3, 3, 0.2) == pytest.approx(0.008)
+    assert binomial_tail(1, 4, 0.1) == pytest.approx(1 - 0.9 ** 4)
+    assert binomial_tail(0, 5, 0.3) == 1.0
+
+
+@pytest.mark.parametrize("k,n,delta,expected", [
+    (10, 10, 0.1, 0.1 ** (1 / 10)),  # all successes: p^n = delta
+    (1, 10, 0.1, 1 - 0.9 ** (1 / 10)),  # one success: 1 - (1 - p)^n = delta
+    (5, 10, 0.025, 0.18709),  # the textbook 95% two-sided interval for 5/10 is [0.1871, 0.8129]
+    (90, 100, 0.025, 0.82378),  # ... and for 90/100 it is [0.8238, 0.9510]
+    (0, 7, 0.1, 0.0),
+])
+def test_clopper_pearson_lower_matches_known_quantiles(k, n, delta, expected):
+    assert clopper_pearson_lower(k, n, delta) == pytest.approx(expected, abs=5e-5)
+
+
+@given(st.integers(1, 400), st.data())
+def test_bound_is_below_the_rate_and_tight_at_delta(n, data):
+    k = data.draw(st.integers(1, n))
+    lo = clopper_pearson_lower(k, n, 0.1)
+    assert 0 < lo <= k / n
+    assert binomial_tail(k, n, lo) == pytest.approx(0.1, abs=1e-6)  # the defining equation
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.1, math.nan])
+def test_bound_refuses_delta_outside_the_open_interval(bad):
+    with pytest.raises(ValueError, match="delta"):
+        clopper_pearson_lower(5, 10, bad)
+
+
+def test_bound_refuses_more_successes_than_trials():
+    with pytest.raises(ValueError, match="k must be"):
+        clopper_pearson_lower(11, 10, 0.1)
+
+
+def _t(thr, k, cost):
+    return CandidateThreshold(threshold=thr, agreements=k, tokens=1000, lower_bound=0.0, cost_fraction=cost,
+                           mean_layers_fraction=cost)
+
+
+def test_fixed_sequence_stops_at_the_first_failure():
+    # 0.9 target, n=1000, delta 0.1: 920/1000 has bound ~0.906 (passes), 895/1000 ~0.879 (fails)
+    tested = [_t(0.99, 1000, 1.0), _t(0.9, 950, 0.9), _t(0.8, 920, 0.8), _t(0.7, 895, 0.7), _t(0.6, 990, 0.5)]
+    best = fixed_sequence_select(tested, target=0.9, delta=0.1)
+    assert best.threshold == 0.8  # the 0.6 candidate looks great but comes after a failure: never tested
+    assert [t.passed for t in tested] == [True, True, True, False, False]
+    assert tested[2].lower_bound == pytest.approx(clopper_pearson_lower(920, 1000, 0.1))
+    assert tested[2].lower_bound >= 0.9 > tested[3].lower_bound
+
+
+def test_fixed_sequence_returns_none_when_the_safest_fails():
+    assert fixed_sequence_select([_t(0.99, 800, 1.0)], target=0.9, delta=0.1) is None

@@ -1,0 +1,77 @@
+"""Calibration on the real decoding path: batched rows equal batch-1 decoding; the guarantee holds on held-out text."""
+
+import pytest
+import torch
+from conftest import VOCAB, random_llama
+
+from anee_lite import UnrolledModel
+from anee_lite.adaptive.calibration import build_replay, replay_scores
+from anee_lite.adaptive.controllers import make_controller
+from anee_lite.adaptive.evaluate import decode_teacher_forced
+from anee_lite.adaptive.real_calibration import (
+    calibrate_by_decoding,
+    decode_rows,
+    measure_thresholds,
+    order_safest_first,
+)
+from anee_lite.lens import LogitLens
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return UnrolledModel(random_llama(n_layers=6, seed=3))
+
+
+def _chunks(n, T, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(VOCAB, (1, T), generator=g) for _ in range(n)]
+
+
+def _middle_thresholds(model, chunks, controller, k):
+    """k thresholds halfway between neighbouring scores (no float ties), spread over the score range."""
+    scores = replay_scores(build_replay(model, chunks), controller)
+    s = scores[torch.isfinite(scores)].unique()  # sorted
+    at = torch.linspace(0.2 * (len(s) - 2), 0.8 * (len(s) - 2), k).long()
+    return ((s[at] + s[at + 1]) / 2).tolist()
+
+
+@pytest.mark.parametrize("name,kwargs", [("confidence", {}), ("saturation", {}), ("patience", {})])
+def test_each_batch_row_is_exactly_its_own_batch1_decoding(tiny, name, kwargs):
+    chunks = _chunks(2, 7)
+    controller = make_controller(name, LogitLens(tiny), 0.5, **kwargs)
+    thresholds = _middle_thresholds(tiny, chunks, controller, 2)
+    got = decode_rows(tiny, torch.cat(chunks), controller, torch.tensor(thresholds))  # [J, R, T] each
+    assert controller.threshold == 0.5  # the per-row thresholds are gone afterwards
+    seen_exits = set()
+    for j, thr in enumerate(thresholds):
+        controller.threshold = thr
+        for r, ids in enumerate(chunks):
+            ref = decode_teacher_forced(tiny, [ids], controller)
+            assert got["exits"][j, r].tolist() == ref["exits"].tolist()
+            assert got["top1"][j, r].tolist() == ref["logits"].argmax(-1).tolist()
+            assert got["lens_checks"][j, r].tolist() == ref["lens_checks"].tolist()
+            assert got["probe_checks"][j, r].tolist() == ref["probe_checks"].tolist()
+            seen_exits |= set(ref["exits"].tolist())
+    assert len(seen_exits) >= 2  # the thresholds really made tokens exit at different depths
+
+
+def test_measured_cost_and_agreement_follow_the_threshold(tiny):
+    chunks = _chunks(4, 6, seed=1) + _chunks(1, 4, seed=2)  # two lengths: grouped separately
+    controller = make_controller("confidence", LogitLens(tiny), 0.5)
+    thresholds = order_safest_first(controller, _middle_thresholds(tiny, chunks, controller, 4) + [2.0])
+    assert thresholds[0] == 2.0  # confidence never reaches 2: the safest candidate exits nothing
+    rows = measure_thresholds(tiny, chunks, controller, thresholds, batch_rows=6)
+    assert [r["tokens"] for r in rows] == [28] * 5
+    assert rows[0]["agreements"] == 28 and rows[0]["mean_layers_fraction"] == 1.0
+    costs = [r["cost_fraction"] for r in rows]
+    assert costs == sorted(costs, reverse=True) and costs[-1] < costs[0]
+
+
+def test_calibration_refuses_bad_arguments(tiny):
+    controller = make_controller("confidence", LogitLens(tiny), 0.5)
+    for kwargs, match in [({"target_agreement": 0.0}, "target_agreement"), ({"delta": 1.0}, "delta"),
+                          ({"n_candidates": 0}, "n_candidates")]:
+        with pytest.raises(ValueError, match=match):
+            calibrate_by_decoding(tiny, _chunks(1, 4), controller, **kwargs)
+    with pytest.raises(ValueError, match="chunks"):
+        calibrate_by_decoding(tiny, [], controller)
