@@ -1,14 +1,23 @@
-"""Adaptive early exit on smollm2-135m: which controller pays, in and out of domain, all overheads counted.
+"""Adaptive early exit on smollm2-135m, measured by real token-by-token decoding only.
 
-    python benchmarks/bench_adaptive.py [--max-tokens 512] [--decode-tokens 256] [--target 0.9]
-                                        [--controllers learned static ...] [--json OUT]
+    python benchmarks/bench_adaptive.py [--controllers learned saturation ...] [--targets 0.8 0.9]
+                                        [--delta 0.1] [--cal-tokens 768] [--eval-tokens 512]
+                                        [--chunk 128] [--wall-tokens 96] [--json OUT]
 
-1. Pareto table (replayed on full-depth residuals, see :mod:`anee_lite.adaptive.calibration`): for each
-   controller, the best top-1 agreement reachable at <= 50/70/85% of the full model's cost, on
-   held-out Python docs (in domain) and held-out King James Bible (out of domain).
-2. Calibrated point: each controller's threshold is chosen on the Python-docs calibration text
-   for ``--target`` agreement, then *measured* by teacher-forced decoding (real early-exit forward,
-   K/V propagation, wall time) on both held-out texts.
+For each controller:
+
+1. Calibrate on the Python-docs calibration text by real cached decoding with state propagation
+   (:mod:`anee_lite.adaptive.real_calibration`): candidate thresholds tested safest first, the
+   cheapest one whose Clopper-Pearson lower bound (confidence 1 - delta) reaches the target.
+2. Decode (in the same batch) the held-out Python docs (in domain) and held-out King James Bible (out of domain) with
+   each chosen threshold: delivered agreement and cost fraction (every check, translator and K/V
+   propagation charged).
+3. Wall time: batch-1 decoding of ``--wall-tokens`` held-out tokens, controller and full model
+   alternating step by step (:func:`anee_lite.adaptive.evaluate.decode_teacher_forced`).
+
+Also printed: the oracle (every token stops at the first allowed layer whose readout already equals
+the full model's top-1, checks free, replayed on full-depth states), the best any controller could
+do with the same lens and exit layers. The JSON file is rewritten after every controller.
 """
 
 from __future__ import annotations
@@ -18,129 +27,135 @@ import json
 import time
 from pathlib import Path
 
-from anee_lite.adaptive.calibration import best_at_cost, build_replay, calibrate, sweep, text_chunks
-from anee_lite.adaptive.controllers import make_controller
-from anee_lite.adaptive.evaluate import build_controller, evaluate
+import torch
+
+from anee_lite.adaptive.calibration import build_replay, text_chunks, token_costs
+from anee_lite.adaptive.cheap_checks import CandidateConfidenceExit
+from anee_lite.adaptive.evaluate import build_controller, decode_teacher_forced, load_lens
+from anee_lite.adaptive.guarantee import CandidateThreshold, fixed_sequence_select
+from anee_lite.adaptive.real_calibration import candidate_grid, decode_thresholds, order_safest_first, summarize
 from anee_lite.core.model import UnrolledModel
-from anee_lite.io.assets import DATA_DIR, SMOLLM2_EXIT_LAYERS
+from anee_lite.cost import cost_fraction
+from anee_lite.io import eval_text
 from anee_lite.io.loading import load_pretrained
-from anee_lite.lens import LogitLens
 
-COST_LEVELS = (0.5, 0.7, 0.85)
-# label -> (controller name, lens, exits allowed at every layer?)
-SETUPS = {
-    "static": ("static", "auto", False),
-    "confidence": ("confidence", "auto", False),
-    "margin": ("margin", "auto", False),
-    "entropy": ("entropy", "auto", False),
-    "saturation": ("saturation", "auto", False),
-    "patience": ("patience", "auto", False),
-    "learned": ("learned", "auto", False),
-    "static/logit/all": ("static", "logit", True),
-    "confidence/logit/all": ("confidence", "logit", True),
-}
+CONTROLLERS = ("learned", "candidate", "saturation", "confidence", "static", "patience", "entropy", "margin")
+HELDOUT = {"in domain": "python_docs_heldout", "out of domain": "kjv_heldout"}
 
 
-def make(model, label):
-    name, lens, every_layer = SETUPS[label]
-    if every_layer:
-        return make_controller(name, LogitLens(model))
-    return build_controller(model, "smollm2-135m", name, lens=lens)
+def make(model, name):
+    """A controller with the shipped tuned lens (and probe) and exit layers."""
+    if name == "candidate":
+        lens, allowed = load_lens(model, "smollm2-135m")
+        return CandidateConfidenceExit(0.5, lens, exit_layers_allowed=allowed)
+    return build_controller(model, "smollm2-135m", name)
 
 
-def oracle_cost(replay, controller) -> float:
-    """Cost fraction of an oracle that stops each token at the first allowed layer whose readout is already right.
+def oracle(model, chunks, controller, agreement: float = 1.0) -> float:
+    """Cost fraction of the oracle reaching ``agreement`` with the controller's lens and exit layers.
 
-    No controller with the same readout and exits can reach agreement 1.0 for less (checks free).
+    Tokens whose readout is right at some allowed layer stop at the first such layer; to reach
+    ``agreement`` < 1 the oracle also lets the tokens with the most to save be wrong, stopping them
+    at the first allowed layer. Checks are free, so no real controller can do better.
     """
-    import torch
-
-    from anee_lite.cost import cost_fraction, early_exit_cost
-
+    replay = build_replay(model, chunks)
     n = controller.n_layers
     exits = torch.full((replay.n_tokens,), n)
     for layer in reversed(controller.exit_layers_allowed):
         right = replay.readout_top1(controller.lens, layer) == replay.final_top1
         exits = torch.where(right, torch.full_like(exits, layer), exits)
-    def free_checks(exit_layer):  # only the readout (and its translator) is charged
-        return {"readout_translator_macs": controller.lens.translator_macs(exit_layer)}
-
-    spent, full = early_exit_cost(replay.model.dims, exits, replay.positions, replay.chunk_ids, free_checks)
+    may_miss = int((1 - agreement) * replay.n_tokens)
+    if may_miss:
+        worst = exits.argsort(descending=True)[:may_miss]  # [may_miss] the deepest oracle exits
+        exits[worst] = controller.exit_layers_allowed[0]
+    zero = torch.zeros_like(exits)
+    spent, full = token_costs(model, controller.lens, exits, zero, zero, replay.positions, replay.chunk_ids)
     return cost_fraction(spent, full)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--max-tokens", type=int, default=512, help="tokens of each text for the replayed curves")
-    parser.add_argument("--decode-tokens", type=int, default=256, help="tokens decoded for the measured points")
-    parser.add_argument("--target", type=float, default=0.9)
-    parser.add_argument("--controllers", nargs="*", default=list(SETUPS), choices=list(SETUPS))
-    parser.add_argument("--measure", nargs="*", default=["saturation", "confidence", "learned"], choices=list(SETUPS),
-                        help="controllers to measure by real decoding (slow)")
+    parser.add_argument("--controllers", nargs="*", default=["learned", "saturation", "confidence"],
+                        choices=CONTROLLERS)
+    parser.add_argument("--targets", nargs="*", type=float, default=[0.8, 0.9])
+    parser.add_argument("--delta", type=float, default=0.1)
+    parser.add_argument("--cal-tokens", type=int, default=768, help="calibration tokens decoded per threshold")
+    parser.add_argument("--eval-tokens", type=int, default=512, help="held-out tokens decoded per threshold")
+    parser.add_argument("--chunk", type=int, default=128, help="tokens per teacher-forced chunk")
+    parser.add_argument("--candidates", type=int, default=8, help="thresholds tested per controller")
+    parser.add_argument("--wall-tokens", type=int, default=96, help="held-out tokens timed at batch 1 (0: skip)")
+    parser.add_argument("--batch-rows", type=int, default=256)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     start = time.perf_counter()
     hf_model, tokenizer = load_pretrained("smollm2-135m")
-    model = UnrolledModel(hf_model, share_weights=True)  # the library loaded it: no second copy
-    texts = {k: (DATA_DIR / f"{k}.txt").read_text() for k in
-             ("python_docs_calibration", "python_docs_heldout", "kjv_calibration", "kjv_heldout")}
-    replays = {k: build_replay(model, text_chunks(tokenizer, t, max_tokens=args.max_tokens)) for k, t in texts.items()}
-    print(f"model loaded and texts replayed in {time.perf_counter() - start:.0f} s; exits allowed at "
-          f"{list(SMOLLM2_EXIT_LAYERS)} unless '/all'\n")
+    model = UnrolledModel(hf_model)
 
-    results = {}
-    head = "controller            " + "".join(f"  in@{c:.2f}" for c in COST_LEVELS) + \
-        "".join(f" out@{c:.2f}" for c in COST_LEVELS)
-    print("Best replayed top-1 agreement at <= cost fraction (in = Python docs held-out, out = KJV held-out)")
-    print(head)
-    for label in args.controllers:
-        controller = make(model, label)
-        curves = {k: sweep(replays[k], controller) for k in ("python_docs_heldout", "kjv_heldout")}
-        cells = []
-        for curve in curves.values():
-            for c in COST_LEVELS:
-                p = best_at_cost(curve, c)
-                cells.append("     -  " if p is None else f"  {p.agreement:.3f} ")
-        print(f"{label:<22}" + "".join(cells))
-        cal_in = calibrate(replays["python_docs_calibration"], make(model, label), args.target)
-        cal_kjv = calibrate(replays["kjv_calibration"], make(model, label), args.target)
-        results[label] = {"curves": {k: [vars(p) for p in v] for k, v in curves.items()},
-                          "calibrated_on_python_docs": {k: v for k, v in vars(cal_in).items() if k != "curve"},
-                          "calibrated_on_kjv": {k: v for k, v in vars(cal_kjv).items() if k != "curve"}}
+    def chunks(name, n):
+        return text_chunks(tokenizer, eval_text(name), max_tokens=n, chunk=args.chunk)
 
-    oracle = make(model, "learned")
-    print("oracle (stops where the tuned-lens readout first agrees; checks free): agreement 1.000 at cost "
-          + ", ".join(f"{k[:10]} {oracle_cost(replays[k], oracle):.3f}" for k in ("python_docs_heldout", "kjv_heldout")))
-
-    print(f"\nCalibrated on Python-docs calibration text for agreement {args.target}; replayed on held-out text")
-    print("controller            threshold  cal.agree  in: agree  cost   out: agree  cost   (KJV-calibrated out: agree cost)")
-    for label in args.controllers:
-        r = results[label]
-        thr = r["calibrated_on_python_docs"]["threshold"]
-        row = []
-        for k in ("python_docs_heldout", "kjv_heldout"):
-            (p,) = sweep(replays[k], make(model, label), thresholds=[thr])
-            row.append(p)
-            r[f"replayed_{k}"] = vars(p)
-        (q,) = sweep(replays["kjv_heldout"], make(model, label), thresholds=[r["calibrated_on_kjv"]["threshold"]])
-        print(f"{label:<22}{thr:9.4g}  {r['calibrated_on_python_docs']['agreement']:9.3f}  {row[0].agreement:9.3f}"
-              f"  {row[0].cost_fraction:.3f}  {row[1].agreement:11.3f}  {row[1].cost_fraction:.3f}"
-              f"    {q.agreement:.3f} {q.cost_fraction:.3f}")
-
-    print(f"\nMeasured by teacher-forced decoding ({args.decode_tokens} tokens, real early exit, wall time)")
-    print("controller            text           agree   cost  layers  wall   wall/cost")
-    for label in args.measure:
-        thr = results[label]["calibrated_on_python_docs"]["threshold"]
-        for k in ("python_docs_heldout", "kjv_heldout"):
-            controller = make(model, label)
-            controller.threshold = thr
-            e = evaluate(model, tokenizer, texts[k], controller, max_tokens=args.decode_tokens)
-            results[label][f"measured_{k}"] = {kk: v for kk, v in e.as_dict().items() if kk != "exits"}
-            print(f"{label:<22}{k[:14]:<14} {e.agreement:6.3f} {e.cost_fraction:6.3f} {e.mean_layers_fraction:6.3f}"
-                  f" {e.wall_time_ratio:6.3f}  {e.wall_time_ratio / e.cost_fraction:6.2f}")
-    print(f"\ntotal {time.perf_counter() - start:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    cal = chunks("python_docs_calibration", args.cal_tokens)
+    held = {k: chunks(v, args.eval_tokens) for k, v in HELDOUT.items()}
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, "controllers": {}}
+    print(f"model loaded in {time.perf_counter() - start:.0f} s; {sum(c.shape[1] for c in cal)} calibration "
+          f"tokens, delta {args.delta}")
+    texts = {"calibration": cal, **held}
+    everything = [c for ch in texts.values() for c in ch]  # all texts decoded in one batch per controller
+    index, at = {}, 0
+    for label, ch in texts.items():
+        index[label] = list(range(at, at + len(ch)))
+        at += len(ch)
+    for name in args.controllers:
+        t0 = time.perf_counter()
+        controller = make(model, name)
+        grid = order_safest_first(controller, candidate_grid(model, cal, controller, min(args.targets),
+                                                             args.candidates))
+        runs = decode_thresholds(model, everything, controller, grid, batch_rows=args.batch_rows, desc=name)
+        curves = {label: summarize(model, controller, runs, everything, idx) for label, idx in index.items()}
+        tested = [CandidateThreshold(lower_bound=0.0, **m) for m in curves["calibration"]]
+        row = {"decode_seconds": time.perf_counter() - t0, "oracle": {}, "targets": {},
+               "curves": curves}
+        for target in args.targets:
+            best = fixed_sequence_select(tested, target, args.delta)
+            pick = best if best is not None else tested[0]
+            j = tested.index(pick)
+            row["targets"][str(target)] = {
+                "threshold": pick.threshold, "met": best is not None,
+                "calibration": vars(pick) | {"agreement": pick.agreement},
+                **{label: {"agreement": curves[label][j]["agreements"] / curves[label][j]["tokens"],
+                           "cost_fraction": curves[label][j]["cost_fraction"],
+                           "mean_layers_fraction": curves[label][j]["mean_layers_fraction"],
+                           "tokens": curves[label][j]["tokens"]} for label in held}}
+        for label, ch in held.items():
+            row["oracle"][label] = {str(a): oracle(model, ch, controller, a) for a in (1.0, 0.9)}
+        if args.wall_tokens:
+            top = max(args.targets)
+            controller.threshold = row["targets"][str(top)]["threshold"]
+            wall = text_chunks(tokenizer, eval_text(HELDOUT["in domain"]), max_tokens=args.wall_tokens,
+                               chunk=args.chunk)
+            run = decode_teacher_forced(model, wall, controller)
+            row["targets"][str(top)]["wall_time_ratio_in_domain"] = run["seconds"] / run["full_seconds"]
+        results["controllers"][name] = row
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        print(f"\n{name}: every text decoded under {len(grid)} thresholds in {row['decode_seconds']:.0f} s")
+        print("  real-decoding curve (threshold: agreement/cost on calibration | in domain | out of domain)")
+        for j, thr in enumerate(grid):
+            print(f"  {thr:9.4g}: " + " | ".join(
+                f"{curves[k][j]['agreements'] / curves[k][j]['tokens']:.3f}/{curves[k][j]['cost_fraction']:.3f}"
+                for k in texts))
+        print("  target  threshold  bound  cal.agree  in: agree  cost   out: agree  cost   wall(in)")
+        for target in args.targets:
+            r = row["targets"][str(target)]
+            c = r["calibration"]
+            wall = r.get("wall_time_ratio_in_domain")
+            print(f"  {target:6.2f}  {r['threshold']:9.4g}  {c['lower_bound']:.3f}  {c['agreement']:9.3f}"
+                  f"  {r['in domain']['agreement']:9.3f}  {r['in domain']['cost_fraction']:.3f}"
+                  f"  {r['out of domain']['agreement']:11.3f}  {r['out of domain']['cost_fraction']:.3f}"
+                  f"   {'-' if wall is None else f'{wall:.3f}'}" + ("" if r["met"] else "  (target not met)"))
+        print("  oracle cost (replayed, checks free): " + ", ".join(
+            f"{k} {v['1.0']:.3f} @1.0 / {v['0.9']:.3f} @0.9" for k, v in row["oracle"].items()))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s (machine shared: timings are noisy)")
 
 
 if __name__ == "__main__":

@@ -147,20 +147,19 @@ def _group(chunks: list[Tensor], per_group: int):
 
 
 @torch.no_grad()
-def measure_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
-                       thresholds: list[float], *, batch_rows: int = 48, desc: str = "calibrating") -> list[dict]:
-    """Real-decoding agreement and cost of each threshold on ``chunks`` (batched, see the module docstring).
+def decode_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
+                      thresholds: list[float], *, batch_rows: int = 64, desc: str = "decoding") -> dict:
+    """Real decoding of every chunk under every threshold, as few batched decodings as ``batch_rows`` allows.
 
     Returns:
-        Per threshold, in the given order: ``threshold``, ``agreements``, ``tokens``,
-        ``cost_fraction`` (every check and K/V propagation charged) and ``mean_layers_fraction``.
+        threshold -> chunk index -> ``top1``, ``final`` (the full model's top-1), ``exits``,
+        ``lens_checks``, ``probe_checks``, each [T].
     """
     from tqdm.auto import tqdm
 
     batch_rows = check_int("batch_rows", batch_rows, low=1)
     if not thresholds:
         raise ValueError("thresholds must hold at least one candidate")
-    n = model.dims.n_layers
     tops = full_top1(model, chunks)
     J = len(thresholds)
     thr_groups = [thresholds[s:s + batch_rows] for s in range(0, J, batch_rows)]
@@ -172,27 +171,43 @@ def measure_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: E
             got = decode_rows(model, ids, controller, torch.tensor(tg, dtype=torch.float32), bar)
             for j, thr in enumerate(tg):
                 for r, c in enumerate(part):
-                    runs[float(thr)][c] = {k: v[j, r] for k, v in got.items()}  # [T] each
+                    runs[float(thr)][c] = {"final": tops[c], **{k: v[j, r] for k, v in got.items()}}  # [T] each
+    return runs
+
+
+def summarize(model: UnrolledModel, controller: ExitController, runs: dict, chunks: list[Tensor],
+              which: list[int] | None = None) -> list[dict]:
+    """Agreement and cost per threshold of :func:`decode_thresholds` results, over chunks ``which`` (None: all).
+
+    Returns:
+        Per threshold: ``threshold``, ``agreements``, ``tokens``, ``cost_fraction`` (every check and
+        K/V propagation charged) and ``mean_layers_fraction``.
+    """
+    n = model.dims.n_layers
+    order = sorted(range(len(chunks)) if which is None else which)
+    positions = torch.cat([torch.arange(chunks[c].shape[1]) for c in order])  # [N]
+    chunk_ids = torch.cat([torch.full((chunks[c].shape[1],), c) for c in order])  # [N]
     results = []
-    for thr in thresholds:
-        per_chunk = runs[float(thr)]
-        order = sorted(per_chunk)
-        cat = {k: torch.cat([per_chunk[c][k] for c in order]) for k in ("top1", "exits", "lens_checks",
-                                                                        "probe_checks")}  # [N]
-        final = torch.cat([tops[c] for c in order])  # [N]
-        positions = torch.cat([torch.arange(chunks[c].shape[1]) for c in order])
-        chunk_ids = torch.cat([torch.full((chunks[c].shape[1],), c) for c in order])
+    for thr, per_chunk in runs.items():
+        cat = {k: torch.cat([per_chunk[c][k] for c in order]) for k in per_chunk[order[0]]}  # [N] each
         spent, full = token_costs(model, controller.lens, cat["exits"], cat["lens_checks"], cat["probe_checks"],
                                   positions, chunk_ids)
-        results.append({"threshold": float(thr), "agreements": int((cat["top1"] == final).sum()),
-                        "tokens": int(final.numel()), "cost_fraction": cost_fraction(spent, full),
+        results.append({"threshold": thr, "agreements": int((cat["top1"] == cat["final"]).sum()),
+                        "tokens": int(positions.numel()), "cost_fraction": cost_fraction(spent, full),
                         "mean_layers_fraction": float(cat["exits"].float().mean()) / n})
     return results
 
 
+def measure_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
+                       thresholds: list[float], *, batch_rows: int = 64, desc: str = "calibrating") -> list[dict]:
+    """Real-decoding agreement and cost of each threshold on ``chunks``, in the given order (see :func:`summarize`)."""
+    runs = decode_thresholds(model, chunks, controller, thresholds, batch_rows=batch_rows, desc=desc)
+    return summarize(model, controller, runs, chunks)
+
+
 def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
                           target_agreement: float = 0.9, *, delta: float = 0.1, thresholds=None,
-                          n_candidates: int = 8, batch_rows: int = 48) -> DecodedCalibration:
+                          n_candidates: int = 8, batch_rows: int = 64) -> DecodedCalibration:
     """Set ``controller.threshold`` to the cheapest one whose agreement is guaranteed on the real path.
 
     Args:

@@ -1,0 +1,102 @@
+"""A cheaper exit check: CALM's confidence rule screened on a candidate set, confirmed exactly before exit.
+
+A confidence check needs the lens's top-1 probability, that is, the whole unembedding: on
+SmolLM2-135M that is 49,152 x 576 multiply-adds, as much as 8 of its 30 layers. Most checks say
+"not yet", so we screen first, on a small *candidate set* S of tokens (``k`` rows of ``W_U``):
+
+    screen:   s = max_i softmax(logits restricted to S)_i     (k x d_model multiply-adds)
+    confirm:  if s >= threshold, compute the full lens and exit only if its top-1 probability
+              >= threshold (the exact rule; on exit these logits are the token's output)
+
+Restricting a softmax to S removes mass from the denominator, so whenever the full distribution's
+top-1 lies in S, ``s`` is at least its top-1 probability: the screen never says "continue" where the
+exact rule would exit. (If the top-1 lies outside S it may; the token then just runs on.) Every exit
+passes the exact rule, so the controller exits only where :class:`ConfidenceExit` would.
+
+Which tokens? By default the ``k`` lowest token ids: byte-level BPE vocabularies (GPT-2, SmolLM2)
+number tokens in merge order, and early merges are the frequent ones, so low ids cover most running
+text. A rank-r factor of ``W_U`` does not work as a screen here: we tried it on SmolLM2 and the
+unembedding is far from low rank (rank 256 keeps the top-1 among its top-32 for only 11-22% of
+tokens). ``candidates_from_counts`` builds S from token counts of a training text instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..core.validation import check_int
+from ..lens import LogitLens
+from .controllers import ExitController
+
+
+def candidates_from_counts(token_ids: Tensor, d_vocab: int, k: int) -> Tensor:
+    """The ``k`` most frequent ids in ``token_ids`` (a training text), topped up with the lowest ids."""
+    k = check_int("k", k, low=1, high=d_vocab)
+    counts = torch.bincount(token_ids.flatten(), minlength=d_vocab).float()  # [d_vocab]
+    counts -= torch.arange(d_vocab) * 1e-9  # ties (and unseen ids) go to the lower id
+    return counts.topk(k).indices.sort().values  # [k]
+
+
+class CandidateConfidenceExit(ExitController):
+    """Confidence exit with a k-token screen and an exact confirmation (see the module docstring).
+
+    Args:
+        threshold: top-1 probability to exit at (0..1), as for ``confidence``.
+        lens: the lens to read (a logit or tuned lens).
+        candidates: [k] token ids of the screen (None: the ``n_candidates`` lowest ids).
+        n_candidates: k when ``candidates`` is None.
+
+    Checks are counted in the cost model's units: every screen adds ``k`` dot products, the final
+    norm and (tuned lens) the translator to ``probe_checks`` (each unit one ``d_model``-length dot
+    product: ``k + 2 + d_model``), every confirmation adds one full lens evaluation to ``lens_checks``.
+    """
+
+    name = "candidate"
+
+    def __init__(self, threshold: float, lens: LogitLens, *, candidates: Tensor | None = None,
+                 n_candidates: int = 4096, **kwargs):
+        super().__init__(threshold, lens, **kwargs)
+        model = lens.model
+        V = model.dims.d_vocab
+        if candidates is None:
+            candidates = torch.arange(check_int("n_candidates", n_candidates, low=1, high=V))
+        candidates = torch.as_tensor(candidates).long().unique()
+        if candidates.numel() == 0 or int(candidates.min()) < 0 or int(candidates.max()) >= V:
+            raise ValueError(f"candidates must be non-empty token ids in [0, {V}), got {candidates.numel()} ids "
+                             f"in [{int(candidates.min()) if candidates.numel() else '-'}, ...]")
+        self.candidates = candidates
+        self.W_S = model.arch.W_U[candidates].contiguous()  # [k, d_model]
+        # lens-free units per screen: k dot products + the final norm (2 units, as the cost model charges a norm)
+        self.probe_checks_per_check = candidates.numel() + 2
+
+    def screen_units(self, layer: int) -> int:
+        """``d_model``-length dot products one screen at ``layer`` costs (translator included)."""
+        return self.probe_checks_per_check + self.lens.translator_macs(layer) // self.lens.model.dims.d_model
+
+    def score(self, layer: int, resid: Tensor) -> Tensor:
+        """[B, T, d] -> [B, T] top-1 probability of the softmax restricted to the candidates."""
+        normed = self.lens.model.arch.final_norm(self.lens.translate(layer, resid))  # [B, T, d]
+        logits = normed @ self.W_S.T.to(normed.dtype)  # [B, T, d] @ [d, k] -> [B, T, k]
+        return logits.float().softmax(-1).max(-1).values
+
+    def exact_score(self, layer: int, resid: Tensor) -> Tensor:
+        """[..., d] -> [...] the full lens's top-1 probability."""
+        return self.lens.logits(layer, resid).float().softmax(-1).max(-1).values
+
+    def __call__(self, layer: int, resid: Tensor, active: Tensor) -> Tensor:
+        if self.lens_checks is None:
+            self.lens_checks = torch.zeros(active.shape, dtype=torch.long, device=active.device)
+            self.probe_checks = torch.zeros_like(self.lens_checks)
+        stop = torch.zeros(active.shape, dtype=torch.bool, device=active.device)
+        if layer in self.exit_layers_allowed:
+            screen = self.score(layer, resid)  # [B, T]
+            thr = torch.as_tensor(self.threshold_at(self.threshold, screen), dtype=screen.dtype)
+            thr = thr.expand(screen.shape)  # [B, T] (a number, per-row thresholds or CALM's decay)
+            maybe = (screen >= thr) & active  # [B, T]
+            self.probe_checks += active.long() * self.screen_units(layer)
+            if bool(maybe.any()):
+                stop[maybe] = self.exact_score(layer, resid[maybe]) >= thr[maybe]  # [M, d] -> [M]
+                self.lens_checks += maybe.long()
+        self.observe(layer, resid)
+        return stop
