@@ -29,13 +29,12 @@ from pathlib import Path
 
 import torch
 
-from anee_lite.adaptive.calibration import build_replay, text_chunks, token_costs
-from anee_lite.adaptive.cheap_checks import CandidateConfidenceExit
-from anee_lite.adaptive.evaluate import build_controller, decode_teacher_forced, load_lens
+from anee_lite.adaptive.calibration import build_replay, text_chunks
+from anee_lite.adaptive.evaluate import build_controller, decode_teacher_forced
 from anee_lite.adaptive.guarantee import CandidateThreshold, fixed_sequence_select
 from anee_lite.adaptive.real_calibration import candidate_grid, decode_thresholds, order_safest_first, summarize
 from anee_lite.core.model import UnrolledModel
-from anee_lite.cost import cost_fraction
+from anee_lite.cost import cost_fraction, early_exit_cost
 from anee_lite.io import eval_text
 from anee_lite.io.loading import load_pretrained
 
@@ -45,9 +44,6 @@ HELDOUT = {"in domain": "python_docs_heldout", "out of domain": "kjv_heldout"}
 
 def make(model, name):
     """A controller with the shipped tuned lens (and probe) and exit layers."""
-    if name == "candidate":
-        lens, allowed = load_lens(model, "smollm2-135m")
-        return CandidateConfidenceExit(0.5, lens, exit_layers_allowed=allowed)
     return build_controller(model, "smollm2-135m", name)
 
 
@@ -68,8 +64,8 @@ def oracle(model, chunks, controller, agreement: float = 1.0) -> float:
     if may_miss:
         worst = exits.argsort(descending=True)[:may_miss]  # [may_miss] the deepest oracle exits
         exits[worst] = controller.exit_layers_allowed[0]
-    zero = torch.zeros_like(exits)
-    spent, full = token_costs(model, controller.lens, exits, zero, zero, replay.positions, replay.chunk_ids)
+    spent, full = early_exit_cost(model.dims, exits, replay.positions, replay.chunk_ids,
+                                  lambda L: {"readout_translator_macs": controller.lens.translator_macs(L)})
     return cost_fraction(spent, full)
 
 

@@ -69,12 +69,14 @@ def decode_teacher_forced(model: UnrolledModel, chunks: list[Tensor], controller
     """Decode each chunk token by token, full depth and with the controller interleaved.
 
     Returns:
-        ``logits``/``full_logits`` [N, V], ``exits``, ``checks`` (exit checks made), ``positions``,
+        ``logits``/``full_logits`` [N, V], ``exits``, ``checks`` (exit checks made),
+        ``extra_lens_checks`` (lens evaluations beyond what the exit layer implies), ``positions``,
         ``chunk_ids`` [N], ``seconds``/``full_seconds`` (summed step times) and ``kv_propagated``
         (entries the controller run filled lazily).
     """
     model.forward(chunks[0][:, :1])  # warm-up: the first call pays one-off allocation costs
-    rows = {k: [] for k in ("logits", "full_logits", "exits", "checks", "positions", "chunk_ids")}
+    rows = {k: [] for k in ("logits", "full_logits", "exits", "checks", "extra_lens_checks", "positions",
+                            "chunk_ids")}
     seconds = full_seconds = 0.0
     kv = 0
     for c, ids in enumerate(chunks):
@@ -94,6 +96,8 @@ def decode_teacher_forced(model: UnrolledModel, chunks: list[Tensor], controller
             rows["logits"].append(out.logits[0, 0])
             rows["exits"].append(int(out.stats.exit_layers[0, 0]))
             rows["checks"].append(int(controller.checks[0, 0]))
+            extra = controller.extra_lens_checks
+            rows["extra_lens_checks"].append(0 if extra is None else int(extra[0, 0]))
             rows["positions"].append(t)
             rows["chunk_ids"].append(c)
     result = {k: torch.stack(v) if k.endswith("logits") else torch.tensor(v) for k, v in rows.items()}
@@ -171,7 +175,8 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
         calibration = {"target": cal.target, "agreement": cal.agreement, "cost_fraction": cal.cost_fraction,
                        "met": cal.met, "threshold": cal.threshold}
     run = decode_teacher_forced(model, chunks, controller)
-    spent, full = early_exit_cost(model.dims, run["exits"], run["positions"], run["chunk_ids"], controller.charges)
+    spent, full = early_exit_cost(model.dims, run["exits"], run["positions"], run["chunk_ids"], controller.charges,
+                                  run["extra_lens_checks"], controller.extra_check_translator_macs())
     charges = [controller.charges(L) for L in run["exits"].tolist()]
     n = model.dims.n_layers
     return EvaluationResult(
@@ -187,7 +192,8 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
         kl=mean_kl(run["logits"].float(), run["full_logits"].float()),
         perplexity=_perplexity(run["logits"], chunks),
         perplexity_full=_perplexity(run["full_logits"], chunks),
-        lens_checks_per_token=sum(c["lens_checks"] for c in charges) / len(charges),
+        lens_checks_per_token=(sum(c["lens_checks"] for c in charges) + int(run["extra_lens_checks"].sum()))
+        / len(charges),
         probe_checks_per_token=sum(c["probe_checks"] for c in charges) / len(charges),
         kv_propagated=run["kv_propagated"],
         wall_seconds=run["seconds"],

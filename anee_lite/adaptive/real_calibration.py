@@ -26,8 +26,8 @@ from torch import Tensor
 
 from ..core.model import UnrolledModel
 from ..core.validation import check_fraction, check_int
-from ..cost import cost_fraction
-from .calibration import build_replay, sweep, token_costs
+from ..cost import cost_fraction, early_exit_cost
+from .calibration import build_replay, sweep
 from .controllers import ExitController
 from .guarantee import CandidateThreshold, fixed_sequence_select
 
@@ -65,13 +65,14 @@ def decode_rows(model: UnrolledModel, ids: Tensor, controller: ExitController, t
         progress: a tqdm bar to advance by one per decoded position (optional).
 
     Returns:
-        ``top1``, ``exits``, ``lens_checks``, ``probe_checks``, each [J, R, T].
+        ``top1``, ``exits``, ``checks`` and ``extra_lens_checks`` (see
+        :class:`~anee_lite.adaptive.controllers.ExitController`), each [J, R, T].
     """
     R, T = ids.shape
     J = thresholds.shape[0]
     rows = ids.repeat(J, 1)  # [J * R, T]; row j * R + r is chunk r under threshold j
     per_row = thresholds.repeat_interleave(R)  # [J * R]
-    out = {k: [] for k in ("top1", "exits", "lens_checks", "probe_checks")}
+    out = {k: [] for k in ("top1", "exits", "checks", "extra_lens_checks")}
     cache = None
     with row_thresholds(controller, per_row):
         for t in range(T):
@@ -79,8 +80,9 @@ def decode_rows(model: UnrolledModel, ids: Tensor, controller: ExitController, t
             cache = step.past_key_values
             out["top1"].append(step.logits[:, 0].argmax(-1))  # [J * R, V] -> [J * R]
             out["exits"].append(step.stats.exit_layers[:, 0])
-            out["lens_checks"].append(controller.lens_checks[:, 0].clone())
-            out["probe_checks"].append(controller.probe_checks[:, 0].clone())
+            extra = controller.extra_lens_checks
+            out["checks"].append(controller.checks[:, 0].clone())
+            out["extra_lens_checks"].append(torch.zeros_like(out["checks"][-1]) if extra is None else extra[:, 0].clone())
             if progress is not None:
                 progress.update(1)
     return {k: torch.stack(v, dim=1).reshape(J, R, T) for k, v in out.items()}  # [J * R, T] -> [J, R, T]
@@ -153,7 +155,7 @@ def decode_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: Ex
 
     Returns:
         threshold -> chunk index -> ``top1``, ``final`` (the full model's top-1), ``exits``,
-        ``lens_checks``, ``probe_checks``, each [T].
+        ``checks``, ``extra_lens_checks``, each [T].
     """
     from tqdm.auto import tqdm
 
@@ -190,8 +192,8 @@ def summarize(model: UnrolledModel, controller: ExitController, runs: dict, chun
     results = []
     for thr, per_chunk in runs.items():
         cat = {k: torch.cat([per_chunk[c][k] for c in order]) for k in per_chunk[order[0]]}  # [N] each
-        spent, full = token_costs(model, controller.lens, cat["exits"], cat["lens_checks"], cat["probe_checks"],
-                                  positions, chunk_ids)
+        spent, full = early_exit_cost(model.dims, cat["exits"], positions, chunk_ids, controller.charges,
+                                      cat["extra_lens_checks"], controller.extra_check_translator_macs())
         results.append({"threshold": thr, "agreements": int((cat["top1"] == cat["final"]).sum()),
                         "tokens": int(positions.numel()), "cost_fraction": cost_fraction(spent, full),
                         "mean_layers_fraction": float(cat["exits"].float().mean()) / n})

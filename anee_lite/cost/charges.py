@@ -193,7 +193,8 @@ def propagated_per_token(exit_layers: Tensor, chunk_ids: Tensor) -> Tensor:
 
 
 def early_exit_cost(dims: ModelDims, exit_layers: Tensor, positions: Tensor, chunk_ids: Tensor,
-                    exit_charges: Callable[[int], dict]) -> tuple[CostBreakdown, CostBreakdown]:
+                    exit_charges: Callable[[int], dict], extra_lens_checks: Tensor | None = None,
+                    extra_check_translator_macs: int = 0) -> tuple[CostBreakdown, CostBreakdown]:
     """Summed cost of decoded tokens under early exit, and of the same tokens at full depth.
 
     Args:
@@ -201,11 +202,22 @@ def early_exit_cost(dims: ModelDims, exit_layers: Tensor, positions: Tensor, chu
             empty context, so a token at position p attends over p + 1 keys).
         exit_charges: exit layer -> the :func:`token_cost` keyword arguments its exit decision adds
             (checks, translators, whether it is unembedded again), e.g. ``ExitController.charges``.
+        extra_lens_checks: [N] lens evaluations a token made beyond what its exit layer says (a
+            screened controller's confirmations that did not let it stop); None: none.
+        extra_check_translator_macs: translator MACs charged with each of those.
     """
     kv = propagated_per_token(exit_layers, chunk_ids)
     charges = {L: exit_charges(L) for L in exit_layers.unique().tolist()}  # a few distinct exits
-    spent = sum(token_cost(dims, layers_run=L, context_len=p + 1, kv_propagated=k, **charges[L])
-                for L, p, k in zip(exit_layers.tolist(), positions.tolist(), kv.tolist()))
+    extra = [0] * len(positions) if extra_lens_checks is None else extra_lens_checks.tolist()
+
+    def cost(L, p, k, e):
+        c = charges[L]
+        if e:
+            c = {**c, "lens_checks": c.get("lens_checks", 0) + e,
+                 "lens_translator_macs": c.get("lens_translator_macs", 0) + e * extra_check_translator_macs}
+        return token_cost(dims, layers_run=L, context_len=p + 1, kv_propagated=k, **c)
+
+    spent = sum(cost(L, p, k, e) for L, p, k, e in zip(exit_layers.tolist(), positions.tolist(), kv.tolist(), extra))
     full = sum(full_token_cost(dims, p + 1) for p in positions.tolist())
     return spent, full
 

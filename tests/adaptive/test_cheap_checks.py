@@ -5,8 +5,8 @@ import torch
 from conftest import VOCAB, random_llama
 
 from anee_lite import UnrolledModel
-from anee_lite.adaptive.cheap_checks import CandidateConfidenceExit, candidates_from_counts
 from anee_lite.adaptive.controllers import make_controller
+from anee_lite.adaptive.controllers.candidate import CandidateConfidenceExit, candidates_from_counts
 from anee_lite.adaptive.evaluate import decode_teacher_forced
 from anee_lite.lens import LogitLens
 
@@ -49,10 +49,11 @@ def test_subset_screen_only_exits_where_confidence_exits_and_costs_what_it_says(
     assert not bool((cheap & ~exact).any())  # every exit passed the exact rule
     top_in_set = lens.logits(2, resid).argmax(-1) < 20  # [2, 50]
     assert torch.equal(cheap[top_in_set], exact[top_in_set])  # the screen is exact when the top-1 is a candidate
-    assert c.probe_checks.unique().tolist() == [20 + 2]  # k dot products + the final norm, every token
+    assert c.checks.unique().tolist() == [1]  # one screen per token
+    assert c.probe_macs_per_check == (20 + 2) * tiny.dims.d_model  # k dot products + the final norm
     assert 0 < int(cheap.sum())
     screened_in = c.score(2, resid) >= thr
-    assert torch.equal(c.lens_checks.bool(), screened_in)  # a full lens only where the screen passed
+    assert torch.equal(c.extra_lens_checks.bool(), screened_in & ~cheap)  # confirmed by a full lens, not stopped
 
 
 def test_decoding_charges_one_screen_and_one_confirmation_per_check(tiny):
@@ -60,7 +61,10 @@ def test_decoding_charges_one_screen_and_one_confirmation_per_check(tiny):
     c = CandidateConfidenceExit(0.0, LogitLens(tiny), n_candidates=30)
     run = decode_teacher_forced(tiny, [ids], c)
     assert run["exits"].tolist() == [1] * 8  # threshold 0: the screen and the confirmation pass at once
-    assert run["lens_checks"].tolist() == [1] * 8 and run["probe_checks"].tolist() == [32] * 8
+    assert run["checks"].tolist() == [1] * 8 and run["extra_lens_checks"].tolist() == [0] * 8
+    charged = c.charges(1)
+    assert charged["lens_checks"] == 1 and not charged["unembed"]  # the confirmation's logits are the output
+    assert charged["probe_checks"] == 1 and charged["probe_macs_per_check"] == 32 * tiny.dims.d_model
 
 
 def test_candidates_from_counts_takes_the_most_frequent_ids():

@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anee_lite.adaptive.guarantee import CandidateThreshold, binomial_tail, clopper_pearson_lower, fixed_sequence_select
@@ -27,6 +27,7 @@ def test_clopper_pearson_lower_matches_known_quantiles(k, n, delta, expected):
     assert clopper_pearson_lower(k, n, delta) == pytest.approx(expected, abs=5e-5)
 
 
+@settings(deadline=None, max_examples=30)
 @given(st.integers(1, 400), st.data())
 def test_bound_is_below_the_rate_and_tight_at_delta(n, data):
     k = data.draw(st.integers(1, n))

@@ -35,7 +35,7 @@ def _middle_thresholds(model, chunks, controller, k):
     return ((s[at] + s[at + 1]) / 2).tolist()
 
 
-@pytest.mark.parametrize("name,kwargs", [("confidence", {}), ("saturation", {}), ("patience", {})])
+@pytest.mark.parametrize("name,kwargs", [("confidence", {}), ("saturation", {}), ("candidate", {"n_candidates": 90})])
 def test_each_batch_row_is_exactly_its_own_batch1_decoding(tiny, name, kwargs):
     chunks = _chunks(2, 7)
     controller = make_controller(name, LogitLens(tiny), 0.5, **kwargs)
@@ -49,8 +49,8 @@ def test_each_batch_row_is_exactly_its_own_batch1_decoding(tiny, name, kwargs):
             ref = decode_teacher_forced(tiny, [ids], controller)
             assert got["exits"][j, r].tolist() == ref["exits"].tolist()
             assert got["top1"][j, r].tolist() == ref["logits"].argmax(-1).tolist()
-            assert got["lens_checks"][j, r].tolist() == ref["lens_checks"].tolist()
-            assert got["probe_checks"][j, r].tolist() == ref["probe_checks"].tolist()
+            assert got["checks"][j, r].tolist() == ref["checks"].tolist()
+            assert got["extra_lens_checks"][j, r].tolist() == ref["extra_lens_checks"].tolist()
             seen_exits |= set(ref["exits"].tolist())
     assert len(seen_exits) >= 2  # the thresholds really made tokens exit at different depths
 

@@ -76,6 +76,9 @@ class ExitController:
     decays: ClassVar[bool] = True  # CALM's decaying threshold applies
     reads_lens: ClassVar[bool] = False  # each check is one lens evaluation, reused as the exit logits
     needs_probe: ClassVar[bool] = False  # make_controller passes it the exit probe
+    # [B, T] lens evaluations a token made in the current call beyond what ``charges(exit_layer)`` says
+    # (a screened check's confirmations that did not stop it); None for controllers that make none
+    extra_lens_checks: Tensor | None = None
 
     def __init__(self, threshold: float | None, lens: LogitLens, *, exit_layers_allowed=None,
                  decay_tau: float | None = None, decay_horizon: int = 256):
@@ -173,6 +176,10 @@ class ExitController:
     def probe_macs_per_check(self) -> int:
         """Multiply-adds of one cheap (non-lens) check; 0 if its checks are free or read the lens."""
         return 0
+
+    def extra_check_translator_macs(self) -> int:
+        """Translator MACs charged with each of ``extra_lens_checks`` (the dearest allowed layer's)."""
+        return max(self.lens.translator_macs(l) for l in self.exit_layers_allowed)
 
     def checked_layers(self, exit_layer: int) -> list[int]:
         """The layers at which a token that ran ``exit_layer`` layers was checked."""

@@ -1,4 +1,4 @@
-"""A cheaper exit check: CALM's confidence rule screened on a candidate set, confirmed exactly before exit.
+"""``candidate``: a cheaper exit check, CALM's confidence rule screened on a candidate set, confirmed exactly before exit.
 
 A confidence check needs the lens's top-1 probability, that is, the whole unembedding: on
 SmolLM2-135M that is 49,152 x 576 multiply-adds, as much as 8 of its 30 layers. Most checks say
@@ -25,9 +25,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..core.validation import check_int
-from ..lens import LogitLens
-from .controllers import ExitController
+from ...core.validation import check_int
+from ...lens import LogitLens
+from .base import ExitController, register
 
 
 def candidates_from_counts(token_ids: Tensor, d_vocab: int, k: int) -> Tensor:
@@ -38,6 +38,7 @@ def candidates_from_counts(token_ids: Tensor, d_vocab: int, k: int) -> Tensor:
     return counts.topk(k).indices.sort().values  # [k]
 
 
+@register
 class CandidateConfidenceExit(ExitController):
     """Confidence exit with a k-token screen and an exact confirmation (see the module docstring).
 
@@ -47,32 +48,47 @@ class CandidateConfidenceExit(ExitController):
         candidates: [k] token ids of the screen (None: the ``n_candidates`` lowest ids).
         n_candidates: k when ``candidates`` is None.
 
-    Checks are counted in the cost model's units: every screen adds ``k`` dot products, the final
-    norm and (tuned lens) the translator to ``probe_checks`` (each unit one ``d_model``-length dot
-    product: ``k + 2 + d_model``), every confirmation adds one full lens evaluation to ``lens_checks``.
+    Charges: every check is one screen (a cheap check of ``k x d_model`` MACs plus the final norm,
+    and the lens's translator); a token that stops was confirmed by one full lens evaluation
+    whose logits are its output (not unembedded again); ``extra_lens_checks`` [B, T] counts the
+    confirmations that did not let the token stop, each one more lens evaluation.
     """
 
     name = "candidate"
+    default_threshold = 0.5
 
-    def __init__(self, threshold: float, lens: LogitLens, *, candidates: Tensor | None = None,
+    def __init__(self, threshold: float | None, lens: LogitLens, *, candidates: Tensor | None = None,
                  n_candidates: int = 4096, **kwargs):
         super().__init__(threshold, lens, **kwargs)
-        model = lens.model
-        V = model.dims.d_vocab
+        V = lens.model.dims.d_vocab
         if candidates is None:
             candidates = torch.arange(check_int("n_candidates", n_candidates, low=1, high=V))
         candidates = torch.as_tensor(candidates).long().unique()
         if candidates.numel() == 0 or int(candidates.min()) < 0 or int(candidates.max()) >= V:
-            raise ValueError(f"candidates must be non-empty token ids in [0, {V}), got {candidates.numel()} ids "
-                             f"in [{int(candidates.min()) if candidates.numel() else '-'}, ...]")
+            raise ValueError(f"candidates must be non-empty token ids in [0, {V}), got {candidates.numel()} ids")
         self.candidates = candidates
-        self.W_S = model.arch.W_U[candidates].contiguous()  # [k, d_model]
-        # lens-free units per screen: k dot products + the final norm (2 units, as the cost model charges a norm)
-        self.probe_checks_per_check = candidates.numel() + 2
+        self.W_S = lens.model.arch.W_U[candidates].contiguous()  # [k, d_model]
 
-    def screen_units(self, layer: int) -> int:
-        """``d_model``-length dot products one screen at ``layer`` costs (translator included)."""
-        return self.probe_checks_per_check + self.lens.translator_macs(layer) // self.lens.model.dims.d_model
+    def clear_state(self) -> None:
+        self.extra_lens_checks: Tensor | None = None  # [B, T] confirmations that did not stop the token
+
+    @property
+    def probe_macs_per_check(self) -> int:
+        d = self.lens.model.dims.d_model
+        return self.candidates.numel() * d + 2 * d  # k dot products + the final norm (charged 2 d, as a norm)
+
+    def charges(self, exit_layer: int) -> dict:
+        checked = self.checked_layers(exit_layer)
+        stopped = exit_layer < self.n_layers  # confirmed by one lens evaluation, reused as its output
+        translators = sum(self.lens.translator_macs(l) for l in checked)  # every screen translates
+        return {
+            "lens_checks": int(stopped),
+            "lens_translator_macs": translators + (self.lens.translator_macs(exit_layer) if stopped else 0),
+            "probe_checks": len(checked),
+            "probe_macs_per_check": self.probe_macs_per_check,
+            "readout_translator_macs": 0 if stopped else self.lens.translator_macs(exit_layer),
+            "unembed": not stopped,
+        }
 
     def score(self, layer: int, resid: Tensor) -> Tensor:
         """[B, T, d] -> [B, T] top-1 probability of the softmax restricted to the candidates."""
@@ -80,23 +96,27 @@ class CandidateConfidenceExit(ExitController):
         logits = normed @ self.W_S.T.to(normed.dtype)  # [B, T, d] @ [d, k] -> [B, T, k]
         return logits.float().softmax(-1).max(-1).values
 
-    def exact_score(self, layer: int, resid: Tensor) -> Tensor:
-        """[..., d] -> [...] the full lens's top-1 probability."""
-        return self.lens.logits(layer, resid).float().softmax(-1).max(-1).values
-
     def __call__(self, layer: int, resid: Tensor, active: Tensor) -> Tensor:
-        if self.lens_checks is None:
-            self.lens_checks = torch.zeros(active.shape, dtype=torch.long, device=active.device)
-            self.probe_checks = torch.zeros_like(self.lens_checks)
+        if self.checks is None:
+            self.checks = torch.zeros(active.shape, dtype=torch.long, device=active.device)
+        if self.extra_lens_checks is None:
+            self.extra_lens_checks = torch.zeros_like(self.checks)
+        self._logits = None
         stop = torch.zeros(active.shape, dtype=torch.bool, device=active.device)
         if layer in self.exit_layers_allowed:
             screen = self.score(layer, resid)  # [B, T]
-            thr = torch.as_tensor(self.threshold_at(self.threshold, screen), dtype=screen.dtype)
-            thr = thr.expand(screen.shape)  # [B, T] (a number, per-row thresholds or CALM's decay)
+            thr = torch.as_tensor(self.threshold_at(self.threshold, self.positions, screen), dtype=screen.dtype)
+            thr = thr.expand(screen.shape)  # [B, T]: a number, per-row thresholds or CALM's decay
             maybe = (screen >= thr) & active  # [B, T]
-            self.probe_checks += active.long() * self.screen_units(layer)
+            self.checks += active.long()
             if bool(maybe.any()):
-                stop[maybe] = self.exact_score(layer, resid[maybe]) >= thr[maybe]  # [M, d] -> [M]
-                self.lens_checks += maybe.long()
+                exact = self.lens.logits(layer, resid[maybe])  # [M, d] -> [M, V], the confirmation
+                ok = exact.float().softmax(-1).max(-1).values >= thr[maybe]  # [M]
+                stop[maybe] = ok
+                self._logits = exact.new_zeros(*resid.shape[:2], exact.shape[-1])  # [B, T, V]
+                self._logits[maybe] = exact  # the output of the tokens that stop here
+                failed = torch.zeros_like(maybe)
+                failed[maybe] = ~ok
+                self.extra_lens_checks += failed.long()
         self.observe(layer, resid)
         return stop
