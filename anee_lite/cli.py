@@ -95,6 +95,8 @@ def add_evaluate_parser(commands) -> None:
     ev.add_argument("--controller", required=True, choices=controller_names())
     ev.add_argument("--target-agreement", type=_target, default=0.9, help="in (0, 1]; default 0.9")
     ev.add_argument("--threshold", type=float, default=None, help="use this threshold instead of calibrating")
+    ev.add_argument("--delta", type=float, default=0.1,
+                    help="calibration confidence is 1 - delta: the chance the promise fails; in (0, 1), default 0.1")
     ev.add_argument("--lens", choices=LENS_CHOICES, default="auto",
                     help="auto: the shipped tuned lens for smollm2-135m, else the logit lens")
     ev.add_argument("--max-tokens", type=_positive_int, default=512)
@@ -135,7 +137,8 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
         model = UnrolledModel(hf_model, share_weights=True)  # the library loaded it: no second copy
         controller = build_controller(model, args.model, args.controller, lens=args.lens, threshold=args.threshold)
         result = evaluate(model, tokenizer, text, controller, calibration_text=calibration,
-                          target_agreement=args.target_agreement, max_tokens=args.max_tokens, chunk=args.chunk)
+                          target_agreement=args.target_agreement, max_tokens=args.max_tokens, chunk=args.chunk,
+                          delta=args.delta)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     print(format_result(result))

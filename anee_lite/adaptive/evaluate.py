@@ -26,9 +26,10 @@ from ..core.validation import check_int
 from ..cost import cost_fraction, early_exit_cost
 from ..io.assets import SMOLLM2_EXIT_LAYERS, is_smollm2, lens_path, probe_path
 from ..lens import LogitLens, TunedLens
-from .calibration import build_replay, calibrate, check_target_agreement, text_chunks
+from .calibration import check_target_agreement, text_chunks
 from .controllers import ExitController, controller_class, make_controller
 from .probe import ExitProbe
+from .real_calibration import calibrate_by_decoding
 
 LENS_CHOICES = ("auto", "logit", "tuned")
 
@@ -144,7 +145,8 @@ class EvaluationResult:
 
 def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitController | str, *,
              model_name: str | None = None, calibration_text: str | None = None, target_agreement: float = 0.9,
-             max_tokens: int = 512, chunk: int | None = None, lens: str = "auto") -> EvaluationResult:
+             max_tokens: int = 512, chunk: int | None = None, lens: str = "auto",
+             delta: float = 0.1) -> EvaluationResult:
     """Teacher-force ``text`` through the controller and the full model; compare them.
 
     Args:
@@ -152,12 +154,15 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
         text: the evaluation text (non-empty).
         controller: an :class:`ExitController`, or a registered controller's name.
         model_name: the model's name, to find shipped lens/probe (used when ``controller`` is a name).
-        calibration_text: if given, the threshold is calibrated on it first to reach ``target_agreement``.
+        calibration_text: if given, the threshold is first calibrated on it by real decoding
+            (:func:`~anee_lite.adaptive.real_calibration.calibrate_by_decoding`): the cheapest
+            candidate whose agreement's lower confidence bound reaches ``target_agreement``.
         target_agreement: in (0, 1].
         max_tokens: evaluate the first this-many tokens of ``text`` (>= 2).
         chunk: tokens per teacher-forced chunk (each starts from an empty context); default
             256, or the context window if that is shorter.
         lens: "auto", "logit" or "tuned" (used when ``controller`` is a name).
+        delta: the calibration's allowed error probability, in (0, 1) (confidence ``1 - delta``).
     """
     _check_evaluate_inputs(model, tokenizer, text, controller, model_name, calibration_text)
     target = check_target_agreement(target_agreement)
@@ -171,9 +176,7 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
     calibration = None
     if calibration_text is not None:
         cal_chunks = text_chunks(tokenizer, calibration_text, max_tokens=max_tokens, chunk=chunk)
-        cal = calibrate(build_replay(model, cal_chunks), controller, target)
-        calibration = {"target": cal.target, "agreement": cal.agreement, "cost_fraction": cal.cost_fraction,
-                       "met": cal.met, "threshold": cal.threshold}
+        calibration = calibrate_by_decoding(model, cal_chunks, controller, target, delta=delta).summary()
     run = decode_teacher_forced(model, chunks, controller)
     spent, full = early_exit_cost(model.dims, run["exits"], run["positions"], run["chunk_ids"], controller.charges,
                                   run["extra_lens_checks"], controller.extra_check_translator_macs())
@@ -234,8 +237,10 @@ def format_result(r: EvaluationResult) -> str:
             ("checks per token", f"{r.lens_checks_per_token:.2f} lens, {r.probe_checks_per_token:.2f} probe")]
     if r.calibration:
         c = r.calibration
-        rows.append(("calibration", f"target {c['target']:.2f}: replayed agreement {c['agreement']:.3f} at cost "
-                                    f"{c['cost_fraction']:.3f}" + ("" if c["met"] else " (target not reached)")))
+        rows.append(("calibration", f"target {c['target']:.2f}: agreement {c['agreement']:.3f} on {c['tokens']} tokens "
+                                    f"by real decoding, lower bound {c['lower_bound']:.3f} at confidence "
+                                    f"{1 - c['delta']:.2f}, cost {c['cost_fraction']:.3f}"
+                                    + ("" if c["met"] else " (target not guaranteed: the safest candidate)")))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

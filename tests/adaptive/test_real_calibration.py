@@ -5,15 +5,17 @@ import torch
 from conftest import VOCAB, random_llama
 
 from anee_lite import UnrolledModel
-from anee_lite.adaptive.calibration import build_replay, replay_scores
+from anee_lite.adaptive.calibration import build_replay, replay_scores, text_chunks
 from anee_lite.adaptive.controllers import make_controller
-from anee_lite.adaptive.evaluate import decode_teacher_forced
+from anee_lite.adaptive.evaluate import build_controller, decode_teacher_forced
+from anee_lite.adaptive.guarantee import clopper_pearson_lower
 from anee_lite.adaptive.real_calibration import (
     calibrate_by_decoding,
     decode_rows,
     measure_thresholds,
     order_safest_first,
 )
+from anee_lite.io import eval_text
 from anee_lite.lens import LogitLens
 
 
@@ -75,3 +77,32 @@ def test_calibration_refuses_bad_arguments(tiny):
             calibrate_by_decoding(tiny, _chunks(1, 4), controller, **kwargs)
     with pytest.raises(ValueError, match="chunks"):
         calibrate_by_decoding(tiny, [], controller)
+
+
+def test_calibration_picks_the_cheapest_threshold_whose_bound_reaches_the_target(tiny):
+    chunks = _chunks(4, 6, seed=4)
+    controller = make_controller("confidence", LogitLens(tiny), 0.5)
+    thresholds = _middle_thresholds(tiny, chunks, controller, 3) + [2.0]
+    cal = calibrate_by_decoding(tiny, chunks, controller, 0.5, delta=0.2, thresholds=thresholds)
+    assert controller.threshold == cal.threshold and cal.tokens == 24 and cal.met
+    assert [t.threshold for t in cal.tested] == order_safest_first(controller, thresholds)
+    passed = [t for t in cal.tested if t.passed]
+    assert cal.threshold == min(passed, key=lambda t: t.cost_fraction).threshold
+    assert cal.lower_bound == pytest.approx(clopper_pearson_lower(round(cal.agreement * 24), 24, 0.2))
+    assert cal.lower_bound >= 0.5
+    first_fail = next((t for t in cal.tested if not t.passed), None)
+    assert first_fail is None or first_fail.lower_bound < 0.5
+
+
+@pytest.mark.slow
+def test_calibrated_threshold_keeps_its_promise_on_held_out_text(smollm2_hf):
+    """On SmolLM2 and the shipped texts: calibrated on one split, the target holds on the other (within 0.03)."""
+    hf, tok = smollm2_hf
+    model = UnrolledModel(hf)
+    controller = build_controller(model, "smollm2-135m", "learned")
+    cal = text_chunks(tok, eval_text("python_docs_calibration"), max_tokens=256, chunk=32)
+    held = text_chunks(tok, eval_text("python_docs_heldout"), max_tokens=256, chunk=32)
+    result = calibrate_by_decoding(model, cal, controller, 0.8, delta=0.1, n_candidates=5)
+    assert result.met and result.lower_bound >= 0.8
+    (got,) = measure_thresholds(model, held, controller, [result.threshold])
+    assert got["agreements"] / got["tokens"] >= 0.8 - 0.03
