@@ -2,7 +2,7 @@
 
 A confidence check needs the lens's top-1 probability, that is, the whole unembedding: on
 SmolLM2-135M that is 49,152 x 576 multiply-adds, as much as 8 of its 30 layers. Most checks say
-"not yet", so we screen first, on a small *candidate set* S of tokens (``k`` rows of ``W_U``):
+"not yet", so we screen first, on a small *candidate set* S of tokens (``k`` columns of ``W_U``):
 
     screen:   s = max_i softmax(logits restricted to S)_i     (k x d_model multiply-adds)
     confirm:  if s >= threshold, compute the full lens and exit only if its top-1 probability
@@ -71,7 +71,7 @@ class CandidateConfidenceExit(ExitController):
         if candidates.numel() == 0 or int(candidates.min()) < 0 or int(candidates.max()) >= V:
             raise ValueError(f"candidates must be non-empty token ids in [0, {V}), got {candidates.numel()} ids")
         self.candidates = candidates
-        self.W_S = lens.model.arch.W_U[candidates].contiguous()  # [k, d_model]
+        self.W_S = lens.model.arch.W_U[:, candidates].contiguous()  # [d_model, d_vocab] -> [d_model, k]
 
     def clear_state(self) -> None:
         self.extra_lens_checks: Tensor | None = None  # [B, T] confirmations that did not stop the token
@@ -97,7 +97,7 @@ class CandidateConfidenceExit(ExitController):
     def score(self, layer: int, resid: Tensor) -> Tensor:
         """[B, T, d] -> [B, T] top-1 probability of the softmax restricted to the candidates."""
         normed = self.lens.model.arch.final_norm(self.lens.translate(layer, resid))  # [B, T, d]
-        logits = normed @ self.W_S.T.to(normed.dtype)  # [B, T, d] @ [d, k] -> [B, T, k]
+        logits = normed @ self.W_S.to(normed.dtype)  # [B, T, d] @ [d, k] -> [B, T, k]
         return logits.float().softmax(-1).max(-1).values
 
     def __call__(self, layer: int, resid: Tensor, active: Tensor) -> Tensor:
