@@ -146,3 +146,20 @@ def test_calibrated_thresholds_hit_the_fraction_on_their_text(hf_model):
         assert zero_share == pytest.approx(0.5, abs=0.02)
     with pytest.raises(ValueError, match="fraction"):
         calibrate_activation_thresholds(model, ids, 1.0)
+
+
+def test_mask_cost_equals_the_uniform_charges_and_counts_kv_groups():
+    from anee_lite.cost import full_token_cost, sparse_token_cost
+    from anee_lite.sparsity.evaluate import mask_cost
+
+    dims = UnrolledModel(random_llama(n_layers=3, n_heads=4, n_kv_heads=2)).dims
+    full = full_token_cost(dims, 10)
+    head_mask = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 3)  # one head, so one kv group, per layer
+    mlp_mask = mlp_mask_from_scores(torch.rand(3, dims.d_mlp), 0.5)
+    got = mask_cost(dims, context_len=10, skip_layers=[1], head_mask=head_mask, mlp_mask=mlp_mask,
+                    activation_sparsity=0.5)
+    uniform = sparse_token_cost(dims, context_len=10, skipped_layers=1, n_heads=1, n_kv_heads=1,
+                                d_mlp=dims.d_mlp // 2, down_rows=dims.d_mlp // 4)
+    assert got["flops_fraction"] == pytest.approx(uniform.flops / full.flops)
+    assert got["bytes_fraction"] == pytest.approx(uniform.bytes_moved / full.bytes_moved)
+    assert mask_cost(dims, context_len=10)["flops_fraction"] == pytest.approx(1.0)
