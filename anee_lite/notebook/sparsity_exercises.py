@@ -19,6 +19,8 @@ def check_block_influence(fn, model, input_ids) -> float:
     worst = 0.0
     for layer in range(model.dims.n_layers):
         got = fn(acts[f"blocks.{layer}.hook_resid_pre"], acts[f"blocks.{layer}.hook_resid_post"])
+        if got is None:
+            raise AssertionError("your function returned None: write its body (one or two lines)")
         got = float(got)
         diff = abs(got - float(expected[layer]))
         if diff > 1e-4:
@@ -42,6 +44,8 @@ def check_sparsify(fn) -> None:
     for fraction in (0.0, 0.25, 0.5, 0.9):
         hidden = torch.randn(2, 5, 64, generator=gen)
         got = fn(hidden.clone(), fraction)
+        if got is None:
+            raise AssertionError("your function returned None: write its body")
         expected = sparsify_activations(hidden, 0, fraction) if fraction > 0 else hidden
         if not isinstance(got, torch.Tensor) or got.shape != hidden.shape:
             raise AssertionError(f"return a tensor of the input's shape {list(hidden.shape)}")
