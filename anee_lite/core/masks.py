@@ -75,7 +75,7 @@ def mask_heads(z: Tensor, head_mask: Tensor) -> Tensor:
     """[B, T, H * D] head outputs times their [H] mask, before the output projection."""
     B, T, HD = z.shape
     H = head_mask.shape[0]
-    z = z.view(B, T, H, HD // H) * head_mask.to(z.dtype)[:, None]  # [B, T, H, D] * [H, 1]
+    z = z.view(B, T, H, HD // H) * head_mask.to(z.device, z.dtype)[:, None]  # [B, T, H, D] * [H, 1]
     return z.view(B, T, HD)
 
 
@@ -87,7 +87,7 @@ def sparsify_activations(hidden: Tensor, layer: int, spec: float | ActivationThr
     """
     magnitude = hidden.abs()  # [B, T, d_mlp]
     if isinstance(spec, ActivationThresholds):
-        keep = magnitude >= spec.thresholds[layer].to(hidden.dtype)
+        keep = magnitude >= spec.thresholds[layer].to(hidden.device, hidden.dtype)
     else:
         n_zero = int(spec * hidden.shape[-1])
         if n_zero == 0:

@@ -174,7 +174,7 @@ def plan_levers(model: UnrolledModel, scores: Scores, cost_points, context_len: 
         best = max(candidates, key=lambda s: quality(model, selection_ids, full, s.forward_kwargs)["agreement"])
         settings.append(best)
         if progress is not None:
-            progress(f"combination at {target}: {best.label}")
+            progress(f"combination at {target}: {best.label}", flush=True)
     return settings
 
 

@@ -244,7 +244,7 @@ def test_bad_masks_are_refused_naming_the_parameter(small, kwargs, error, match)
         small(ids_for(1, 3), **kwargs)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(rows=st.integers(0, 5), cols=st.integers(0, 6))
 def test_any_wrong_head_mask_shape_is_refused(small, rows, cols):
     if (rows, cols) == (3, 4):
@@ -253,7 +253,7 @@ def test_any_wrong_head_mask_shape_is_refused(small, rows, cols):
         small(ids_for(1, 2), head_mask=torch.ones(rows, cols))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(layers=st.lists(st.integers(-5, 10), min_size=1, max_size=4))
 def test_skip_layers_out_of_range_refused_in_range_accepted(small, layers):
     if all(0 <= layer < 3 for layer in layers):
