@@ -70,8 +70,7 @@ def neuron_importance(model: UnrolledModel, input_ids: Tensor) -> Tensor:
     """Wanda-style structured importance of every MLP neuron: [n_layers, d_mlp].
 
     ``||h_j||_2`` over all calibration tokens times the norm of neuron j's row of the down
-    projection. The rows are read through the architecture interface (the down projection of
-    each unit vector, minus its bias), so any architecture works.
+    projection ``W_out`` [d_mlp, d_model] (the same weight name in every architecture).
     """
     input_ids = _check_ids(model, input_ids)
     dims = model.dims
@@ -79,21 +78,5 @@ def neuron_importance(model: UnrolledModel, input_ids: Tensor) -> Tensor:
     scores = []
     for layer in range(dims.n_layers):
         hidden = acts[f"blocks.{layer}.mlp.hook_post"]  # [B, T, d_mlp]
-        scores.append(hidden.flatten(0, 1).norm(dim=0) * _down_row_norms(model, layer))  # [d_mlp] * [d_mlp]
+        scores.append(hidden.flatten(0, 1).norm(dim=0) * model.arch.blocks[layer].W_out.norm(dim=-1))  # [d_mlp] * [d_mlp]
     return torch.stack(scores)  # [n_layers, d_mlp]
-
-
-def _down_row_norms(model: UnrolledModel, layer: int) -> Tensor:
-    """[d_mlp] norms of the down projection's rows: what each neuron writes per unit of activation.
-
-    Read through the architecture interface: the down projection of each unit vector minus that of
-    zero (its bias), a block of 256 neurons at a time, reading only those rows (the gather path).
-    """
-    d_mlp, norms = model.dims.d_mlp, []
-    zero = model.arch.mlp_out(layer, torch.zeros(1, 1, d_mlp, device=model.device))  # [1, 1, d]: the bias
-    eye = torch.eye(d_mlp, device=model.device)
-    for start in range(0, d_mlp, 256):
-        rows = torch.arange(start, min(start + 256, d_mlp), device=model.device)  # [n]
-        out = model.arch.mlp_out(layer, eye[rows][None], rows) - zero  # [1, n, d_mlp] -> [1, n, d]: W_out's rows
-        norms.append(out[0].norm(dim=-1))
-    return torch.cat(norms)
