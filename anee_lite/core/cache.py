@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from .architectures import Architecture, ModelDims
-from .validation import check_int
 from .masks import Sparsity
+from .validation import check_int
 
 
 class KVCache:

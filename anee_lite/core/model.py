@@ -18,7 +18,14 @@ from .attention import attention, attention_mask_4d, position_ids
 from .cache import KVCache
 from .controller import Controller, as_controller
 from .masks import ActivationThresholds, Sparsity, mask_heads, sparsify_activations, used_rows
-from .validation import check_controller_stop, check_flags, check_forward_inputs, check_hf_model, check_sparsity, claim_controller
+from .validation import (
+    check_controller_stop,
+    check_flags,
+    check_forward_inputs,
+    check_hf_model,
+    check_sparsity,
+    claim_controller,
+)
 
 
 class _Dict:
