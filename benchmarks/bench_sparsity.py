@@ -90,6 +90,8 @@ def main(argv=None):
     scores = compute_scores(model, cal)
     settings = plan_levers(model, scores, args.points, context, progress=print)
 
+    out = args.json or (DATA / RESULTS_FILE if not args.quick else Path("sparsity_quick.json"))
+    partial = out.with_name(out.stem + ".partial.json")  # rows so far: a killed run keeps what it measured
     rows = []
     for s in settings:
         row = {"lever": s.lever, "label": s.label, "target": s.target, "reached": s.reached,
@@ -107,6 +109,8 @@ def main(argv=None):
         agree = row.get("python_docs_heldout", {}).get("agreement", float("nan"))
         print(f"{s.target:>4} {s.lever:<20} {s.label:<60} flops {s.flops_fraction:.3f} "
               f"agree {agree:.3f} wall {wall}", flush=True)
+        partial.write_text(json.dumps({"model": args.model, "complete": False, "rows": rows}, indent=1) + "\n",
+                           encoding="utf-8")
 
     results = {
         "model": args.model, "n_layers": model.dims.n_layers, "tokens": args.tokens,
@@ -117,8 +121,8 @@ def main(argv=None):
                  for name, ids in texts.items()},
         "rows": rows, "seconds": time.perf_counter() - start,
     }
-    out = args.json or (DATA / RESULTS_FILE if not args.quick else Path("sparsity_quick.json"))
     out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    partial.unlink(missing_ok=True)
     print(format_table(results))
     for (target, text), r in sorted(best_levers(results).items()):
         print(f"best at {target} on {text}: {r['lever']} ({r['label']}), agreement {r[text]['agreement']:.3f}")
