@@ -119,6 +119,7 @@ class ANEEWrapper:
                  energy_budget: float | None = None, *, min_layers: int | None = None,
                  exit_budget_threshold: float | None = None, use_cache: bool = True, controller=None,
                  draft_layers: int | None = None, draft_tokens: int | None = None, draft_lens: str | None = None,
+                 masks: dict | None = None,
                  return_result: bool = False) -> str | list[str] | GenerationResult:
         """Greedy continuation of ``prompt`` under a budget (or a controller), or self-speculatively.
 
@@ -127,6 +128,8 @@ class ANEEWrapper:
         ``result.speculative`` holds acceptance rate, tokens per verify pass and draft/verify time.
         ``draft_lens`` is "logit" (default) or "tuned" (the tuned lens shipped for smollm2-135m, at
         layers 9, 12, ..., 27 only).
+        ``masks``: the forward's sparsity keywords (``skip_layers``, ``head_mask``, ``mlp_mask``,
+        ``activation_sparsity``), applied at every step (not with speculation).
 
         Returns prompt + continuation decoded with ``skip_special_tokens=True`` (a list for a list
         of prompts), or the :class:`GenerationResult` with per-token layers and timings if
@@ -157,7 +160,7 @@ class ANEEWrapper:
         result = greedy_generate(self.model, ids, mask, max_new_tokens=max_new_tokens, exit_layers=exit_layers,
                                  controller=controller, use_cache=use_cache, eos_token_id=tokenizer.eos_token_id,
                                  pad_token_id=tokenizer.pad_token_id, draft_layers=draft_layers,
-                                 draft_tokens=draft_tokens, draft_lens=draft_lens)
+                                 draft_tokens=draft_tokens, draft_lens=draft_lens, masks=masks)
         if return_result:
             return result
         texts = [tokenizer.decode(row[:ids.shape[1]][m.bool()].tolist() + row[ids.shape[1]:].tolist(),

@@ -10,12 +10,14 @@ from .cache import KVCache
 from .config import ANEEConfig
 from .controller import Controller
 from .generation import GenerationResult, greedy_generate
+from .masks import ActivationThresholds, Sparsity
 from .metrics import entropy, kl_divergence, mean_kl, next_token_nll, perplexity, top1_agreement
 from .model import ForwardCall, ForwardOutput, ForwardStats, UnrolledModel
 
 __all__ = [
     "CONVERTERS",
     "ANEEConfig",
+    "ActivationThresholds",
     "Architecture",
     "Controller",
     "ForwardCall",
@@ -25,6 +27,7 @@ __all__ = [
     "KVCache",
     "LayerWeights",
     "ModelDims",
+    "Sparsity",
     "UnrolledModel",
     "budget_exit_layer",
     "budget_table",

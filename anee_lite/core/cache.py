@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .architectures import Architecture, ModelDims
+from .masks import Sparsity
 from .validation import check_int
 
 
@@ -34,10 +35,12 @@ class KVCache:
         positions: [B, T] position ids used for the rotary embedding of late-filled keys.
         attention_mask: [B, T] bool, False at padding.
         propagated: (token, layer) K/V entries filled from a frozen residual so far.
+        sparsity: the layers/heads/neurons switched off when it was filled (later calls must match).
     """
 
-    def __init__(self, dims: ModelDims, batch_size: int, owner: object):
+    def __init__(self, dims: ModelDims, batch_size: int, owner: object, sparsity: Sparsity | None = None):
         self.dims = dims
+        self.sparsity = sparsity if sparsity is not None else Sparsity()
         self.batch_size = batch_size
         # The writing model's ``cache_token``: a cache is useless to another model. Not id(model),
         # which Python hands to a new model once the old one is freed.

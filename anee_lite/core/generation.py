@@ -84,6 +84,7 @@ def greedy_generate(
     draft_layers: int | None = None,
     draft_tokens: int | None = None,
     draft_lens=None,
+    masks: dict | None = None,
 ) -> GenerationResult:
     """Append the argmax token ``max_new_tokens`` times, stopping once every row has emitted EOS.
 
@@ -104,15 +105,17 @@ def greedy_generate(
             so exit_layers/controller/use_cache=False do not apply.
         draft_lens: with speculation, the lens the draft reads its token through: None or "logit" for the
             logit lens, or a lens object with ``logits(layer, resid)`` (e.g. a :class:`TunedLens`).
+        masks: the forward's sparsity keywords (``skip_layers``, ``head_mask``, ``mlp_mask``,
+            ``activation_sparsity``), applied at every step (not with speculation).
     """
     input_ids, mask = check_generate_inputs(model, input_ids, attention_mask, max_new_tokens, eos_token_id,
                                             pad_token_id, use_cache)  # [B, T] each
     if draft_layers is not None or draft_tokens is not None or draft_lens is not None:
         if draft_layers is None or draft_tokens is None:
             raise ValueError("self-speculative decoding needs both draft_layers and draft_tokens")
-        if exit_layers is not None or controller is not None or not use_cache:
+        if exit_layers is not None or controller is not None or not use_cache or masks:
             raise ValueError("draft_layers/draft_tokens decode at full depth with a cache: exit_layers, "
-                             "controller and use_cache=False do not apply")
+                             "controller, masks and use_cache=False do not apply")
         if isinstance(draft_lens, str):
             if draft_lens != "logit":
                 raise ValueError(f"draft_lens must be 'logit' or a lens object here, got {draft_lens!r} "
@@ -125,17 +128,22 @@ def greedy_generate(
                                     eos_token_id=eos_token_id, pad_token_id=pad_token_id)
     result = GenerationResult(sequences=input_ids, prompt_length=input_ids.shape[1])
     stop = StopAtEos(input_ids.shape[0], eos_token_id, pad_token_id, input_ids.device)
+    masks = {} if masks is None else dict(masks)
+    unknown = set(masks) - {"skip_layers", "head_mask", "mlp_mask", "activation_sparsity"}
+    if unknown:
+        raise ValueError(f"masks may only hold skip_layers, head_mask, mlp_mask, activation_sparsity; "
+                         f"got {sorted(unknown)}")
     cache = None
     for step in range(max_new_tokens):
         start = time.perf_counter()
         if use_cache:
             step_ids = result.sequences if cache is None else result.sequences[:, -1:]  # [B, T] or [B, 1]
             out = model.forward(step_ids, mask, exit_layers=exit_layers, controller=controller,
-                                past_key_values=cache, use_cache=True, logits_to_keep=1)
+                                past_key_values=cache, use_cache=True, logits_to_keep=1, **masks)
             cache = out.past_key_values
         else:
             out = model.forward(result.sequences, mask, exit_layers=exit_layers, controller=controller,
-                                logits_to_keep=1)
+                                logits_to_keep=1, **masks)
         next_ids = stop.filter(out.logits[:, -1].argmax(dim=-1))  # [B, d_vocab] -> [B]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         result.append(next_ids, out.stats.exit_layers[:, -1], time.perf_counter() - start, out.stats.kv_propagated)

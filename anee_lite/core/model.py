@@ -17,7 +17,15 @@ from .architectures import Architecture, ModelDims, from_hf
 from .attention import attention, attention_mask_4d, position_ids
 from .cache import KVCache
 from .controller import Controller, as_controller
-from .validation import check_controller_stop, check_flags, check_forward_inputs, check_hf_model, claim_controller
+from .masks import ActivationThresholds, Sparsity, mask_heads, sparsify_activations, used_rows
+from .validation import (
+    check_controller_stop,
+    check_flags,
+    check_forward_inputs,
+    check_hf_model,
+    check_sparsity,
+    claim_controller,
+)
 
 
 class _Dict:
@@ -69,6 +77,8 @@ class ForwardCall:
     active: Tensor  # [B, T] bool: tokens that still run the current layer (the others keep their residual)
     record_resid: bool = False  # store blocks.{l}.hook_resid_pre/mid/post in activations
     record_patterns: bool = False  # store blocks.{l}.attn.hook_pattern in activations
+    sparsity: Sparsity = field(default_factory=Sparsity)  # layers/heads/neurons/activations switched off
+    record_mlp_hidden: bool = False  # store blocks.{l}.mlp.hook_post (after the masks) in activations
     activations: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -137,7 +147,12 @@ class UnrolledModel:
         use_cache: bool = False,
         return_resid: bool = False,
         return_patterns: bool = False,
+        return_mlp_hidden: bool = False,
         logits_to_keep: int = 0,
+        skip_layers=None,
+        head_mask: Tensor | None = None,
+        mlp_mask: Tensor | None = None,
+        activation_sparsity: float | ActivationThresholds | None = None,
     ) -> ForwardOutput:
         """Run the blocks in order; token (b, t) runs ``exit_layers[b, t]`` of them.
 
@@ -157,16 +172,35 @@ class UnrolledModel:
             use_cache: return a cache for the next call.
             return_resid: store ``blocks.{l}.hook_resid_pre/mid/post`` in ``activations``.
             return_patterns: store ``blocks.{l}.attn.hook_pattern`` [B, H, T, T_k] (slower attention).
+            return_mlp_hidden: store ``blocks.{l}.mlp.hook_post`` [B, T, d_mlp], the MLP hidden
+                activation that enters the down projection (after the masks below).
             logits_to_keep: unembed only the last this-many positions (0 = all), as HF does.
+            skip_layers: layer indices that run as the identity for every token; unlike an exit,
+                later layers still run. A skipped layer computes and caches nothing.
+            head_mask: [n_layers, n_heads] float or bool; each query head's output is multiplied by
+                its entry before the output projection (1 keeps, 0 removes; the bias is unaffected).
+            mlp_mask: [n_layers, d_mlp] float or bool; multiplies each MLP hidden activation before
+                the down projection.
+            activation_sparsity: per token, zero the smallest-magnitude MLP hidden activations: a
+                fraction in [0, 1) zeroes exactly that share (a per-token sort), or
+                :class:`~anee_lite.core.masks.ActivationThresholds` keep ``|h| >= threshold[layer]``
+                (calibrated, cheap). For a single decoding token the down projection then reads
+                only the weight rows of the kept activations.
+                A cache only continues under the same sparsity knobs that filled it.
         """
         n_layers = self.dims.n_layers
         controller = as_controller(controller)
         input_ids, key_mask, exit_layers = check_forward_inputs(
             self, input_ids, attention_mask, exit_layers, past_key_values, controller, logits_to_keep)
-        check_flags(use_cache=use_cache, return_resid=return_resid, return_patterns=return_patterns)
+        check_flags(use_cache=use_cache, return_resid=return_resid, return_patterns=return_patterns,
+                    return_mlp_hidden=return_mlp_hidden)
+        sparsity = Sparsity(*check_sparsity(self.dims, skip_layers, head_mask, mlp_mask, activation_sparsity))
         B, T = input_ids.shape
+        if past_key_values is not None and not past_key_values.sparsity.matches(sparsity):
+            raise ValueError("past_key_values was filled under other skip_layers/head_mask/mlp_mask/"
+                             "activation_sparsity: its keys and values do not fit these; start a new cache")
         cache = past_key_values if past_key_values is not None else (
-            KVCache(self.dims, B, self.cache_token) if use_cache else None)
+            KVCache(self.dims, B, self.cache_token, sparsity) if use_cache else None)
         n_past = 0 if cache is None else len(cache)
         propagated_before = cache.propagated if cache is not None else 0
 
@@ -180,6 +214,8 @@ class UnrolledModel:
             active=torch.ones(B, T, dtype=torch.bool, device=input_ids.device),
             record_resid=return_resid,
             record_patterns=return_patterns,
+            sparsity=sparsity,
+            record_mlp_hidden=return_mlp_hidden,
         )
         resid = self.arch.embed(input_ids, positions)  # [B, T] -> [B, T, d_model]
         if controller is not None:
@@ -187,7 +223,14 @@ class UnrolledModel:
         kept_from = T - logits_to_keep if logits_to_keep else 0  # first position whose logits are returned
         reused = _ReusedLogits()
         deepest = 0
+        runs = torch.ones(n_layers + 1, dtype=torch.long)  # runs[l] = 1 if layer l runs (index n: padding)
+        runs[list(sparsity.skip_layers)] = 0
         for layer in range(n_layers):
+            if layer in sparsity.skip_layers:  # the identity: no exit decision, no K/V, no cost
+                if return_resid:
+                    for hook in ("pre", "mid", "post"):
+                        call.activations[f"blocks.{layer}.hook_resid_{hook}"] = resid
+                continue
             if controller is not None and layer > 0:
                 stop = check_controller_stop(controller(layer, resid, call.active), call.active, layer)  # [B, T]
                 stop = stop & call.active
@@ -201,7 +244,8 @@ class UnrolledModel:
                 cache.catch_up(self.arch, layer)  # tokens that exited below this layer before this call
             resid = self.block(layer, resid, call)
         # Exited tokens at layers this call ran: their K/V there came from their frozen residual.
-        kv_in_call = int((deepest - exit_layers.clamp(max=deepest)).sum())
+        ran_below = torch.cat([torch.zeros(1, dtype=torch.long), runs.cumsum(0)])  # layers run in [0, l)
+        kv_in_call = int((ran_below[deepest] - ran_below[exit_layers.clamp(max=deepest).cpu()]).sum())
         if cache is not None:
             cache.add_tokens(resid, positions, key_mask[:, n_past:])
             cache.propagated += kv_in_call
@@ -220,6 +264,10 @@ class UnrolledModel:
 
     __call__ = forward
 
+    def forward_with_grad(self, *args, **kwargs) -> ForwardOutput:
+        """:meth:`forward` with autograd on, so gradients reach float masks (head importance, Michel et al.)."""
+        return UnrolledModel.forward.__wrapped__(self, *args, **kwargs)
+
     def readout_logits(self, controller: Controller | None, resid: Tensor, exit_layers: Tensor) -> Tensor:
         """[B, T, d_model] final residuals -> [B, T, d_vocab] output logits (through the controller's readout)."""
         if controller is not None:
@@ -227,15 +275,18 @@ class UnrolledModel:
         return self.logits_from_resid(resid)
 
     def block(self, layer: int, resid_pre: Tensor, call: ForwardCall) -> Tensor:
-        """One pre-norm decoder block [B, T, d_model] -> [B, T, d_model]; inactive tokens keep their residual."""
+        """One pre-norm decoder block [B, T, d_model] -> [B, T, d_model], masks applied; inactive tokens keep their residual."""
         arch = self.arch
         q, k, v = arch.attn_qkv(layer, resid_pre, call.pos_info)  # [B, H, T, D], [B, K, T, D] x 2
         if call.cache is not None:
             k, v = call.cache.extend(layer, k, v)  # -> [B, K, T_past + T, D]
         z, pattern = attention(q, k, v, call.mask, call.causal, call.record_patterns)  # [B, T, H * D]
+        sparsity = call.sparsity
+        if sparsity.head_mask is not None:
+            z = mask_heads(z, sparsity.head_mask[layer])  # [B, T, H * D], masked heads' slices zero
         resid_mid = resid_pre + arch.attn_out(layer, z)  # [B, T, d_model]
-        hidden = arch.mlp_hidden(layer, resid_mid)  # [B, T, d_mlp]
-        resid_post = resid_mid + arch.mlp_out(layer, hidden)  # [B, T, d_model]
+        hidden = self.sparse_mlp_hidden(layer, resid_mid, sparsity)  # [B, T, d_mlp]
+        resid_post = resid_mid + self.sparse_mlp_out(layer, hidden, sparsity)  # [B, T, d_model]
         if not bool(call.active.all()):
             resid_post = torch.where(call.active[..., None], resid_post, resid_pre)  # exited tokens stay frozen
         if call.record_resid:
@@ -244,7 +295,27 @@ class UnrolledModel:
                                      f"blocks.{layer}.hook_resid_post": resid_post})
         if call.record_patterns:
             call.activations[f"blocks.{layer}.attn.hook_pattern"] = pattern
+        if call.record_mlp_hidden:
+            call.activations[f"blocks.{layer}.mlp.hook_post"] = hidden
         return resid_post
+
+    def sparse_mlp_hidden(self, layer: int, resid_mid: Tensor, sparsity: Sparsity) -> Tensor:
+        """[B, T, d_model] -> [B, T, d_mlp] MLP hidden activations, neuron mask and activation sparsity applied."""
+        hidden = self.arch.mlp_hidden(layer, resid_mid)  # [B, T, d_mlp]
+        if sparsity.mlp_mask is not None:
+            hidden = hidden * sparsity.mlp_mask[layer].to(hidden.device, hidden.dtype)  # [B, T, d_mlp] * [d_mlp]
+        if sparsity.activation is not None:
+            hidden = sparsify_activations(hidden, layer, sparsity.activation)  # [B, T, d_mlp]
+        return hidden
+
+    def sparse_mlp_out(self, layer: int, hidden: Tensor, sparsity: Sparsity) -> Tensor:
+        """[B, T, d_mlp] -> [B, T, d_model]; one activation-sparse token reads only its kept rows of W_out."""
+        rows = used_rows(hidden) if sparsity.activation is not None else None  # [n_kept] or None
+        if rows is None:
+            return self.arch.mlp_out(layer, hidden)  # [B, T, d_mlp] @ [d_mlp, d_model]
+        blk = self.arch.blocks[layer]
+        out = hidden[..., rows] @ blk.W_out.index_select(0, rows)  # [1, 1, n_kept] @ [n_kept, d_model]
+        return out if blk.b_out is None else out + blk.b_out  # [1, 1, d_model]
 
 
 class _ReusedLogits:

@@ -10,6 +10,7 @@ from .charges import (
     ENERGY_PER_FLOP_J,
     MAC_PARTS,
     CostBreakdown,
+    bytes_fraction,
     cost_fraction,
     early_exit_cost,
     full_token_cost,
@@ -17,6 +18,7 @@ from .charges import (
     layer_weight_params,
     norm_macs,
     propagated_per_token,
+    sparse_token_cost,
     token_cost,
 )
 from .speculative import memory_bound_costs
@@ -34,6 +36,7 @@ __all__ = [
     "ENERGY_PER_FLOP_J",
     "MAC_PARTS",
     "CostBreakdown",
+    "bytes_fraction",
     "cost_fraction",
     "decode_step_seconds",
     "early_exit_cost",
@@ -47,5 +50,6 @@ __all__ = [
     "memory_bound_costs",
     "norm_macs",
     "propagated_per_token",
+    "sparse_token_cost",
     "token_cost",
 ]

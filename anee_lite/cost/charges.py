@@ -41,7 +41,7 @@ DRAM costs about a hundred times more than a FLOP on it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torch import Tensor
@@ -126,7 +126,8 @@ def layer_weight_params(dims: ModelDims) -> dict[str, int]:
 
 def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_checks: int = 0,
                lens_translator_macs: int = 0, probe_checks: int = 0, probe_macs_per_check: int = 0,
-               kv_propagated: float = 0, readout_translator_macs: int = 0, unembed: bool = True) -> CostBreakdown:
+               kv_propagated: float = 0, readout_translator_macs: int = 0, unembed: bool = True,
+               down_rows: float | None = None) -> CostBreakdown:
     """The cost of one token in batch-1 decoding: every charge of a token is assembled here.
 
     Args:
@@ -141,6 +142,8 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
         readout_translator_macs: a tuned lens's translator applied to its final residual before unembedding.
         unembed: whether its output goes through the final norm and the unembedding; False when it
             reuses the logits its last lens check already computed (that check is in ``lens_checks``).
+        down_rows: activation sparsity's gather: mean rows of each layer's [d_mlp, d_model] down
+            projection read (None: all d_mlp); the rows not read are neither multiplied nor streamed.
     """
     layers_run = check_int("layers_run", layers_run, low=0, high=dims.n_layers)
     context_len = check_int("context_len", context_len, low=1)
@@ -151,6 +154,9 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
     readout_translator_macs = check_int("readout_translator_macs", readout_translator_macs, low=0)
     if not kv_propagated >= 0:
         raise ValueError(f"kv_propagated must be >= 0, got {kv_propagated}")
+    if down_rows is not None and not 0 <= down_rows <= dims.d_mlp:
+        raise ValueError(f"down_rows must be in [0, {dims.d_mlp}] (rows of the down projection), got {down_rows}")
+    unread_down = 0 if down_rows is None else (dims.d_mlp - down_rows) * dims.d_model  # weights skipped per layer
     d, V = dims.d_model, dims.d_vocab
     q_width, kv_width = dims.n_heads * dims.d_head, dims.n_kv_heads * dims.d_head
     params = layer_weight_params(dims)
@@ -159,7 +165,7 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
     translator_macs = lens_translator_macs + readout_translator_macs  # [d, d] matrices, weights streamed once
     probe_macs = probe_checks * probe_macs_per_check
 
-    per_layer_bytes = (sum(params.values())  # the layer's weights, streamed once
+    per_layer_bytes = (sum(params.values()) - unread_down  # the layer's weights (read rows), streamed once
                        + 2 * kv_width * context_len  # K and V read by attention (its own included)
                        ) * BYTES_PER_PARAM
     final_bytes = (d * V + params["norms"] // 2) * BYTES_PER_PARAM if unembed else 0
@@ -169,7 +175,7 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
     return CostBreakdown(
         qkv_o=layers_run * params["qkv_o"],
         attn_scores=layers_run * 2 * q_width * context_len,  # q @ k.T and pattern @ v, per query head
-        mlp=layers_run * params["mlp"],
+        mlp=layers_run * (params["mlp"] - unread_down),
         norms=(2 * layers_run + int(unembed)) * norm,
         lm_head=d * V if unembed else 0,
         kv_propagation=kv_propagated * (norm + d * 2 * kv_width),
@@ -232,6 +238,42 @@ def cost_fraction(costs: CostBreakdown, full: CostBreakdown) -> float:
     if full.flops <= 0:
         raise ValueError(f"full must cost some FLOPs, got {full.flops}")
     return costs.flops / full.flops
+
+
+def sparse_token_cost(dims: ModelDims, *, context_len: int, skipped_layers: int = 0, n_heads: int | None = None,
+                      n_kv_heads: int | None = None, d_mlp: int | None = None, down_rows: float | None = None,
+                      unembed: bool = True) -> CostBreakdown:
+    """One decoding token through a model that runs less: skipped layers, pruned heads and neurons, sparse activations.
+
+    What is charged is what runs: a :func:`anee_lite.sparsity.prune`-d model's smaller matrices and KV
+    cache (its sizes are ``n_heads``, ``n_kv_heads``, ``d_mlp`` per layer), and with activation
+    sparsity only the ``down_rows`` rows of the down projection that the kept activations read.
+    Masks in the forward that are not pruned still compute everything (they multiply by zero):
+    charge those with :func:`token_cost`.
+
+    Args:
+        dims: the full model's sizes.
+        context_len: keys each layer attends over (>= 1).
+        skipped_layers: layers removed or skipped, 0..n_layers.
+        n_heads, n_kv_heads, d_mlp: kept query heads, key/value heads and MLP neurons per layer (None: all).
+        down_rows: mean rows of the [d_mlp, d_model] down projection read per layer (None: d_mlp).
+        unembed: whether the token goes through the final norm and unembedding.
+    """
+    skipped_layers = check_int("skipped_layers", skipped_layers, low=0, high=dims.n_layers)
+    kept = replace(dims,
+                   n_heads=dims.n_heads if n_heads is None else check_int("n_heads", n_heads, low=0, high=dims.n_heads),
+                   n_kv_heads=dims.n_kv_heads if n_kv_heads is None else check_int("n_kv_heads", n_kv_heads, low=0,
+                                                                                   high=dims.n_kv_heads),
+                   d_mlp=dims.d_mlp if d_mlp is None else check_int("d_mlp", d_mlp, low=0, high=dims.d_mlp))
+    return token_cost(kept, layers_run=dims.n_layers - skipped_layers, context_len=context_len, unembed=unembed,
+                      down_rows=down_rows)
+
+
+def bytes_fraction(costs: CostBreakdown, full: CostBreakdown) -> float:
+    """``costs.bytes_moved / full.bytes_moved``: the share of the memory traffic (what limits batch-1 decoding)."""
+    if full.bytes_moved <= 0:
+        raise ValueError(f"full must move some bytes, got {full.bytes_moved}")
+    return costs.bytes_moved / full.bytes_moved
 
 
 def generation_report(result, dims: ModelDims, exit_charges: Callable[[int], dict] | None = None) -> list[dict]:

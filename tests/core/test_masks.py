@@ -1,0 +1,297 @@
+"""Layer, head, neuron and activation masks against weight surgery on HuggingFace copies."""
+
+import copy
+
+import pytest
+import torch
+from conftest import VOCAB, random_gpt2, random_llama
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anee_lite import ANEEConfig, ANEEWrapper, UnrolledModel
+from anee_lite.core import ActivationThresholds, Sparsity
+
+MODELS = {
+    "gpt2": lambda: random_gpt2(n_layer=4),
+    "llama-gqa": lambda: random_llama(n_layers=4),
+    "llama-mqa-bias": lambda: random_llama(n_layers=3, n_heads=4, n_kv_heads=1, seed=2, attention_bias=True,
+                                           mlp_bias=True),
+}
+TOL = 1e-4
+
+
+@pytest.fixture(params=sorted(MODELS))
+def hf_model(request):
+    return MODELS[request.param]()
+
+
+def ids_for(batch=2, tokens=9, seed=0):
+    return torch.randint(0, VOCAB, (batch, tokens), generator=torch.Generator().manual_seed(seed))
+
+
+def hf_logits(model, ids):
+    with torch.no_grad():
+        return model(ids, use_cache=False).logits
+
+
+def blocks(hf):
+    return hf.transformer.h if hf.config.model_type == "gpt2" else hf.model.layers
+
+
+def scale_head_in_output_projection(hf, layer, head, factor):
+    """Surgery: multiply head ``head``'s slice of layer ``layer``'s output projection by ``factor``."""
+    blk = blocks(hf)[layer]
+    with torch.no_grad():
+        if hf.config.model_type == "gpt2":  # Conv1D c_proj: weight [H * D, d]
+            D = hf.config.n_embd // hf.config.n_head
+            blk.attn.c_proj.weight[head * D:(head + 1) * D] *= factor
+        else:  # Linear o_proj: weight [d, H * D]
+            D = blk.self_attn.head_dim
+            blk.self_attn.o_proj.weight[:, head * D:(head + 1) * D] *= factor
+
+
+def scale_neuron_in_down_projection(hf, layer, neuron, factor):
+    blk = blocks(hf)[layer]
+    with torch.no_grad():
+        if hf.config.model_type == "gpt2":  # Conv1D c_proj: weight [d_mlp, d]
+            blk.mlp.c_proj.weight[neuron] *= factor
+        else:  # Linear down_proj: weight [d, d_mlp]
+            blk.mlp.down_proj.weight[:, neuron] *= factor
+
+
+def remove_blocks(hf, skip):
+    kept = torch.nn.ModuleList([b for i, b in enumerate(blocks(hf)) if i not in skip])
+    if hf.config.model_type == "gpt2":
+        hf.transformer.h = kept
+        hf.config.n_layer = len(kept)
+    else:
+        hf.model.layers = kept
+        hf.config.num_hidden_layers = len(kept)
+        if getattr(hf.config, "layer_types", None):
+            hf.config.layer_types = [t for i, t in enumerate(hf.config.layer_types) if i not in skip]
+    return hf
+
+
+def test_all_ones_masks_equal_the_plain_forward(hf_model):
+    model = UnrolledModel(hf_model)
+    dims, ids = model.dims, ids_for()
+    plain = model(ids).logits
+    ones = model(ids, skip_layers=[], head_mask=torch.ones(dims.n_layers, dims.n_heads),
+                 mlp_mask=torch.ones(dims.n_layers, dims.d_mlp, dtype=torch.bool), activation_sparsity=0.0).logits
+    assert (ones - plain).abs().max() <= TOL
+
+
+def test_masked_heads_equal_zeroed_output_projection_slices(hf_model):
+    surgery = copy.deepcopy(hf_model)
+    model = UnrolledModel(hf_model)
+    dims = model.dims
+    mask = torch.ones(dims.n_layers, dims.n_heads)
+    gen = torch.Generator().manual_seed(1)
+    for layer in range(dims.n_layers):
+        for head in torch.randperm(dims.n_heads, generator=gen)[:2].tolist():
+            factor = 0.0 if (layer + head) % 2 else 0.37  # removed heads and a soft (Michel-style) scale
+            mask[layer, head] = factor
+            scale_head_in_output_projection(surgery, layer, head, factor)
+    ids = ids_for()
+    assert (model(ids, head_mask=mask).logits - hf_logits(surgery, ids)).abs().max() <= TOL
+    assert (model(ids, head_mask=mask).logits - model(ids).logits).abs().max() > 1e-3  # the mask did something
+
+
+def test_masked_neurons_equal_zeroed_down_projection_rows(hf_model):
+    surgery = copy.deepcopy(hf_model)
+    model = UnrolledModel(hf_model)
+    dims = model.dims
+    gen = torch.Generator().manual_seed(2)
+    mask = (torch.rand(dims.n_layers, dims.d_mlp, generator=gen) > 0.4).float()
+    for layer, neuron in (mask == 0).nonzero().tolist():
+        scale_neuron_in_down_projection(surgery, layer, neuron, 0.0)
+    ids = ids_for()
+    assert (model(ids, mlp_mask=mask).logits - hf_logits(surgery, ids)).abs().max() <= TOL
+    assert (model(ids, mlp_mask=mask.bool()).logits - hf_logits(surgery, ids)).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("skip", [[1], [0, 2], [3]])
+def test_skipped_layers_equal_a_model_without_those_blocks(hf_model, skip):
+    skip = [s for s in skip if s < hf_model.config.num_hidden_layers] or [1]
+    removed = remove_blocks(copy.deepcopy(hf_model), skip)
+    model = UnrolledModel(hf_model)
+    ids = ids_for()
+    out = model(ids, skip_layers=skip, return_resid=True)
+    assert (out.logits - hf_logits(removed, ids)).abs().max() <= TOL
+    acts = out.activations
+    for layer in skip:  # a skipped layer is the identity in the residual stream
+        assert torch.equal(acts[f"blocks.{layer}.hook_resid_post"], acts[f"blocks.{layer}.hook_resid_pre"])
+
+
+def test_skipped_layer_caches_nothing(hf_model):
+    model = UnrolledModel(hf_model)
+    cache = model(ids_for(1, 5), skip_layers=[1], use_cache=True).past_key_values
+    assert cache.layer_length(1) == 0 and cache.layer_length(0) == 5
+
+
+def test_masks_combine_with_exits_and_cache_exactly(hf_model):
+    """Token by token with a cache equals one uncached forward, under masks, skips and per-token exits."""
+    model = UnrolledModel(hf_model)
+    dims = model.dims
+    gen = torch.Generator().manual_seed(3)
+    knobs = {"skip_layers": [1], "head_mask": (torch.rand(dims.n_layers, dims.n_heads, generator=gen) > 0.3).float(),
+             "mlp_mask": (torch.rand(dims.n_layers, dims.d_mlp, generator=gen) > 0.3).float(),
+             "activation_sparsity": 0.4}
+    ids = ids_for(2, 8, seed=4)
+    exits = torch.randint(1, dims.n_layers + 1, ids.shape, generator=gen)
+    full = model(ids, exit_layers=exits, **knobs).logits
+    cache, steps = None, []
+    for t in range(ids.shape[1]):
+        out = model(ids[:, t:t + 1], exit_layers=exits[:, t:t + 1], past_key_values=cache, use_cache=True, **knobs)
+        cache = out.past_key_values
+        steps.append(out.logits)
+    assert (torch.cat(steps, dim=1) - full).abs().max() <= TOL
+
+
+def test_cache_refuses_other_masks(hf_model):
+    model = UnrolledModel(hf_model)
+    cache = model(ids_for(1, 4), skip_layers=[0], use_cache=True).past_key_values
+    with pytest.raises(ValueError, match="skip_layers"):
+        model(ids_for(1, 1), skip_layers=[1], past_key_values=cache, use_cache=True)
+    model(ids_for(1, 1), skip_layers=(0, 0), past_key_values=cache, use_cache=True)  # the same set is fine
+
+
+def test_activation_fraction_zeroes_exactly_that_share_per_token(hf_model):
+    model = UnrolledModel(hf_model)
+    out = model(ids_for(), activation_sparsity=0.5, return_mlp_hidden=True)
+    d_mlp = model.dims.d_mlp
+    for layer in range(model.dims.n_layers):
+        zeros = (out.activations[f"blocks.{layer}.mlp.hook_post"] == 0).sum(-1)  # [B, T]
+        assert bool((zeros == d_mlp // 2).all())
+
+
+def test_activation_thresholds_keep_large_magnitudes_and_gather_equals_mask(hf_model):
+    model = UnrolledModel(hf_model)
+    ids = ids_for(1, 7)
+    dense = model(ids, return_mlp_hidden=True).activations
+    thresholds = torch.stack([dense[f"blocks.{l}.mlp.hook_post"].abs().median() for l in range(model.dims.n_layers)])
+    spec = ActivationThresholds(0.5, thresholds)
+    out = model(ids, activation_sparsity=spec, return_mlp_hidden=True)
+    for layer in range(model.dims.n_layers):
+        h = out.activations[f"blocks.{layer}.mlp.hook_post"]
+        assert bool(((h == 0) | (h.abs() >= thresholds[layer])).all())
+
+
+def test_gathered_down_projection_equals_the_dense_one(hf_model):
+    """One decoding token reads only the kept rows of the down projection; same result as multiplying zeros."""
+    from anee_lite.core.masks import sparsify_activations, used_rows
+
+    model = UnrolledModel(hf_model)
+    gen = torch.Generator().manual_seed(5)
+    for layer in range(model.dims.n_layers):
+        hidden = sparsify_activations(torch.randn(1, 1, model.dims.d_mlp, generator=gen), layer, 0.6)
+        rows = used_rows(hidden)
+        assert rows.numel() == model.dims.d_mlp - int(0.6 * model.dims.d_mlp)
+        dense = model.arch.mlp_out(layer, hidden)
+        gathered = model.sparse_mlp_out(layer, hidden, Sparsity(activation=0.6))
+        assert (gathered - dense).abs().max() <= 1e-5
+    assert used_rows(torch.randn(1, 2, model.dims.d_mlp)) is None  # several tokens: no gather
+
+
+def test_wrapper_call_accepts_masks():
+    wrapper = ANEEWrapper(ANEEConfig(min_layers=0), hf_model=random_llama(n_layers=4))
+    dims, ids = wrapper.model.dims, ids_for(1, 6)
+    mask = torch.ones(dims.n_layers, dims.n_heads)
+    mask[2, 1] = 0
+    out = wrapper(ids, energy_budget=1.0, head_mask=mask, skip_layers=[0])
+    assert torch.equal(out["logits"], wrapper.model(ids, head_mask=mask, skip_layers=[0]).logits)
+
+
+def test_gradient_reaches_a_float_head_mask(hf_model):
+    model = UnrolledModel(hf_model)
+    mask = torch.ones(model.dims.n_layers, model.dims.n_heads, requires_grad=True)
+    with torch.enable_grad():
+        loss = model.forward_with_grad(ids_for(), head_mask=mask).logits.logsumexp(-1).mean()
+        (grad,) = torch.autograd.grad(loss, mask)
+    assert grad.shape == mask.shape and bool((grad != 0).any())
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def small():
+    return UnrolledModel(random_llama(n_layers=3))
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"head_mask": torch.ones(3, 5)}, ValueError, "head_mask must have shape \\[3, 4\\]"),
+    ({"head_mask": torch.ones(3, 4, dtype=torch.long)}, TypeError, "head_mask must hold floats or bools"),
+    ({"head_mask": [[1.0] * 4] * 3}, TypeError, "head_mask must be a torch.Tensor"),
+    ({"head_mask": torch.full((3, 4), float("nan"))}, ValueError, "head_mask must be finite"),
+    ({"mlp_mask": torch.ones(3, 7)}, ValueError, "mlp_mask must have shape \\[3, 136\\]"),
+    ({"mlp_mask": torch.ones(3, 136, dtype=torch.int32)}, TypeError, "mlp_mask must hold floats or bools"),
+    ({"mlp_mask": torch.full((3, 136), float("inf"))}, ValueError, "mlp_mask must be finite"),
+    ({"skip_layers": [3]}, ValueError, "skip_layers must hold layer indices in \\[0, 2\\], got 3"),
+    ({"skip_layers": [-1]}, ValueError, "skip_layers must hold layer indices"),
+    ({"skip_layers": [1.0]}, TypeError, "skip_layers must hold integer"),
+    ({"skip_layers": [True]}, TypeError, "skip_layers must hold integer"),
+    ({"skip_layers": 1}, TypeError, "skip_layers must be an iterable"),
+    ({"skip_layers": "01"}, TypeError, "skip_layers must be an iterable"),
+    ({"activation_sparsity": 1.0}, ValueError, "activation_sparsity must be in \\[0, 1\\)"),
+    ({"activation_sparsity": float("nan")}, ValueError, "activation_sparsity must be in"),
+    ({"activation_sparsity": -0.1}, ValueError, "activation_sparsity must be in"),
+    ({"activation_sparsity": "half"}, TypeError, "activation_sparsity must be a number"),
+    ({"activation_sparsity": ActivationThresholds(0.5, torch.zeros(5))}, ValueError, "thresholds are for 5 layers"),
+])
+def test_bad_masks_are_refused_naming_the_parameter(small, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        small(ids_for(1, 3), **kwargs)
+
+
+@settings(max_examples=12, deadline=None)
+@given(rows=st.integers(0, 5), cols=st.integers(0, 6))
+def test_any_wrong_head_mask_shape_is_refused(small, rows, cols):
+    if (rows, cols) == (3, 4):
+        return
+    with pytest.raises(ValueError, match="head_mask must have shape"):
+        small(ids_for(1, 2), head_mask=torch.ones(rows, cols))
+
+
+@settings(max_examples=12, deadline=None)
+@given(layers=st.lists(st.integers(-5, 10), min_size=1, max_size=4))
+def test_skip_layers_out_of_range_refused_in_range_accepted(small, layers):
+    if all(0 <= layer < 3 for layer in layers):
+        small(ids_for(1, 2), skip_layers=layers)
+    else:
+        with pytest.raises(ValueError, match="skip_layers"):
+            small(ids_for(1, 2), skip_layers=layers)
+
+
+def test_bad_thresholds_are_refused():
+    with pytest.raises(ValueError, match="thresholds must be finite"):
+        ActivationThresholds(0.5, torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="fraction must be in"):
+        ActivationThresholds(1.5, torch.zeros(2))
+
+
+# --------------------------------------------------------------------------- SmolLM2
+
+
+@pytest.mark.slow
+def test_smollm2_masks_equal_weight_surgery(smollm2_hf):
+    hf, _ = smollm2_hf
+    surgery = copy.deepcopy(hf)
+    model = UnrolledModel(hf)
+    dims = model.dims
+    head_mask = torch.ones(dims.n_layers, dims.n_heads)
+    mlp_mask = torch.ones(dims.n_layers, dims.d_mlp)
+    gen = torch.Generator().manual_seed(0)
+    for layer in range(0, dims.n_layers, 3):
+        head = int(torch.randint(dims.n_heads, (1,), generator=gen))
+        head_mask[layer, head] = 0
+        scale_head_in_output_projection(surgery, layer, head, 0.0)
+        for neuron in torch.randperm(dims.d_mlp, generator=gen)[:300].tolist():
+            mlp_mask[layer, neuron] = 0
+            scale_neuron_in_down_projection(surgery, layer, neuron, 0.0)
+    ids = torch.randint(0, dims.d_vocab, (1, 12), generator=gen)
+    got = model(ids, head_mask=head_mask, mlp_mask=mlp_mask).logits
+    assert (got - hf_logits(surgery, ids)).abs().max() <= 1e-3
+    del surgery
+    removed = remove_blocks(copy.deepcopy(hf), [3, 17, 28])
+    assert (model(ids, skip_layers=[3, 17, 28]).logits - hf_logits(removed, ids)).abs().max() <= 1e-3

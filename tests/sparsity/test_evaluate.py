@@ -1,0 +1,79 @@
+"""The equal-cost planning and the benchmark's table on a small random model."""
+
+import pytest
+import torch
+from conftest import VOCAB, random_llama
+
+from anee_lite import UnrolledModel
+from anee_lite.sparsity.evaluate import (
+    LEVERS,
+    best_levers,
+    closest,
+    compute_scores,
+    decode_time_ratio,
+    format_table,
+    plan_levers,
+    quality,
+    timed_model,
+)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    hf = random_llama(n_layers=6, n_heads=4, n_kv_heads=2)
+    model = UnrolledModel(hf)
+    ids = torch.randint(0, VOCAB, (1, 32), generator=torch.Generator().manual_seed(0))
+    return hf, model, ids, compute_scores(model, ids)
+
+
+@pytest.mark.slow
+def test_each_lever_gets_the_setting_closest_to_each_cost_point(setup):
+    hf, model, ids, scores = setup
+    settings = plan_levers(model, scores, [0.9, 0.7], context_len=16)
+    assert [s.lever for s in settings[::2]] == list(LEVERS)
+    for s in settings:
+        assert s.target in (0.9, 0.7)
+        assert s.reached == (abs(s.flops_fraction - s.target) <= 0.03)
+        if s.lever == "combination":
+            assert s.flops_fraction <= s.target + 0.015
+    exit_07 = next(s for s in settings if s.lever == "static exit" and s.target == 0.7)
+    assert exit_07.forward_kwargs["exit_layers"] in range(1, 7)
+    full = model(ids).logits
+    for s in settings:  # every planned setting runs, and the pruned model it times gives the same logits
+        q = quality(model, ids, full, s.forward_kwargs)
+        assert 0 <= q["agreement"] <= 1 and q["perplexity"] > 0
+        if s.lever in ("head pruning", "neuron pruning", "combination") and s.reached:
+            runner, kwargs = timed_model(model, hf, s)
+            assert (runner(ids, **kwargs).logits - model(ids, **{k: v for k, v in s.forward_kwargs.items()
+                                                                  if v is not None}).logits).abs().max() < 1e-4
+
+
+def test_closest_marks_unreachable_points():
+    from anee_lite.sparsity.evaluate import Setting
+
+    grid = [Setting("x", "a", {}, 0.95, 0.95), Setting("x", "b", {}, 0.85, 0.85)]
+    assert closest(grid, 0.86).label == "b" and closest(grid, 0.86).reached
+    assert not closest(grid, 0.5).reached
+
+
+def test_decode_time_ratio_is_about_one_for_the_same_model(setup):
+    _, model, ids, _ = setup
+    r = decode_time_ratio(model, model, ids[:, :12], {}, n_prompt=4, repeats=3)
+    assert r["wall_ratio"] > 0 and r["ms_per_token"] > 0
+
+
+def test_table_and_best_lever():
+    row = {"lever": "layer skipping", "label": "skip 3", "target": 0.9, "reached": True, "flops_fraction": 0.9,
+           "bytes_fraction": 0.91, "wall_ratio": 0.93, "python_docs_heldout": {"agreement": 0.8, "perplexity": 5.0},
+           "kjv_heldout": {"agreement": 0.7, "perplexity": 9.0}}
+    other = {**row, "lever": "static exit", "python_docs_heldout": {"agreement": 0.5, "perplexity": 9.0},
+             "kjv_heldout": {"agreement": 0.75, "perplexity": 8.0}}
+    missing = {**row, "lever": "head pruning", "reached": False}
+    results = {"n_layers": 30, "full": {"python_docs_heldout": {"perplexity": 4.0}, "kjv_heldout": {"perplexity": 7.0}},
+               "rows": [row, other, missing]}
+    table = format_table(results)
+    assert "| 0.9 | layer skipping | skip 3 | 0.900 | 0.910 | 0.93 | 0.800 / 0.700 | 5.00 / 9.00 |" in table
+    assert "cannot reach it" in table
+    best = best_levers(results)
+    assert best[(0.9, "python_docs_heldout")]["lever"] == "layer skipping"
+    assert best[(0.9, "kjv_heldout")]["lever"] == "static exit"
