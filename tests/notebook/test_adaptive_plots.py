@@ -3,10 +3,10 @@
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from anee_lite.adaptive.calibration import CurvePoint  # noqa: E402
-from anee_lite.notebook import adaptive_plots  # noqa: E402
+from anee_lite.adaptive.calibration import CurvePoint
+from anee_lite.notebook import adaptive_plots
 
 
 def point(cost, agreement):
