@@ -81,17 +81,20 @@ def plot_calibration(rows: list[dict], target: float, axes=None):
     axes = axes if axes is not None else plt.subplots(1, 2, figsize=(11, 3.8))[1]
     x = np.arange(len(rows))
     width = 0.8 / max(1, len(keys))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, key in enumerate(keys):
         offset = (i - (len(keys) - 1) / 2) * width
-        axes[0].bar(x + offset, [r.get(key, np.nan) for r in rows], width=width, label=names[key])
-        axes[1].bar(x + offset, [r.get(f"{key}_cost", np.nan) for r in rows], width=width, label=names[key])
+        style = {"width": width, "color": colors[i % len(colors)]}
+        axes[0].bar(x + offset, [r.get(key, np.nan) for r in rows], label=names[key], **style)
+        costs = [r.get(f"{key}_cost", np.nan) for r in rows]
+        if not np.isnan(costs).all():  # not all NaN: a text with no cost measured gets no legend entry
+            axes[1].bar(x + offset, costs, label=names[key], **style)
     axes[0].axhline(target, color="k", lw=1, ls="--", label=f"target agreement {target}")
     axes[1].axhline(1.0, color="k", lw=1, ls="--", label="cost of the full model")
     for ax in axes:
         ax.set_xticks(x, [r["label"] for r in rows], rotation=20)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below: hides no bar
     axes[0].set(ylabel="share of tokens whose top-1\nmatches the full model", ylim=(0, 1.05),
                 title="Agreement reached")
     axes[1].set(ylabel="cost, fraction of the full model", title="Cost paid for it")
-    axes[0].legend(fontsize=8, loc="lower left")
-    axes[1].legend(fontsize=8, loc="lower left")
     return axes
