@@ -8,23 +8,31 @@ import matplotlib.pyplot as plt
 def plot_pareto(curves: dict, marks: dict | None = None, title: str = "", ax=None):
     """Agreement against cost fraction, one line per controller (its Pareto front).
 
+    The x axis reaches the dearest point drawn (controllers whose checks cost more than they save lie
+    right of 1.0) and the legend sits outside the axes, so no point is clipped or hidden.
+
     Args:
-        curves: label -> list of :class:`~anee_lite.calibration.CurvePoint`.
+        curves: label -> list of :class:`~anee_lite.adaptive.calibration.CurvePoint`.
         marks: label -> (cost_fraction, agreement) points to mark (e.g. calibrated thresholds).
     """
     from ..adaptive.calibration import pareto_front
 
-    ax = ax or plt.subplots(figsize=(7, 4.5))[1]
+    ax = ax or plt.subplots(figsize=(9, 4.5))[1]
+    right = 1.0
     for label, curve in curves.items():
         front = pareto_front(curve)
-        line, = ax.plot([p.cost_fraction for p in front], [p.agreement for p in front], marker=".", label=label)
+        xs = [p.cost_fraction for p in front]
+        right = max([right, *xs])
+        line, = ax.plot(xs, [p.agreement for p in front], marker=".", label=label)
         if marks and label in marks:
             ax.plot(*marks[label], marker="*", markersize=14, color=line.get_color())
-    ax.axvline(0.7, color="grey", lw=0.8, ls=":")
-    ax.axhline(0.9, color="grey", lw=0.8, ls=":")
-    ax.set(xlabel="cost fraction (FLOPs incl. checks and K/V propagation)", ylabel="top-1 agreement with full model",
-           title=title, xlim=(0, 1.25), ylim=(0, 1.02))
-    ax.legend(fontsize=8, loc="lower right")
+            right = max(right, marks[label][0])
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--", label="cost of the full model")
+    ax.axhline(0.9, color="grey", lw=0.8, ls=":", label="90% agreement")
+    ax.set(xlabel="cost, as a fraction of the full model (every check and K/V entry charged)",
+           ylabel="share of tokens whose top-1\nmatches the full model", title=title,
+           xlim=(0, 1.05 * right), ylim=(0, 1.02))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return ax
 
 
@@ -57,20 +65,36 @@ def plot_exit_heatmap(tokens: list[str], exits: list[int], n_layers: int, allowe
     return ax
 
 
-def plot_calibration(rows: list[dict], target: float, ax=None):
-    """Bars of agreement reached per controller on calibration, in-domain and out-of-domain text.
+def plot_calibration(rows: list[dict], target: float, axes=None):
+    """Two panels per controller: agreement reached, and the cost paid for it, on each text.
 
     Args:
-        rows: dicts with ``label``, ``calibration``, ``in_domain``, ``out_of_domain`` agreements.
+        rows: dicts with ``label`` and, per text key in ``calibration``, ``in_domain``, ``out_of_domain``,
+            the agreement (a float) and optionally the cost fraction under ``<key>_cost``.
+        target: the agreement the thresholds were calibrated for (a dashed line).
     """
     import numpy as np
 
-    ax = ax or plt.subplots(figsize=(8, 3.5))[1]
+    names = {"calibration": "calibration text", "in_domain": "held-out text, same kind",
+             "out_of_domain": "held-out text, another kind"}
+    keys = [k for k in names if any(k in r for r in rows)]
+    axes = axes if axes is not None else plt.subplots(1, 2, figsize=(11, 3.8))[1]
     x = np.arange(len(rows))
-    for i, key in enumerate(("calibration", "in_domain", "out_of_domain")):
-        ax.bar(x + (i - 1) * 0.27, [r[key] for r in rows], width=0.27, label=key.replace("_", " "))
-    ax.axhline(target, color="k", lw=1, ls="--", label=f"target {target}")
-    ax.set_xticks(x, [r["label"] for r in rows], rotation=20)
-    ax.set(ylabel="top-1 agreement", ylim=(0, 1.05))
-    ax.legend(fontsize=8, loc="lower right")
-    return ax
+    width = 0.8 / max(1, len(keys))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, key in enumerate(keys):
+        offset = (i - (len(keys) - 1) / 2) * width
+        style = {"width": width, "color": colors[i % len(colors)]}
+        axes[0].bar(x + offset, [r.get(key, np.nan) for r in rows], label=names[key], **style)
+        costs = [r.get(f"{key}_cost", np.nan) for r in rows]
+        if not np.isnan(costs).all():  # not all NaN: a text with no cost measured gets no legend entry
+            axes[1].bar(x + offset, costs, label=names[key], **style)
+    axes[0].axhline(target, color="k", lw=1, ls="--", label=f"target agreement {target}")
+    axes[1].axhline(1.0, color="k", lw=1, ls="--", label="cost of the full model")
+    for ax in axes:
+        ax.set_xticks(x, [r["label"] for r in rows], rotation=20)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below: hides no bar
+    axes[0].set(ylabel="share of tokens whose top-1\nmatches the full model", ylim=(0, 1.05),
+                title="Agreement reached")
+    axes[1].set(ylabel="cost, fraction of the full model", title="Cost paid for it")
+    return axes

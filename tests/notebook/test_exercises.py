@@ -227,3 +227,56 @@ def test_a_function_that_still_returns_none_is_not_answered_yet(capsys):
     ex.check_rms_norm(lambda x, scale, eps: None)
     ex.check_budget_rule(lambda *args: None)
     assert capsys.readouterr().out.count("not answered yet") == 2
+
+
+# --- notebook 05 -----------------------------------------------------------------------------------------
+
+
+def _confidence_controller():
+    from anee_lite.adaptive.controllers import make_controller
+    from anee_lite.lens import LogitLens
+
+    model = UnrolledModel(random_llama())
+    return make_controller("confidence", LogitLens(model), exit_layers_allowed=[1, 2])
+
+
+def test_confidence_score_right_and_wrong(capsys):
+    controller = _confidence_controller()
+    ex.check_confidence_score(lambda logits: logits.softmax(-1).max(-1).values, controller)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="softmax"):
+        ex.check_confidence_score(lambda logits: logits.max(-1).values, controller)
+    with pytest.raises(ExerciseError, match="argmax"):
+        ex.check_confidence_score(lambda logits: logits.argmax(-1), controller)
+    with pytest.raises(ExerciseError, match="shape"):
+        ex.check_confidence_score(lambda logits: logits.softmax(-1), controller)
+    with pytest.raises(ExerciseError, match="softmax over the last"):
+        ex.check_confidence_score(lambda logits: logits.softmax(-1).topk(2).values[..., 1], controller)
+    ex.check_confidence_score(lambda logits: None, controller)
+    assert "not answered yet" in capsys.readouterr().out
+
+
+def bisect_lower(k, n, delta):
+    if k == 0:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        p = (lo + hi) / 2
+        tail = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+        lo, hi = (p, hi) if tail < delta else (lo, p)
+    return lo
+
+
+def test_clopper_pearson_lower_right_and_wrong(capsys):
+    ex.check_clopper_pearson_lower(bisect_lower)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="k/n"):
+        ex.check_clopper_pearson_lower(lambda k, n, d: k / n)
+    with pytest.raises(ExerciseError, match="two-sided"):
+        ex.check_clopper_pearson_lower(lambda k, n, d: bisect_lower(k, n, d / 2))
+    with pytest.raises(ExerciseError, match="expected"):
+        ex.check_clopper_pearson_lower(lambda k, n, d: max(0.0, k / n - 0.01))
+    with pytest.raises(ExerciseError, match="raised"):
+        ex.check_clopper_pearson_lower(lambda k, n, d: k / 0)
+    ex.check_clopper_pearson_lower(None)
+    assert "not answered yet" in capsys.readouterr().out
