@@ -27,10 +27,10 @@ import math
 import os
 import pathlib
 import statistics
-import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..core.validation import check_int
+from .timing import median_seconds
 
 DTYPES = ("fp32", "fp16", "int8", "int4")  # weight dtypes the simulator accepts
 BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5}
@@ -365,16 +365,6 @@ class LocalMeasurements:
     op_overhead_s: float  # seconds per tiny operator (dispatch cost)
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
-
-
 def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasurements:
     """Measure this machine: streaming bandwidth, matrix-vector and matrix-matrix throughput, per-op overhead.
 
@@ -390,7 +380,7 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasure
     repeats = check_int("repeats", repeats, low=1)
     stream_mib = check_int("stream_mib", stream_mib, low=1)
     big = torch.full((stream_mib * MiB // 4,), 0.5)  # [N] fp32; the values do not change the speed
-    stream = big.numel() * 4 / _median_seconds(big.sum, repeats)
+    stream = big.numel() * 4 / median_seconds(big.sum, repeats)
     del big
 
     sizes, seconds = [], []
@@ -405,14 +395,14 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasure
                 F.linear(x, w.t())  # [1, 1, in] @ [in, out] -> [1, 1, out], the forward's layout
 
         sizes.append(nbytes)
-        seconds.append(_median_seconds(matvecs, repeats) / count)
+        seconds.append(median_seconds(matvecs, repeats) / count)
         del weights
     slope, intercept = _fit_line(sizes, seconds)
     if slope <= 0:  # noise made larger matrices no slower: fall back to the largest size's rate
         slope, intercept = seconds[-1] / sizes[-1], 0.0
 
     a, b = torch.full((512, 1024), 0.5), torch.full((1024, 1024), 0.5)
-    matmul = 2 * 512 * 1024 * 1024 / _median_seconds(lambda: a @ b, repeats)
+    matmul = 2 * 512 * 1024 * 1024 / median_seconds(lambda: a @ b, repeats)
 
     tiny = torch.full((1, 64), 0.5)
     n_ops = 2000
@@ -422,7 +412,7 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasure
             torch.add(tiny, tiny)
             tiny.transpose(0, 1)
 
-    op = _median_seconds(tiny_ops, repeats) / n_ops
+    op = median_seconds(tiny_ops, repeats) / n_ops
     return LocalMeasurements(stream_bandwidth=stream, matvec_bandwidth=1 / slope,
                              matvec_overhead_s=max(intercept, 0.0), matmul_flops=matmul, op_overhead_s=op)
 

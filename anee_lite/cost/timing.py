@@ -14,6 +14,17 @@ from .charges import BYTES_PER_PARAM
 
 
 @torch.no_grad()
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs, after one warm-up run (first calls pay allocations)."""
+    fn()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs)
+
+
 def layer_and_unembed_seconds(model, context_len: int, repeats: int = 5) -> tuple[float, float]:
     """Measured seconds of one decoder layer and of the final norm + unembedding, for one decoding token.
 
@@ -41,16 +52,8 @@ def layer_and_unembed_seconds(model, context_len: int, repeats: int = 5) -> tupl
         for layer in range(dims.n_layers):
             model.block(layer, resid, call)  # the model's own block, over a fork of the context's cache
 
-    def seconds(fn) -> float:
-        fn()  # warm-up
-        runs = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            runs.append(time.perf_counter() - start)
-        return statistics.median(runs)
-
-    return seconds(all_layers) / dims.n_layers, seconds(lambda: model.logits_from_resid(resid))
+    return (median_seconds(all_layers, repeats) / dims.n_layers,
+            median_seconds(lambda: model.logits_from_resid(resid), repeats))
 
 
 @torch.no_grad()
@@ -123,10 +126,4 @@ def matmul_seconds(n_rows: int, weight: torch.Tensor, repeats: int = 20) -> floa
     n_rows = check_int("n_rows", n_rows, low=1)
     repeats = check_int("repeats", repeats, low=1)
     x = torch.randn(n_rows, weight.shape[0], dtype=weight.dtype, device=weight.device)  # [n_rows, d_in]
-    x @ weight  # warm-up
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        x @ weight
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
+    return median_seconds(lambda: x @ weight, repeats)
