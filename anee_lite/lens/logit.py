@@ -66,6 +66,10 @@ class LensResult:
 
 def lens_from_resid(model: UnrolledModel, resid_stack: Tensor) -> LensResult:
     """Apply the lens to a stack of residuals [L, B, T, d_model] (the last one is the model's output)."""
+    d = model.dims.d_model
+    if not isinstance(resid_stack, Tensor) or resid_stack.dim() != 4 or resid_stack.shape[-1] != d:
+        shape = list(resid_stack.shape) if isinstance(resid_stack, Tensor) else type(resid_stack).__name__
+        raise ValueError(f"resid_stack must be a tensor [L, B, T, d_model={d}], got {shape}")
     logits = model.logits_from_resid(resid_stack)  # [L, B, T, d_model] -> [L, B, T, d_vocab]
     log_probs = logits.log_softmax(-1)
     final = log_probs[-1]  # [B, T, d_vocab]

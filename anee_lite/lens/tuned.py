@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..core.metrics import kl_divergence
 from ..core.model import UnrolledModel
+from ..core.validation import check_int
 from .logit import LogitLens
 
 
@@ -38,8 +39,17 @@ class TunedLens(LogitLens):
 
     def __init__(self, model: UnrolledModel, weights: dict[int, Tensor], biases: dict[int, Tensor]):
         super().__init__(model)
-        d = model.dims.d_model
+        d, n_layers = model.dims.d_model, model.dims.n_layers
+        if not isinstance(weights, dict) or not isinstance(biases, dict) or set(weights) != set(biases):
+            raise TypeError("weights and biases must be dicts with the same layers as keys, got "
+                            f"{sorted(weights) if isinstance(weights, dict) else type(weights).__name__} and "
+                            f"{sorted(biases) if isinstance(biases, dict) else type(biases).__name__}")
+        for layer in weights:  # a translator reads the residual after `layer` layers; the last is the output
+            check_int("tuned lens layer", layer, low=0, high=n_layers - 1)
         for layer, w in weights.items():
+            if not isinstance(w, Tensor) or not isinstance(biases[layer], Tensor):
+                raise TypeError(f"translator for layer {layer} must be tensors, got {type(w).__name__} and "
+                                f"{type(biases[layer]).__name__}")
             if tuple(w.shape) != (d, d) or tuple(biases[layer].shape) != (d,):
                 raise ValueError(f"translator for layer {layer} must be [{d}, {d}] and [{d}], "
                                  f"got {list(w.shape)} and {list(biases[layer].shape)}")
