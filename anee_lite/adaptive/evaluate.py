@@ -265,7 +265,7 @@ def quality_vs_budget(model, input_ids: Tensor, budgets, min_layers: int = DEFAU
     equal the logit lens after that many layers: one full forward serves every budget.
 
     Args:
-        model: an :class:`anee_lite.ANEEWrapper`.
+        model: an :class:`anee_lite.ANEEWrapper` or the :class:`UnrolledModel` inside it.
         input_ids: [1, T] token ids of the text.
         budgets: the energy budgets to evaluate, each in [0, 1].
         min_layers: layers that always run.
@@ -275,15 +275,22 @@ def quality_vs_budget(model, input_ids: Tensor, budgets, min_layers: int = DEFAU
         One dict per budget: ``energy_budget``, ``layers_executed``, ``n_layers``,
         ``top1_agreement``, ``perplexity``, ``mean_kl`` and the full model's ``full_perplexity``.
     """
-    unrolled = model.model
+    unrolled = model if isinstance(model, UnrolledModel) else getattr(model, "model", None)
+    if not isinstance(unrolled, UnrolledModel):
+        raise TypeError(f"model must be an ANEEWrapper or an UnrolledModel, got {type(model).__name__}")
     n_layers = unrolled.dims.n_layers
+    if isinstance(budgets, (str, bytes)) or not hasattr(budgets, "__iter__"):
+        raise TypeError(f"budgets must be a list of numbers in [0, 1], got {budgets!r}")
+    budgets = list(budgets)
+    if not budgets:
+        raise ValueError("budgets must hold at least one energy budget in [0, 1], got an empty list")
+    depths = [budget_exit_layer(n_layers, b, min_layers, exit_budget_threshold) for b in budgets]  # checked first
     full = unrolled.forward(input_ids, return_resid=True)
     resid = full.resid_stack()  # [n_layers + 1, 1, T, d_model]
     full_perplexity = perplexity(full.logits, input_ids)
     by_depth: dict[int, dict] = {}  # several budgets buy the same depth: unembed each depth once
     rows = []
-    for budget in budgets:
-        n = budget_exit_layer(n_layers, budget, min_layers, exit_budget_threshold)
+    for budget, n in zip(budgets, depths):
         if n not in by_depth:
             logits = full.logits if n == n_layers else unrolled.logits_from_resid(resid[n])  # [1, T, d_vocab]
             by_depth[n] = {

@@ -324,3 +324,17 @@ def test_cli_writes_json(tiny_gpt2_folder, tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["controller"] == "margin" and data["tokens"] == 24 and data["calibration"]["target"] == 0.9
     assert "top-1 agreement" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", CONTROLLER_NAMES)
+@pytest.mark.parametrize("threshold", ["0.5", True, float("nan"), [0.5], torch.tensor([0.5, 0.6])])
+def test_thresholds_that_are_not_one_real_number_are_refused(tiny, probe_for_tiny, name, threshold):
+    with pytest.raises((TypeError, ValueError), match="threshold"):
+        controller_for(name, tiny, probe_for_tiny, threshold=threshold)
+
+
+def test_a_lens_that_is_not_a_lens_is_refused(tiny):
+    with pytest.raises(TypeError, match="lens must be an anee_lite.lens.LogitLens or TunedLens, got str"):
+        make_controller("confidence", "logit", 0.5)
+    with pytest.raises(TypeError, match="got UnrolledModel"):
+        make_controller("confidence", tiny, 0.5)

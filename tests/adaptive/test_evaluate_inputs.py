@@ -64,3 +64,29 @@ def test_integer_like_values_are_accepted(tiny):
 
     result = evaluate(tiny, CharTokenizer(), "hello world, " * 4, "static", max_tokens=np.int64(12), chunk=6)
     assert result.tokens == 12
+
+
+def test_quality_vs_budget_takes_the_wrapper_or_its_unrolled_model(hf):
+    from anee_lite.adaptive import quality_vs_budget
+
+    wrapper = ANEEWrapper(hf_model=hf)
+    ids = torch.randint(2, VOCAB, (1, 12), generator=torch.Generator().manual_seed(0))
+    budgets = [1.0, 0.5, 0.05]
+    assert quality_vs_budget(wrapper.model, ids, budgets) == quality_vs_budget(wrapper, ids, budgets)
+    with pytest.raises(TypeError, match="model must be an ANEEWrapper or an UnrolledModel, got LlamaForCausalLM"):
+        quality_vs_budget(hf, ids, budgets)
+
+
+@pytest.mark.parametrize("budgets,error,match", [
+    ([], ValueError, "at least one energy budget"),
+    ("0.5", TypeError, "budgets must be a list"),
+    (0.5, TypeError, "budgets must be a list"),
+    ([1.0, 1.5], ValueError, "energy_budget"),
+    ([float("nan")], ValueError, "energy_budget"),
+])
+def test_quality_vs_budget_refuses_bad_budgets_before_running(tiny, monkeypatch, budgets, error, match):
+    from anee_lite.adaptive import quality_vs_budget
+
+    monkeypatch.setattr(UnrolledModel, "forward", lambda *a, **k: pytest.fail("ran the model before checking"))
+    with pytest.raises(error, match=match):
+        quality_vs_budget(tiny, torch.ones(1, 4, dtype=torch.long), budgets)

@@ -82,12 +82,14 @@ class ExitController:
 
     def __init__(self, threshold: float | None, lens: LogitLens, *, exit_layers_allowed=None,
                  decay_tau: float | None = None, decay_horizon: int = 256):
+        if not isinstance(lens, LogitLens):
+            raise TypeError(f"lens must be an anee_lite.lens.LogitLens or TunedLens, got {type(lens).__name__}")
         n_layers = lens.model.dims.n_layers
         self.lens = lens
         self.n_layers = n_layers
-        self.threshold = float(self.default_threshold_for(n_layers) if threshold is None else threshold)
-        if math.isnan(self.threshold):
-            raise ValueError("threshold must be a number, got NaN")
+        # Any real number is a rule (one beyond every score means "never exit"); strings and NaN are not.
+        self.threshold = check_fraction("threshold", self.default_threshold_for(n_layers) if threshold is None
+                                        else threshold, low=-math.inf, high=math.inf)
         allowed = range(1, n_layers) if exit_layers_allowed is None else exit_layers_allowed
         allowed = sorted({int(l) for l in allowed})
         if not allowed or allowed[0] < 1 or allowed[-1] > n_layers - 1:
