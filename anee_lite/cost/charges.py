@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from ..core.architectures import CONVERTERS, ModelDims
-from ..core.validation import check_int
+from ..core.validation import check_fraction, check_int
 
 ENERGY_PER_FLOP_J = (3.7e-12 + 0.9e-12) / 2  # Horowitz 2014, 45 nm: fp32 mult + add = one MAC = 2 FLOPs
 ENERGY_PER_BYTE_J = 1.95e-9 / 8  # Horowitz 2014: DRAM read of a 64-bit word, 1.3-2.6 nJ (midpoint)
@@ -154,8 +154,8 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
     readout_translator_macs = check_int("readout_translator_macs", readout_translator_macs, low=0)
     if not kv_propagated >= 0:
         raise ValueError(f"kv_propagated must be >= 0, got {kv_propagated}")
-    if down_rows is not None and not 0 <= down_rows <= dims.d_mlp:
-        raise ValueError(f"down_rows must be in [0, {dims.d_mlp}] (rows of the down projection), got {down_rows}")
+    if down_rows is not None:  # a mean over tokens, so any real count of rows of the down projection
+        down_rows = check_fraction("down_rows", down_rows, low=0, high=dims.d_mlp)
     unread_down = 0 if down_rows is None else (dims.d_mlp - down_rows) * dims.d_model  # weights skipped per layer
     d, V = dims.d_model, dims.d_vocab
     q_width, kv_width = dims.n_heads * dims.d_head, dims.n_kv_heads * dims.d_head

@@ -310,6 +310,9 @@ def simulate_plan(dims: ModelDims, profile: DeviceProfile, plan: list[Step], *, 
         if not isinstance(step, Step):
             raise TypeError(f"plan must hold Step objects, got {type(step).__name__}")
         context += step.tokens
+        if context > dims.n_ctx:
+            raise ValueError(f"the plan reaches {context} positions (context + the Steps' tokens), more than the "
+                             f"model's context window n_ctx={dims.n_ctx}")
         ops = pass_ops(dims, layers_run=step.layers, context_len=context, tokens=step.tokens, batch=batch,
                        dtype=dtype, unembedded=step.unembedded, weight_fraction=step.weight_fraction,
                        exit_charges=step.exit_charges, kv_propagated=step.kv_propagated, kernels=kernels)
@@ -317,7 +320,7 @@ def simulate_plan(dims: ModelDims, profile: DeviceProfile, plan: list[Step], *, 
             t = time_op(op, profile, dtype)
             key = _op_key(t.name)
             totals[key] = t if key not in totals else _add_timings(totals[key], t, key)
-        emitted += check_int("Step.emitted", step.emitted, low=0)
+        emitted += check_int("Step.emitted", step.emitted, low=0, high=step.tokens)  # at most one per position
     if emitted == 0:
         raise ValueError("the plan emits no token (every Step has emitted=0)")
     ops = list(totals.values())
@@ -416,7 +419,7 @@ def simulate_decode(dims: ModelDims, profile: DeviceProfile, *, layers: int | No
                     kernels: str = "eager") -> SimulationResult:
     """One decoding step attending over ``context`` keys (its own included), every row running ``layers``."""
     layers = dims.n_layers if layers is None else layers
-    context = check_int("context", context, low=1)
+    context = check_int("context", context, low=1, high=dims.n_ctx)
     return simulate_plan(dims, profile, [Step(layers=layers, weight_fraction=weight_fraction)],
                          context=context - 1, batch=batch, dtype=dtype, kernels=kernels)
 

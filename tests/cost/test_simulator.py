@@ -227,3 +227,21 @@ def test_eager_dispatch_table_matches_the_profiler(make, arch):
     per_step = (count(3) - count(1)) / 2  # two decoding steps, the prefill cancelled out
     charged = sum(o.dispatches for o in pass_ops(model.dims, layers_run=model.dims.n_layers, context_len=10))
     assert charged == pytest.approx(per_step, rel=0.1), (charged, per_step, EAGER_DISPATCHES[arch])
+
+
+def test_plans_past_the_context_window_are_refused():
+    tiny = ModelDims("llama", 64, 4, 2, 16, 136, 3, 97, 16)
+    simulate_decode(tiny, TOY, context=16)  # the last position the model has
+    with pytest.raises(ValueError, match=r"context must be in \[1, 16\], got 17"):
+        simulate_decode(tiny, TOY, context=17)
+    with pytest.raises(ValueError, match="reaches 17 positions.*n_ctx=16"):
+        simulate_plan(tiny, TOY, static_plan(5, 3), context=12)
+    with pytest.raises(ValueError, match="n_ctx=16"):
+        simulate_prefill(tiny, TOY, prompt_tokens=17)
+
+
+def test_a_step_cannot_emit_more_tokens_than_it_runs():
+    with pytest.raises(ValueError, match=r"Step.emitted must be in \[0, 1\], got 3"):
+        simulate_plan(SMOLLM2, TOY, [Step(layers=3, tokens=1, emitted=3)])
+    verify = Step(layers=30, tokens=5, emitted=5)  # every draft accepted plus the bonus token
+    assert simulate_plan(SMOLLM2, TOY, [verify]).tokens_emitted == 5

@@ -45,6 +45,12 @@ def test_bad_sparse_arguments(kwargs, match):
         sparse_token_cost(TINY, context_len=2, **kwargs)
 
 
+@pytest.mark.parametrize("down_rows", ["4", True, float("nan"), [4]])
+def test_down_rows_must_be_a_number(down_rows):
+    with pytest.raises((TypeError, ValueError), match="down_rows"):
+        sparse_token_cost(TINY, context_len=2, down_rows=down_rows)
+
+
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_pruned_model_decoding_flops_match_the_counter(name):
     hf = random_gpt2(n_layer=4, n_positions=128) if name == "gpt2" else random_llama(n_layers=4, n_heads=4,
