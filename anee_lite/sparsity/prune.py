@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..core.architectures import from_hf
-from ..core.validation import check_sparsity
+from ..core.validation import check_hf_model, check_sparsity
 
 
 def _no_init():
@@ -82,6 +82,7 @@ def prune(hf_model, *, skip_layers=None, head_mask: Tensor | None = None, mlp_ma
     Returns:
         The pruned model, in eval mode, on the original's device.
     """
+    check_hf_model("hf_model", hf_model)
     dims = _dims_of(hf_model)
     skip, head_mask, mlp_mask, _ = check_sparsity(dims, skip_layers, head_mask, mlp_mask, None)
     if len(skip) == dims.n_layers:

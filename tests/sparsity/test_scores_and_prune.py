@@ -163,3 +163,29 @@ def test_mask_cost_equals_the_uniform_charges_and_counts_kv_groups():
     assert got["flops_fraction"] == pytest.approx(uniform.flops / full.flops)
     assert got["bytes_fraction"] == pytest.approx(uniform.bytes_moved / full.bytes_moved)
     assert mask_cost(dims, context_len=10)["flops_fraction"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda d: layers_to_skip(torch.tensor([0.1, float("nan"), 0.3]), 1), ValueError, "influence holds NaN"),
+    (lambda d: layers_to_skip([0.1, 0.2, 0.3], 1), TypeError, r"influence must be a real tensor \[n_layers\]"),
+    (lambda d: layers_to_skip(torch.ones(3, 1), 1), ValueError, r"influence must have shape \[n_layers\]"),
+    (lambda d: layers_to_skip(torch.ones(3), 1, keep_first="yes"), TypeError, "keep_first"),
+    (lambda d: head_mask_from_scores(torch.ones(2, 2), d, 1), ValueError, r"scores must have shape \[4, 4\]"),
+    (lambda d: head_mask_from_scores(torch.ones(4, 4, dtype=torch.bool), d, 1), TypeError, "scores must be a real"),
+    (lambda d: mlp_mask_from_scores(torch.ones(4), 0.5), ValueError, r"scores must have shape \[n_layers, width\]"),
+    (lambda d: mlp_mask_from_scores(torch.full((4, 8), float("nan")), 0.5), ValueError, "NaN"),
+    (lambda d: mlp_mask_from_scores(torch.ones(4, 8), "0.5"), TypeError, "fraction_removed"),
+    (lambda d: mlp_mask_from_scores(torch.ones(4, 8), 1.5), ValueError, "fraction_removed"),
+    (lambda d: prune("gpt2", skip_layers=[1]), TypeError, "hf_model must be a HuggingFace"),
+])
+def test_selection_and_prune_refuse_what_they_cannot_use(call, error, match):
+    dims = UnrolledModel(random_llama(n_layers=4, n_heads=4, n_kv_heads=2)).dims
+    with pytest.raises(error, match=match):
+        call(dims)
+
+
+def test_head_mask_from_transposed_scores_equals_the_contiguous_one():
+    dims = UnrolledModel(random_llama(n_layers=4, n_heads=4, n_kv_heads=2)).dims
+    scores = torch.randn(4, 4, generator=torch.Generator().manual_seed(0))
+    transposed = scores.t().contiguous().t()  # same values, non-contiguous memory
+    assert torch.equal(head_mask_from_scores(transposed, dims, 1), head_mask_from_scores(scores, dims, 1))
