@@ -107,8 +107,8 @@ def check_generate_inputs(model, input_ids, attention_mask, max_new_tokens, eos_
         raise ValueError(f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
                          f"context window of {dims.n_ctx} tokens (n_ctx)")
     for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
-        if value is not None:
-            check_int(name, value, low=0)
+        if value is not None:  # both are fed back as tokens or compared with the argmax: real vocabulary ids
+            check_int(name, value, low=0, high=dims.d_vocab - 1)
     check_flags(use_cache=use_cache)
     return input_ids, mask
 
@@ -156,8 +156,10 @@ def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, c
         raise ValueError("pass either exit_layers or controller, not both")
     if exit_layers is None:
         exit_layers = torch.full((B, T), dims.n_layers, dtype=torch.long, device=input_ids.device)
-    elif isinstance(exit_layers, numbers.Integral) and not isinstance(exit_layers, bool):
-        check_int("exit_layers", exit_layers, low=0, high=dims.n_layers)
+    elif (isinstance(exit_layers, numbers.Integral) and not isinstance(exit_layers, bool)) or (
+            isinstance(exit_layers, Tensor) and exit_layers.dim() == 0 and not exit_layers.is_floating_point()
+            and not exit_layers.is_complex() and exit_layers.dtype != torch.bool):
+        exit_layers = check_int("exit_layers", int(exit_layers), low=0, high=dims.n_layers)
         exit_layers = torch.full((B, T), int(exit_layers), dtype=torch.long, device=input_ids.device)
     else:
         exit_layers = _check_int_tensor("exit_layers", exit_layers, (B, T)).to(input_ids.device, torch.long)
@@ -173,11 +175,13 @@ def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, c
 
 
 def check_attention_mask(attention_mask, shape: tuple[int, int]) -> Tensor:
-    """A [B, T] tensor of 0/1 (or bool) -> bool mask.
+    """A [B, T] tensor of 0/1 (integers, bools, or floats as HF accepts) -> bool mask.
 
     A row may be all padding here: a left-padded batch fed to the cache in chunks starts that way.
     """
-    if isinstance(attention_mask, Tensor) and attention_mask.dtype == torch.bool:
+    if isinstance(attention_mask, Tensor) and (attention_mask.dtype == torch.bool or attention_mask.is_floating_point()):
+        if attention_mask.is_floating_point() and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token)")
         attention_mask = attention_mask.long()
     attention_mask = _check_int_tensor("attention_mask", attention_mask, shape)
     if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):

@@ -177,13 +177,20 @@ def test_odd_but_valid_tensors_give_the_same_logits(model):
     # non-contiguous ids and mask (a transpose), a bool mask
     assert torch.equal(model(ids.t(), mask.t()).logits, model(ids.t().contiguous()).logits)
     assert torch.equal(model(ids.t(), mask.t().bool()).logits, model(ids.t().contiguous()).logits)
+    # a float mask of exact 0s and 1s, as HF accepts, reads like the integer one
+    padded = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    assert torch.equal(model(ids[:3].t(), padded.float()).logits, model(ids[:3].t(), padded).logits)
+    # a 0-d integer tensor of exit layers is one depth for every token, as the int is
+    assert torch.equal(model(ids.t(), exit_layers=torch.tensor(2)).logits, model(ids.t(), exit_layers=2).logits)
 
 
 @pytest.mark.parametrize("ids,mask,error,match", [
     (torch.ones(1, 3, dtype=torch.bool), None, TypeError, "input_ids must hold integers"),
     ([[1, 2, 3]], None, TypeError, "input_ids must be a torch.Tensor"),
     (torch.ones(1, 3, dtype=torch.long), [[1, 1, 1]], TypeError, "attention_mask must be a torch.Tensor"),
-    (torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3), TypeError, "attention_mask must hold integers"),
+    (torch.ones(1, 3, dtype=torch.long), torch.full((1, 3), 0.5), ValueError, "only 0"),
+    (torch.ones(1, 3, dtype=torch.long), torch.full((1, 3), float("nan")), ValueError, "only 0"),
+    (torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.complex64), TypeError, "must hold integers"),
     (torch.ones(1, 3, dtype=torch.long), torch.full((1, 3), -1), ValueError, "only 0"),
     (torch.ones(1, 3, dtype=torch.long), torch.ones(3, dtype=torch.long), ValueError, "attention_mask must have shape"),
     (torch.ones(1, 1, 3, dtype=torch.long), None, ValueError, r"\[batch, tokens\]"),
@@ -232,6 +239,8 @@ def test_left_padding_still_generates_like_the_prompt_alone(model):
     ({"max_new_tokens": 1000}, ValueError, "context window"),
     ({"eos_token_id": -1}, ValueError, "eos_token_id"),
     ({"eos_token_id": [1, 2]}, TypeError, "eos_token_id"),
+    ({"eos_token_id": VOCAB}, ValueError, rf"eos_token_id must be in \[0, {VOCAB - 1}\]"),
+    ({"pad_token_id": VOCAB + 5}, ValueError, rf"pad_token_id must be in \[0, {VOCAB - 1}\]"),
     ({"pad_token_id": 1.0}, TypeError, "pad_token_id"),
     ({"use_cache": "yes"}, TypeError, "use_cache"),
 ])
