@@ -196,3 +196,32 @@ def test_layer_weights_are_frozen_and_replace_rebuilds_the_views():
         blk.W_O = torch.zeros_like(blk.W_O)
     doubled = dataclasses.replace(blk, W_QKV=2 * blk.W_QKV)
     assert torch.equal(doubled.W_V, 2 * blk.W_V)  # the views follow the new fused matrix
+
+
+LLAMA_VARIANTS = {  # config fields real Llama-family checkpoints use (Llama 3.x, TinyLlama, Qwen-like biases, MQA)
+    "llama3-rope": {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 16}},
+    "linear-rope": {"rope_scaling": {"rope_type": "linear", "factor": 4.0}},
+    "rope-theta": {"rope_theta": 500000.0},
+    "head-dim-not-d-over-h": {"head_dim": 32},
+    "biases": {"attention_bias": True, "mlp_bias": True},
+    "tied": {"tie_word_embeddings": True},
+    "mqa": {"n_kv_heads": 1},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(LLAMA_VARIANTS))
+def test_llama_config_variants_match_hf(variant):
+    hf = random_llama(n_layers=2, **LLAMA_VARIANTS[variant])
+    ids = torch.randint(0, VOCAB, (2, 40), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(UnrolledModel(hf)(ids).logits, hf(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("field", [{"scale_attn_weights": False}, {"scale_attn_by_inverse_layer_idx": True},
+                                   {"reorder_and_upcast_attn": True}, {"activation_function": "relu"}])
+def test_gpt2_variants_the_forward_does_not_compute_are_refused(field):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=16, **field))
+    with pytest.raises(ValueError, match="not supported"):
+        UnrolledModel(hf)

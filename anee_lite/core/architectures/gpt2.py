@@ -35,9 +35,11 @@ class GPT2(Architecture):
         super().__init__(hf_model, share_weights, device)
         cfg = hf_model.config
         tr = hf_model.transformer
-        if getattr(cfg, "scale_attn_by_inverse_layer_idx", False) or getattr(cfg, "reorder_and_upcast_attn", False):
-            raise ValueError("GPT-2 variants with scale_attn_by_inverse_layer_idx or reorder_and_upcast_attn "
-                             "are not supported")
+        # The shared attention always divides scores by sqrt(d_head), in the model's dtype.
+        if (getattr(cfg, "scale_attn_by_inverse_layer_idx", False) or getattr(cfg, "reorder_and_upcast_attn", False)
+                or not getattr(cfg, "scale_attn_weights", True)):
+            raise ValueError("GPT-2 variants with scale_attn_by_inverse_layer_idx, reorder_and_upcast_attn or "
+                             "scale_attn_weights=False are not supported")
         if cfg.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"GPT-2 activation_function {cfg.activation_function!r} is not supported "
                              "(only 'gelu_new')")
