@@ -9,7 +9,7 @@ from .core.budget import budget_exit_layer
 from .core.config import ANEEConfig
 from .core.generation import GenerationResult, greedy_generate
 from .core.model import ForwardOutput, UnrolledModel
-from .core.validation import check_hf_model, check_int
+from .core.validation import check_flag, check_hf_model, check_int
 
 
 class ANEEWrapper:
@@ -100,6 +100,9 @@ class ANEEWrapper:
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
         if tokenizer is None:
             raise ValueError("tokenizer is required: pass tokenizer=... or build the wrapper with one")
+        if not callable(tokenizer) or not hasattr(tokenizer, "decode"):
+            raise TypeError(f"tokenizer must be a HuggingFace tokenizer (the second value load_pretrained returns), "
+                            f"got {type(tokenizer).__name__}")
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise TypeError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
@@ -139,6 +142,7 @@ class ANEEWrapper:
         if prompt is None:
             raise ValueError("prompt is required")
         max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=0)
+        check_flag("return_result", return_result)
         ids, mask = self.encode(prompt, tokenizer)
         if ids.shape[1] + max_new_tokens > self.model.dims.n_ctx:
             raise ValueError(f"prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "

@@ -43,6 +43,15 @@ def test_generate_without_any_tokenizer_names_it():
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
+    ({"tokenizer": "gpt2"}, TypeError, "tokenizer must be a HuggingFace tokenizer"),
+    ({"return_result": "yes"}, TypeError, "return_result must be True or False"),
+])
+def test_bad_generate_arguments_name_the_parameter(tiny, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        tiny.generate(prompt="The quick", max_new_tokens=1, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
     ({"energy_budget": float("nan")}, ValueError, "energy_budget"),
     ({"energy_budget": torch.tensor(0.5)}, TypeError, "energy_budget"),
     ({"attention_mask": [[1, 1]]}, TypeError, "attention_mask must be a torch.Tensor"),
