@@ -124,3 +124,22 @@ def test_micro_benchmark_runs_and_gives_sane_numbers():
     m = devices.run_micro_benchmark(repeats=1, stream_mib=8)
     assert m.stream_bandwidth > 1e8 and m.matvec_bandwidth > 1e8 and m.matmul_flops > 1e8
     assert 0 < m.op_overhead_s < 1e-3 and m.matvec_overhead_s >= 0
+
+
+def test_an_unwritable_local_profile_cache_warns_and_still_returns_the_profile(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    monkeypatch.setattr(devices, "run_micro_benchmark", lambda **kw: FAKE)
+    with pytest.warns(UserWarning, match="could not cache the measured 'local' profile"):
+        profile = get_profile("local")
+    assert profile == profile_from_measurements(FAKE)
+
+
+def test_a_failed_local_profile_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(devices, "run_micro_benchmark", lambda **kw: FAKE)
+    monkeypatch.setattr(devices.os, "replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        get_profile("local")
+    assert [p.name for p in (tmp_path / "anee-lite").iterdir()] == []
