@@ -15,7 +15,9 @@ probes or thresholds; it calls these four methods, in this order, once per call:
    ``exit_logits``: [B, T, d_model] final residuals and their [B, T] exit layers -> the residuals
    to unembed (identity, or a tuned lens's translator).
 
-:class:`anee_lite.adaptive.ExitController` implements it for every controller in the library. A
+:class:`anee_lite.adaptive.ExitController` implements it for every controller in the library. A controller
+that reads a model's weights says which in a ``model`` attribute (ExitController: its lens's model);
+the forward refuses one built for another model. A
 plain function ``fn(layer, resid, active) -> stop`` is accepted too (:func:`as_controller`): it has
 no per-call state, computes no logits and reads out the residual as it is.
 """

@@ -30,7 +30,7 @@ from .attention import attention_mask_4d
 from .cache import KVCache
 from .generation import GenerationResult, StopAtEos
 from .model import ForwardCall, UnrolledModel
-from .validation import check_int
+from .validation import check_int, check_reads_this_model
 
 
 @dataclass
@@ -172,6 +172,8 @@ def speculative_generate(model: UnrolledModel, input_ids: Tensor, attention_mask
         def readout(resid):
             return model.logits_from_resid(resid)
     elif hasattr(draft_lens, "logits"):
+        check_reads_this_model("draft_lens", draft_lens, model)
+
         def readout(resid):
             return draft_lens.logits(L, resid)
     else:

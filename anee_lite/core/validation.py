@@ -171,6 +171,7 @@ def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, c
     if controller is not None and not callable(controller):
         raise TypeError(f"controller must be callable as controller(layer, resid, active) -> [B, T] bool, "
                         f"got {type(controller).__name__}")
+    check_reads_this_model("controller", controller, model)
     return input_ids, key_mask, exit_layers
 
 
@@ -215,6 +216,18 @@ def check_controller_stop(stop, active: Tensor, layer: int) -> Tensor:
 
 _controllers_in_use: set[int] = set()
 _controllers_lock = threading.Lock()
+
+
+def check_reads_this_model(name: str, reader, model) -> None:
+    """A controller or lens that reads a model's weights (its ``model`` attribute) must read ``model``'s.
+
+    Built for another model of the same shape, it would silently decide exits (and supply exit
+    logits) from that model's unembedding.
+    """
+    owner = getattr(reader, "model", None)
+    if owner is not None and hasattr(owner, "cache_token") and owner is not model:
+        raise ValueError(f"{name} was built for another UnrolledModel (its lens reads that model's weights); "
+                         "build it from this model, e.g. LogitLens(model)")
 
 
 @contextlib.contextmanager

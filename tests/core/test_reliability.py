@@ -272,3 +272,19 @@ def test_cuda_without_a_gpu_is_refused():
 def test_valid_devices_are_accepted():
     assert ANEEConfig(device="cpu").device == "cpu"
     assert ANEEConfig(device=torch.device("cpu")).device == torch.device("cpu")
+
+
+def test_a_controller_or_draft_lens_built_for_another_model_is_refused():
+    from anee_lite.adaptive import make_controller
+    from anee_lite.lens import LogitLens
+
+    a, b = UnrolledModel(random_llama(n_layers=4, seed=0)), UnrolledModel(random_llama(n_layers=4, seed=1))
+    ids = torch.randint(2, VOCAB, (1, 6))
+    controller = make_controller("confidence", LogitLens(a), 0.0)  # would exit everything at layer 1
+    with pytest.raises(ValueError, match="controller was built for another UnrolledModel"):
+        b(ids, controller=controller)
+    with pytest.raises(ValueError, match="controller was built for another UnrolledModel"):
+        greedy_generate(b, ids, max_new_tokens=2, controller=controller)
+    with pytest.raises(ValueError, match="draft_lens was built for another UnrolledModel"):
+        greedy_generate(b, ids, max_new_tokens=2, draft_layers=2, draft_tokens=2, draft_lens=LogitLens(a))
+    assert torch.equal(a(ids, controller=controller).stats.exit_layers, torch.ones(1, 6, dtype=torch.long))

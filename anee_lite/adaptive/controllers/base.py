@@ -108,6 +108,11 @@ class ExitController:
         self._logits: Tensor | None = None  # [B, T, d_vocab] the last check's lens logits
         self.clear_state()  # so a controller called without reset() still has its per-call state
 
+    @property
+    def model(self):
+        """The UnrolledModel whose weights the checks read (the lens's); the forward refuses any other."""
+        return self.lens.model
+
     @classmethod
     def default_threshold_for(cls, n_layers: int) -> float:
         """The threshold to start from before calibration."""
