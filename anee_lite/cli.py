@@ -130,6 +130,7 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
     calibration = None if calibration_path is None else read("--calibration-text", calibration_path)
     from .adaptive.evaluate import build_controller, evaluate, finite_or_none, format_result
     from .core.model import UnrolledModel
+    from .io.files import write_atomically
     from .io.loading import load_pretrained
 
     try:
@@ -170,19 +171,6 @@ def check_output_path(parser: argparse.ArgumentParser, option: str, path: str, i
             parser.error(f"{option}: {path} is the {other} file; writing the results there would destroy it")
 
 
-def write_atomically(path: str, content: str) -> None:
-    """Write ``content`` to a temporary file next to ``path``, then rename it over: never a half-written file."""
-    target = Path(path)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
-                                     suffix=".tmp", delete=False) as handle:
-        tmp = Path(handle.name)
-    try:
-        tmp.write_text(content, encoding="utf-8")
-        os.chmod(tmp, target.stat().st_mode & 0o777 if target.exists() else 0o644)  # not mkstemp's 0600
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 def _int_at_least(low: int):
     def parse(value: str) -> int:
         try:

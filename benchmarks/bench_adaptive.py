@@ -36,6 +36,7 @@ from anee_lite.adaptive.real_calibration import candidate_grid, decode_threshold
 from anee_lite.core.model import UnrolledModel
 from anee_lite.cost import cost_fraction, early_exit_cost
 from anee_lite.io import eval_text
+from anee_lite.io.files import write_atomically
 from anee_lite.io.loading import load_pretrained
 
 CONTROLLERS = ("learned", "candidate", "saturation", "confidence", "static", "patience", "entropy", "margin")
@@ -133,7 +134,7 @@ def main() -> None:
             row["targets"][str(top)]["wall_time_ratio_in_domain"] = run["seconds"] / run["full_seconds"]
         results["controllers"][name] = row
         if args.json:
-            args.json.write_text(json.dumps(results, indent=1))
+            write_atomically(args.json, json.dumps(results, indent=1))  # after each controller: Ctrl-C keeps those done
         print(f"\n{name}: every text decoded under {len(grid)} thresholds in {row['decode_seconds']:.0f} s")
         print("  real-decoding curve (threshold: agreement/cost on calibration | in domain | out of domain)")
         for j, thr in enumerate(grid):

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from anee_lite.core.model import UnrolledModel
+from anee_lite.io.files import write_atomically
 from anee_lite.io.loading import load_pretrained
 from anee_lite.io.texts import eval_ids
 from anee_lite.sparsity.evaluate import (
@@ -109,8 +110,7 @@ def main(argv=None):
         agree = row.get("python_docs_heldout", {}).get("agreement", float("nan"))
         print(f"{s.target:>4} {s.lever:<20} {s.label:<60} flops {s.flops_fraction:.3f} "
               f"agree {agree:.3f} wall {wall}", flush=True)
-        partial.write_text(json.dumps({"model": args.model, "complete": False, "rows": rows}, indent=1) + "\n",
-                           encoding="utf-8")
+        write_atomically(partial, json.dumps({"model": args.model, "complete": False, "rows": rows}, indent=1) + "\n")
 
     results = {
         "model": args.model, "n_layers": model.dims.n_layers, "tokens": args.tokens,
@@ -121,7 +121,7 @@ def main(argv=None):
                  for name, ids in texts.items()},
         "rows": rows, "seconds": time.perf_counter() - start,
     }
-    out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    write_atomically(out, json.dumps(results, indent=1) + "\n")
     partial.unlink(missing_ok=True)
     print(format_table(results))
     for (target, text), r in sorted(best_levers(results).items()):

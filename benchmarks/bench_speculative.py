@@ -34,6 +34,7 @@ from anee_lite.adaptive.evaluate import load_lens
 from anee_lite.core.speculative import expected_speedup, expected_tokens_per_round
 from anee_lite.cost import memory_bound_costs
 from anee_lite.io import eval_ids
+from anee_lite.io.files import write_atomically
 from anee_lite.io.loading import load_pretrained
 
 TEXTS = {"in-domain (python_docs_heldout)": "python_docs_heldout", "out-of-domain (kjv_heldout)": "kjv_heldout"}
@@ -133,8 +134,7 @@ def main() -> None:
         print(f"\nbest: {best['setting']} at {best['speedup']:.2f}x measured ({best['predicted']:.2f}x predicted)")
         report["texts"][name] = {"acceptance": rates, "rows": rows}
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
+        write_atomically(args.out, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -27,11 +27,11 @@ import math
 import os
 import pathlib
 import statistics
-import tempfile
 import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..core.validation import check_int
+from ..io.files import write_atomically
 from .timing import median_seconds
 
 DTYPES = ("fp32", "fp16", "int8", "int4")  # weight dtypes the simulator accepts
@@ -350,24 +350,12 @@ def local_profile(*, remeasure: bool = False) -> DeviceProfile:
             pass  # a corrupt or old cache is measured again
     profile = measure_local()
     try:
-        _write_atomically(path, json.dumps({"key": key, "profile": profile.as_dict()}, indent=1))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, json.dumps({"key": key, "profile": profile.as_dict()}, indent=1))
     except OSError as e:  # a read-only or full cache costs a re-measurement next time, not this result
         warnings.warn(f"could not cache the measured 'local' profile at {path} ({e}); it will be measured again "
                       "next time (set XDG_CACHE_HOME to a writable folder to keep it)", stacklevel=2)
     return profile
-
-
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-    """Write through a private temporary file and rename: a crash or a second writer never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
