@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from ..core.model import UnrolledModel
-from ..core.validation import check_fraction
 from ..cost import cost_fraction, early_exit_cost
 from .controllers import ExitController
+from .guarantee import check_target_agreement
 
 
 def text_chunks(tokenizer, text: str, *, max_tokens: int = 512, chunk: int = 256) -> list[Tensor]:
@@ -143,14 +143,6 @@ class CalibrationResult:
     cost_fraction: float
     met: bool  # False: no threshold reached the target; the most agreeing one was taken
     curve: list[CurvePoint]
-
-
-def check_target_agreement(target_agreement) -> float:
-    """The agreement to calibrate for: a number in (0, 1] (the one place this is checked)."""
-    target = check_fraction("target_agreement", target_agreement)
-    if target <= 0:
-        raise ValueError(f"target_agreement must be in (0, 1], got {target}")
-    return target
 
 
 def calibrate(replay: Replay, controller: ExitController, target_agreement: float = 0.9) -> CalibrationResult:

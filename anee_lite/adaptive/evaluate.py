@@ -28,6 +28,7 @@ from ..io.assets import SMOLLM2_EXIT_LAYERS, is_smollm2, lens_path, probe_path
 from ..lens import LogitLens, TunedLens
 from .calibration import check_target_agreement, text_chunks
 from .controllers import ExitController, controller_class, make_controller
+from .guarantee import check_delta
 from .probe import ExitProbe
 from .real_calibration import calibrate_by_decoding
 
@@ -166,6 +167,7 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
     """
     _check_evaluate_inputs(model, tokenizer, text, controller, model_name, calibration_text)
     target = check_target_agreement(target_agreement)
+    delta = check_delta(delta)  # even without calibration_text: a nonsense delta is a mistake, not a no-op
     max_tokens = check_int("max_tokens", max_tokens, low=2)
     chunk = min(256, model.dims.n_ctx) if chunk is None else check_int("chunk", chunk, low=2)
     if chunk > model.dims.n_ctx:

@@ -25,11 +25,11 @@ import torch
 from torch import Tensor
 
 from ..core.model import UnrolledModel
-from ..core.validation import check_fraction, check_int
+from ..core.validation import check_int
 from ..cost import cost_fraction, early_exit_cost
-from .calibration import build_replay, sweep
+from .calibration import build_replay, check_target_agreement, sweep
 from .controllers import ExitController
-from .guarantee import CandidateThreshold, fixed_sequence_select
+from .guarantee import CandidateThreshold, check_delta, fixed_sequence_select
 
 
 @contextmanager
@@ -224,12 +224,8 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
         n_candidates: size of the default grid.
         batch_rows: decodings run side by side in one forward (memory grows with it).
     """
-    target = check_fraction("target_agreement", target_agreement)
-    if target <= 0:
-        raise ValueError(f"target_agreement must be in (0, 1], got {target}")
-    delta = check_fraction("delta", delta)
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    target = check_target_agreement(target_agreement)
+    delta = check_delta(delta)
     n_candidates = check_int("n_candidates", n_candidates, low=1)
     if not chunks:
         raise ValueError("chunks must hold at least one [1, T] chunk of calibration text")
