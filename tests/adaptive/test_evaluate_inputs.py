@@ -46,6 +46,7 @@ def tiny(hf):
     ({"delta": 0.0}, ValueError, r"delta must be in \(0, 1\)"),  # refused even with no calibration_text
     ({"delta": float("nan")}, ValueError, "delta"),
     ({"delta": "0.1"}, TypeError, "delta"),
+    ({"lens": "tunned"}, ValueError, "lens must be one of"),  # refused even though the controller is built here
 ])
 def test_bad_arguments_are_refused(tiny, kwargs, error, match):
     args = {"model": tiny, "tokenizer": CharTokenizer(), "text": "hello world, " * 4, "controller": "static",
