@@ -16,7 +16,7 @@ def pick_model(requested: str | None = None) -> tuple[str, str]:
     """The model to run and why: GPT-2 when the hub answers, else the offline SmolLM2."""
     from .io.loading import OFFLINE_ALIAS, hub_reachable
 
-    if requested:
+    if requested is not None:  # an empty --model '' is a mistake to report, not a request for the default
         return requested, "as requested"
     if hub_reachable():
         return "gpt2", "the HuggingFace hub is reachable"
@@ -71,6 +71,15 @@ def _target(value: str) -> float:
         raise argparse.ArgumentTypeError(f"--target-agreement must be in (0, 1], got {value!r}") from None
 
 
+def _delta(value: str) -> float:
+    from .adaptive.guarantee import check_delta
+
+    try:
+        return check_delta(float(value))
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"--delta must be in (0, 1), got {value!r}") from None
+
+
 def _non_negative_int(value: str) -> int:
     if not value.isdigit():
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value!r}")
@@ -95,7 +104,7 @@ def add_evaluate_parser(commands) -> None:
     ev.add_argument("--controller", required=True, choices=controller_names())
     ev.add_argument("--target-agreement", type=_target, default=0.9, help="in (0, 1]; default 0.9")
     ev.add_argument("--threshold", type=float, default=None, help="use this threshold instead of calibrating")
-    ev.add_argument("--delta", type=float, default=0.1,
+    ev.add_argument("--delta", type=_delta, default=0.1,
                     help="calibration confidence is 1 - delta: the chance the promise fails; in (0, 1), default 0.1")
     ev.add_argument("--lens", choices=LENS_CHOICES, default="auto",
                     help="auto: the shipped tuned lens for smollm2-135m, else the logit lens")
@@ -219,9 +228,9 @@ def add_simulate_parser(commands) -> None:
 def run_simulate(args, parser: argparse.ArgumentParser) -> None:
     """``simulate``: one decoding step on the device, printed and written as JSON."""
     import json
-    from pathlib import Path
 
     from .cost.devices import device_names, get_profile
+    from .io.files import write_atomically
 
     if args.list_devices:
         for name in device_names():
@@ -230,6 +239,7 @@ def run_simulate(args, parser: argparse.ArgumentParser) -> None:
     for option in ("model", "device", "json"):
         if getattr(args, option) is None:
             parser.error(f"simulate: --{option} is required (unless --list-devices)")
+    check_output_path(parser, "--json", args.json, {"--device": args.device})
     try:
         profile = get_profile(args.device)
     except (ValueError, TypeError) as err:
@@ -265,7 +275,10 @@ def run_simulate(args, parser: argparse.ArgumentParser) -> None:
           f"{shares['overhead']:.0%} overhead" + ("" if profile.validated else " (profile not validated)"))
     if not result.fits_in_memory:
         print(f"warning: the weights ({result.weight_bytes / 2**30:.1f} GiB) do not fit in {profile.name}'s memory")
-    Path(args.json).write_text(json.dumps(data, indent=1))
+    try:
+        write_atomically(args.json, json.dumps(data, indent=1))
+    except OSError as err:  # e.g. the disk filled up meanwhile; the line above still has the numbers
+        parser.exit(1, f"{parser.prog}: error: --json: could not write {args.json}: {err.strerror or err}\n")
     print(f"wrote {args.json}")
 
 

@@ -48,6 +48,17 @@ def test_demo_on_a_folder_with_broken_config_is_a_usage_error(tmp_path, capsys):
     assert code == 2 and str(tmp_path) in err
 
 
+def test_demo_with_an_empty_model_name_is_a_usage_error(capsys):
+    code, err = run(["demo", "--model", ""], capsys)  # not silently the default model
+    assert code == 2 and "empty" in err
+
+
+@pytest.mark.parametrize("value", ["0", "1", "2", "nan", "-0.1", "ten"])
+def test_evaluate_delta_outside_0_1_is_refused_before_any_work(value, tmp_path, capsys, no_model):
+    code, err = run(evaluate_args(tmp_path, tmp_path / "out.json", "--delta", value), capsys)
+    assert code == 2 and "--delta must be in (0, 1)" in err
+
+
 def evaluate_args(tmp_path, json_path, *extra):
     text = tmp_path / "text.txt"
     if not text.exists():

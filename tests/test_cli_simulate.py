@@ -67,3 +67,27 @@ def test_missing_required_options_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["simulate", "--device", "t4"])
     assert exc.value.code == 2 and "--model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where,message", [("missing/out.json", "does not exist"), (".", "is a folder")])
+def test_json_paths_that_cannot_be_written_exit_2_before_loading(where, message, tmp_path, capsys, monkeypatch):
+    import anee_lite.io.loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before --json was checked")
+
+    monkeypatch.setattr(anee_lite.io.loading, "load_pretrained", refuse)
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--model", "smollm2-135m", "--device", "t4", "--json", str(tmp_path / where)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--json" in err and message in err and "Traceback" not in err
+
+
+def test_json_onto_the_device_profile_is_refused_and_the_profile_kept(tiny_gpt2_folder, tmp_path, capsys):
+    profile = tmp_path / "device.json"
+    profile.write_text(json.dumps(PROFILES["t4"].as_dict()))
+    before = profile.read_text()
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--model", str(tiny_gpt2_folder), "--device", str(profile), "--json", str(profile)])
+    assert exc.value.code == 2 and "--device file" in capsys.readouterr().err
+    assert profile.read_text() == before

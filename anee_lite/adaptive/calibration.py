@@ -14,23 +14,32 @@ tokens attend to the exited tokens' frozen states; :mod:`anee_lite.adaptive.eval
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from ..core.model import UnrolledModel
-from ..core.validation import check_fraction
+from ..core.model import UnrolledModel, check_unrolled
+from ..core.validation import check_chunks, check_int
 from ..cost import cost_fraction, early_exit_cost
 from .controllers import ExitController
+from .guarantee import check_target_agreement
 
 
 def text_chunks(tokenizer, text: str, *, max_tokens: int = 512, chunk: int = 256) -> list[Tensor]:
     """Tokenize ``text`` and cut its first ``max_tokens`` tokens into [1, <= chunk] pieces."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        hint = ": decode it first, e.g. text.decode('utf-8')" if isinstance(text, (bytes, bytearray)) else ""
+        raise TypeError(f"text must be a str, got {type(text).__name__}{hint}")
+    if not text.strip():
         raise ValueError("text must be a non-empty string (got an empty text)")
-    if max_tokens < 2 or chunk < 2:
-        raise ValueError(f"max_tokens and chunk must be >= 2, got {max_tokens} and {chunk}")
+    max_tokens = check_int("max_tokens", max_tokens, low=2)
+    chunk = check_int("chunk", chunk, low=2)
+    if not callable(tokenizer):
+        raise TypeError(f"tokenizer must be a HuggingFace tokenizer (callable on a string), "
+                        f"got {type(tokenizer).__name__}")
     ids = tokenizer(text, return_tensors="pt").input_ids[:, :max_tokens]  # [1, T]
     if ids.shape[1] < 2:
         raise ValueError(f"text must hold at least 2 tokens, got {ids.shape[1]}")
@@ -65,6 +74,8 @@ class Replay:
 @torch.no_grad()
 def build_replay(model: UnrolledModel, chunks: list[Tensor]) -> Replay:
     """One full-depth forward per [1, T] chunk, keeping every layer's residual."""
+    check_unrolled(model)
+    chunks = check_chunks("chunks", chunks, model.dims.d_vocab)
     stacks, tops, pos, cid = [], [], [], []
     for i, ids in enumerate(chunks):
         out = model.forward(ids, return_resid=True)
@@ -105,6 +116,21 @@ def simulate_exits(controller: ExitController, scores: Tensor, positions: Tensor
     return exits
 
 
+def check_thresholds(thresholds) -> list[float]:
+    """Candidate thresholds: a non-empty iterable of real numbers, none NaN (it would never pass nor fail)."""
+    if isinstance(thresholds, (str, bytes)) or not hasattr(thresholds, "__iter__"):
+        raise TypeError(f"thresholds must be a list of numbers, got {thresholds!r}")
+    items = thresholds.tolist() if isinstance(thresholds, Tensor) else list(thresholds)
+    if not items:
+        raise ValueError("thresholds must hold at least one candidate")
+    for t in items:
+        if isinstance(t, bool) or not isinstance(t, numbers.Real):
+            raise TypeError(f"thresholds must hold numbers, got {t!r} ({type(t).__name__})")
+        if math.isnan(t):
+            raise ValueError("thresholds must not hold NaN (no score passes or fails it)")
+    return [float(t) for t in items]
+
+
 @dataclass
 class CurvePoint:
     """One threshold's replayed result."""
@@ -117,8 +143,13 @@ class CurvePoint:
 
 def sweep(replay: Replay, controller: ExitController, thresholds=None, scores: Tensor | None = None) -> list[CurvePoint]:
     """Replayed agreement and cost for each threshold (default: candidates from the scores' quantiles)."""
+    if not isinstance(replay, Replay):
+        raise TypeError(f"replay must be the Replay that build_replay(model, chunks) returns, got {type(replay).__name__}")
+    if not isinstance(controller, ExitController):
+        raise TypeError(f"controller must be an ExitController (e.g. make_controller('confidence', lens)), "
+                        f"got {type(controller).__name__}")
     scores = replay_scores(replay, controller) if scores is None else scores
-    thresholds = controller.candidate_thresholds(scores) if thresholds is None else thresholds
+    thresholds = controller.candidate_thresholds(scores) if thresholds is None else check_thresholds(thresholds)
     lens, n = controller.lens, controller.n_layers
     tops = torch.stack([replay.readout_top1(lens, l) if l in controller.exit_layers_allowed or l == n
                         else replay.final_top1 for l in range(n + 1)])  # [n + 1, N]
@@ -143,14 +174,6 @@ class CalibrationResult:
     cost_fraction: float
     met: bool  # False: no threshold reached the target; the most agreeing one was taken
     curve: list[CurvePoint]
-
-
-def check_target_agreement(target_agreement) -> float:
-    """The agreement to calibrate for: a number in (0, 1] (the one place this is checked)."""
-    target = check_fraction("target_agreement", target_agreement)
-    if target <= 0:
-        raise ValueError(f"target_agreement must be in (0, 1], got {target}")
-    return target
 
 
 def calibrate(replay: Replay, controller: ExitController, target_agreement: float = 0.9) -> CalibrationResult:

@@ -21,13 +21,14 @@ from torch import Tensor
 from ..core.budget import budget_exit_layer
 from ..core.config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
 from ..core.metrics import mean_kl, next_token_nll, perplexity, top1_agreement
-from ..core.model import UnrolledModel
+from ..core.model import UnrolledModel, check_unrolled
 from ..core.validation import check_int
 from ..cost import cost_fraction, early_exit_cost
 from ..io.assets import SMOLLM2_EXIT_LAYERS, is_smollm2, lens_path, probe_path
 from ..lens import LogitLens, TunedLens
 from .calibration import check_target_agreement, text_chunks
 from .controllers import ExitController, controller_class, make_controller
+from .guarantee import check_delta
 from .probe import ExitProbe
 from .real_calibration import calibrate_by_decoding
 
@@ -54,6 +55,8 @@ def load_lens(model: UnrolledModel, model_name: str | None, lens: str = "auto"):
 def build_controller(model: UnrolledModel, model_name: str | None, name: str, *, lens: str = "auto",
                      threshold: float | None = None, **kwargs) -> ExitController:
     """A controller by name with the shipped lens/probe when they fit the model."""
+    if model_name is not None and not isinstance(model_name, str):
+        raise TypeError(f"model_name must be a str or None, got {type(model_name).__name__}")
     cls = controller_class(name)
     lens_obj, allowed = load_lens(model, model_name, lens)
     probe = None
@@ -165,7 +168,10 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
         delta: the calibration's allowed error probability, in (0, 1) (confidence ``1 - delta``).
     """
     _check_evaluate_inputs(model, tokenizer, text, controller, model_name, calibration_text)
+    if lens not in LENS_CHOICES:  # checked even when controller brings its own lens: a typo is not a no-op
+        raise ValueError(f"lens must be one of {list(LENS_CHOICES)}, got {lens!r}")
     target = check_target_agreement(target_agreement)
+    delta = check_delta(delta)  # even without calibration_text: a nonsense delta is a mistake, not a no-op
     max_tokens = check_int("max_tokens", max_tokens, low=2)
     chunk = min(256, model.dims.n_ctx) if chunk is None else check_int("chunk", chunk, low=2)
     if chunk > model.dims.n_ctx:
@@ -208,10 +214,7 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
 
 def _check_evaluate_inputs(model, tokenizer, text, controller, model_name, calibration_text) -> None:
     """Type checks of :func:`evaluate`'s arguments, each naming the parameter and what it accepts."""
-    if not isinstance(model, UnrolledModel):
-        hint = " (pass wrapper.model)" if isinstance(getattr(model, "model", None), UnrolledModel) else ""
-        raise TypeError(f"model must be an anee_lite.UnrolledModel, e.g. UnrolledModel(hf_model), "
-                        f"got {type(model).__name__}{hint}")
+    check_unrolled(model)
     if not callable(tokenizer):
         raise TypeError(f"tokenizer must be a HuggingFace tokenizer (callable on a string), got {type(tokenizer).__name__}")
     for name, value, optional in (("text", text, False), ("calibration_text", calibration_text, True)):

@@ -43,6 +43,22 @@ def binomial_tail(k: int, n: int, p: float) -> float:
     return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
 
+def check_target_agreement(target_agreement) -> float:
+    """The agreement to calibrate for: a number in (0, 1] (the one place this is checked)."""
+    target = check_fraction("target_agreement", target_agreement)
+    if target <= 0:
+        raise ValueError(f"target_agreement must be in (0, 1], got {target}")
+    return target
+
+
+def check_delta(delta) -> float:
+    """An allowed error probability: a number in (0, 1) (the one place this is checked)."""
+    delta = check_fraction("delta", delta)
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    return delta
+
+
 def clopper_pearson_lower(k: int, n: int, delta: float = 0.1) -> float:
     """One-sided exact lower confidence bound on a success rate from k successes in n trials.
 
@@ -56,9 +72,7 @@ def clopper_pearson_lower(k: int, n: int, delta: float = 0.1) -> float:
     """
     n = check_int("n", n, low=1)
     k = check_int("k", k, low=0, high=n)
-    delta = check_fraction("delta", delta)
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    delta = check_delta(delta)
     if k == 0:
         return 0.0
     lo, hi = 0.0, 1.0  # binomial_tail(k, n, p) grows with p
@@ -99,6 +113,8 @@ def fixed_sequence_select(tested: list[CandidateThreshold], target: float, delta
     Returns:
         The passed candidate with the lowest ``cost_fraction``, or None if the safest one fails.
     """
+    target = check_target_agreement(target)
+    delta = check_delta(delta)  # here too: with no candidates the loop below would never look at it
     for t in tested:
         t.lower_bound = clopper_pearson_lower(t.agreements, t.tokens, delta)
         t.passed = False

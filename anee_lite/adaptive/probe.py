@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..lens.tuned import check_residual_data
+
 # d_model-long reductions to build the features: the RMS norm's sum of squares and the cosine's three.
 FEATURE_REDUCTIONS = 4
 
@@ -35,6 +37,15 @@ class ExitProbe:
     """
 
     def __init__(self, weights: dict[int, Tensor], biases: dict[int, Tensor], lens_kind: str = "tuned"):
+        if not isinstance(weights, dict) or not isinstance(biases, dict) or not weights:
+            raise TypeError("weights and biases must be non-empty dicts layer -> tensor (train_probe builds them)")
+        if set(weights) != set(biases):
+            raise ValueError(f"weights and biases must have the same layers, got {sorted(weights)} and {sorted(biases)}")
+        sizes = {tuple(w.shape) if isinstance(w, Tensor) else None for w in weights.values()}
+        if len(sizes) != 1 or None in sizes or len(next(iter(sizes))) != 1:
+            raise ValueError(f"weights must be 1-d tensors of one length (d_model + 1) at every layer, got shapes {sizes}")
+        if any(not isinstance(b, Tensor) or b.numel() != 1 for b in biases.values()):
+            raise ValueError("biases must be one-element tensors (one scalar per layer)")
         self.weights = weights
         self.biases = biases
         self.lens_kind = lens_kind
@@ -65,10 +76,16 @@ class ExitProbe:
     @classmethod
     def load(cls, path: str | Path) -> ExitProbe:
         """Read a probe written by :meth:`save`."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no exit-probe file at {path} (write one with ExitProbe.save)")
         weights, biases = {}, {}
-        with safe_open(str(path), framework="pt") as f:
+        try:
+            f = safe_open(str(path), framework="pt")
+        except SafetensorError as exc:
+            raise ValueError(f"{path} is not an exit-probe file (not a safetensors file: {exc})") from None
+        with f:
             meta = f.metadata() or {}
             if meta.get("kind") != "exit_probe":
                 raise ValueError(f"{path} is not an exit-probe file (metadata kind={meta.get('kind')!r})")
@@ -112,6 +129,9 @@ def train_probe(lens, data: dict[str, Tensor], layers: list[int]) -> ExitProbe:
     """Fit one logistic regression per layer on residuals from :func:`~anee_lite.tuned_lens.collect_residuals`."""
     from tqdm.auto import tqdm
 
+    if not hasattr(lens, "logits") or not hasattr(lens, "model"):
+        raise TypeError(f"lens must be a LogitLens or TunedLens, got {type(lens).__name__}")
+    layers = check_residual_data(data, layers, lens.model.dims.n_layers)
     labels = probe_labels(lens, data, layers)  # [L, N]
     weights, biases = {}, {}
     for i, layer in enumerate(tqdm(layers, desc="exit probe", leave=False)):

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..core.model import UnrolledModel
-from ..core.validation import check_fraction, check_int
+from ..core.model import UnrolledModel, check_unrolled
+from ..core.validation import check_chunks, check_int
 from ..cost import cost_fraction, early_exit_cost
-from .calibration import build_replay, sweep
+from .calibration import build_replay, check_thresholds, sweep
 from .controllers import ExitController
-from .guarantee import CandidateThreshold, fixed_sequence_select
+from .guarantee import CandidateThreshold, check_delta, check_target_agreement, fixed_sequence_select
 
 
 @contextmanager
@@ -159,9 +159,13 @@ def decode_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: Ex
     """
     from tqdm.auto import tqdm
 
+    check_unrolled(model)
+    chunks = check_chunks("chunks", chunks, model.dims.d_vocab)
+    if not isinstance(controller, ExitController):
+        raise TypeError(f"controller must be an ExitController (e.g. make_controller('confidence', lens)), "
+                        f"got {type(controller).__name__}")
     batch_rows = check_int("batch_rows", batch_rows, low=1)
-    if not thresholds:
-        raise ValueError("thresholds must hold at least one candidate")
+    thresholds = check_thresholds(thresholds)
     tops = full_top1(model, chunks)
     J = len(thresholds)
     thr_groups = [thresholds[s:s + batch_rows] for s in range(0, J, batch_rows)]
@@ -224,15 +228,14 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
         n_candidates: size of the default grid.
         batch_rows: decodings run side by side in one forward (memory grows with it).
     """
-    target = check_fraction("target_agreement", target_agreement)
-    if target <= 0:
-        raise ValueError(f"target_agreement must be in (0, 1], got {target}")
-    delta = check_fraction("delta", delta)
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    target = check_target_agreement(target_agreement)
+    delta = check_delta(delta)
     n_candidates = check_int("n_candidates", n_candidates, low=1)
-    if not chunks:
-        raise ValueError("chunks must hold at least one [1, T] chunk of calibration text")
+    batch_rows = check_int("batch_rows", batch_rows, low=1)
+    check_unrolled(model)
+    chunks = check_chunks("chunks", chunks, model.dims.d_vocab)
+    if thresholds is not None:
+        thresholds = check_thresholds(thresholds)
     start = time.perf_counter()
     if thresholds is None:
         thresholds = candidate_grid(model, chunks, controller, target, n_candidates)

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from ..core.generation import greedy_generate
-from ..core.model import UnrolledModel
-from ..core.validation import check_int
+from ..core.model import UnrolledModel, check_unrolled
+from ..core.validation import check_input_ids, check_int, check_layers
 
 
 @torch.no_grad()
@@ -25,8 +25,21 @@ def acceptance_by_depth(model: UnrolledModel, lenses: dict, input_ids: Tensor, m
             only there, others at every L in 1..n_layers-1.
         max_new_tokens: length of the greedy continuation the rates are measured on (>= 1).
     """
+    check_unrolled(model)
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
-    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+    if not isinstance(lenses, dict) or not lenses:
+        raise TypeError(f"lenses must be a non-empty dict name -> lens (e.g. {{'logit': LogitLens(model)}}), "
+                        f"got {lenses!r}")
+    n_layers = model.dims.n_layers
+    read_at = {}
+    for name, lens in lenses.items():
+        if not callable(getattr(lens, "logits", None)):
+            raise TypeError(f"lenses[{name!r}] must be a lens with logits(layer, resid) such as LogitLens(model), "
+                            f"got {type(lens).__name__}")
+        read_at[name] = check_layers(f"lenses[{name!r}].layers", getattr(lens, "layers", range(1, n_layers)),
+                                     low=0, high=n_layers)
+    input_ids = check_input_ids(input_ids, model.dims.d_vocab)
+    if input_ids.shape[0] != 1:
         raise ValueError(f"input_ids must be one prompt, shape [1, T], got {list(input_ids.shape)}")
     T = input_ids.shape[1]
     seq = greedy_generate(model, input_ids, max_new_tokens=max_new_tokens).sequences  # [1, T + n]
@@ -35,6 +48,6 @@ def acceptance_by_depth(model: UnrolledModel, lenses: dict, input_ids: Tensor, m
     target = seq[0, T:]  # [n] the full model's own tokens
     rates = {}
     for name, lens in lenses.items():
-        layers = getattr(lens, "layers", range(1, model.dims.n_layers))
-        rates[name] = {l: float((lens.logits(l, stack[l]).argmax(-1) == target[:n]).float().mean()) for l in layers}
+        rates[name] = {l: float((lens.logits(l, stack[l]).argmax(-1) == target[:n]).float().mean())
+                       for l in read_at[name]}
     return rates

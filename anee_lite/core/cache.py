@@ -56,8 +56,8 @@ class KVCache:
         return 0 if self.resid is None else self.resid.shape[1]
 
     def layer_length(self, layer: int) -> int:
-        """How many tokens have keys/values at ``layer`` already."""
-        k = self.keys[layer]
+        """How many tokens have keys/values at ``layer`` (in [0, n_layers)) already."""
+        k = self.keys[check_int("layer", layer, low=0, high=self.dims.n_layers - 1)]  # -1 would read the last
         return 0 if k is None else k.shape[2]
 
     def catch_up(self, arch: Architecture, layer: int) -> None:

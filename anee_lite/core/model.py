@@ -348,3 +348,12 @@ class _ReusedLogits:
         if bool(rest.any()):
             self.logits[rest] = model.readout_logits(controller, resid[rest][None], exit_layers[rest][None])[0]
         return self.logits
+
+
+def check_unrolled(model, name: str = "model") -> UnrolledModel:
+    """``model`` must be an :class:`UnrolledModel`; a wrapper or a HuggingFace model gets a hint."""
+    if not isinstance(model, UnrolledModel):
+        hint = " (pass wrapper.model)" if isinstance(getattr(model, "model", None), UnrolledModel) else ""
+        raise TypeError(f"{name} must be an anee_lite.UnrolledModel, e.g. UnrolledModel(hf_model), "
+                        f"got {type(model).__name__}{hint}")
+    return model

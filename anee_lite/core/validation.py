@@ -296,3 +296,35 @@ def check_sparsity(dims, skip_layers, head_mask, mlp_mask, activation_sparsity):
         raise ValueError(f"activation_sparsity thresholds are for {activation_sparsity.n_layers} layers, "
                          f"this model has {dims.n_layers}")
     return skipped, head_mask, mlp_mask, activation_sparsity
+
+
+def check_chunks(name: str, chunks, d_vocab: int) -> list[Tensor]:
+    """A non-empty list of [1, T] token-id tensors (T >= 1), as :func:`~anee_lite.adaptive.text_chunks` returns.
+
+    A [B, T] chunk with B > 1 would be cut to its first row without a word, so it is refused.
+    """
+    if isinstance(chunks, Tensor) or not isinstance(chunks, (list, tuple)):
+        hint = " (wrap a single [1, T] tensor in a list: [ids])" if isinstance(chunks, Tensor) else ""
+        raise TypeError(f"{name} must be a list of [1, T] token-id tensors, got {type(chunks).__name__}{hint}")
+    if not chunks:
+        raise ValueError(f"{name} must hold at least one [1, T] chunk of token ids, got an empty list")
+    for i, ids in enumerate(chunks):
+        ids = _check_int_tensor(f"{name}[{i}]", ids, None)
+        if ids.dim() != 2 or ids.shape[0] != 1 or ids.shape[1] == 0:
+            raise ValueError(f"{name}[{i}] must have shape [1, T] with T >= 1 (one row of tokens), "
+                             f"got {list(ids.shape)}")
+        check_input_ids(ids, d_vocab)
+    return list(chunks)
+
+
+def check_layers(name: str, layers, *, low: int, high: int) -> list[int]:
+    """A non-empty iterable of distinct integer layer indices, each in [low, high] -> a list in the given order."""
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise TypeError(f"{name} must be a list of layer indices in [{low}, {high}], got {layers!r}")
+    items = layers.tolist() if isinstance(layers, Tensor) else list(layers)
+    if not items:
+        raise ValueError(f"{name} must hold at least one layer index in [{low}, {high}], got none")
+    items = [check_int(f"{name} entries", layer, low=low, high=high) for layer in items]
+    if len(set(items)) != len(items):
+        raise ValueError(f"{name} must not repeat a layer, got {items}")
+    return items

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"  # anee_lite/data
@@ -12,14 +13,22 @@ SMOLLM2_EXIT_LAYERS = (9, 12, 15, 18, 21, 24, 27)
 
 def lens_path(folder: Path = DATA_DIR, model_name: str = OFFLINE_ALIAS) -> Path:
     """Where the tuned lens for ``model_name`` lives."""
-    return Path(folder) / f"{model_name}_tuned_lens.safetensors"
+    return _asset(folder, model_name, "tuned_lens")
 
 
 def probe_path(folder: Path = DATA_DIR, model_name: str = OFFLINE_ALIAS) -> Path:
     """Where the exit probe for ``model_name`` lives."""
-    return Path(folder) / f"{model_name}_exit_probe.safetensors"
+    return _asset(folder, model_name, "exit_probe")
+
+
+def _asset(folder, model_name, kind: str) -> Path:
+    if isinstance(folder, bytes) or not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"folder must be a path (str or os.PathLike), got {type(folder).__name__}")
+    if not isinstance(model_name, str) or not model_name.strip():  # None would name 'None_exit_probe...'
+        raise ValueError(f"model_name must be a non-empty str such as {OFFLINE_ALIAS!r}, got {model_name!r}")
+    return Path(folder) / f"{model_name}_{kind}.safetensors"
 
 
 def is_smollm2(model_name: str | None) -> bool:
     """Whether the shipped assets fit ``model_name`` (the offline alias or its hub id)."""
-    return bool(model_name) and model_name.lower().replace("_", "-").split("/")[-1].startswith(OFFLINE_ALIAS)
+    return isinstance(model_name, str) and bool(model_name) and model_name.lower().replace("_", "-").split("/")[-1].startswith(OFFLINE_ALIAS)

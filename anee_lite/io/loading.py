@@ -111,7 +111,7 @@ def load_pretrained(
     if name == OFFLINE_ALIAS:
         return _load_offline_alias(dtype)
     folder = pathlib.Path(name).expanduser()
-    if folder.is_dir():
+    if _is_dir(folder):
         if not (folder / "config.json").is_file():
             raise ValueError(f"Model folder {name!r} has no config.json; {_choices()}")
         return _load_folder(folder, name, dtype)
@@ -180,6 +180,14 @@ def _check_name(name_or_path) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name_or_path must not be empty; {_choices()}")
     return name
+
+
+def _is_dir(path: pathlib.Path) -> bool:
+    """Like Path.is_dir, but a name the OS cannot look up (too long, say) is simply no folder."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _load_folder(folder: pathlib.Path, name: str, dtype: torch.dtype):

@@ -18,13 +18,19 @@ def eval_text(name: str = "python_docs_heldout") -> str:
     Raises:
         ValueError: ``name`` is not one of :data:`EVAL_TEXTS`.
     """
-    if name not in EVAL_TEXTS:
+    if not isinstance(name, str) or name not in EVAL_TEXTS:
         raise ValueError(f"unknown evaluation text {name!r}; choose one of {', '.join(EVAL_TEXTS)}")
     return resources.files("anee_lite").joinpath("data", f"{name}.txt").read_text(encoding="utf-8")
 
 
 def eval_ids(tokenizer, name: str = "python_docs_heldout", n_tokens: int = 300) -> Tensor:
-    """The first ``n_tokens`` (>= 1) tokens of an evaluation text, as [1, n_tokens] ids."""
+    """The first ``n_tokens`` (>= 1, at most the text's length) tokens of an evaluation text, as [1, n_tokens] ids."""
     n_tokens = check_int("n_tokens", n_tokens, low=1)
-    ids = tokenizer(eval_text(name))["input_ids"][:n_tokens]
-    return torch.tensor([ids])
+    if not callable(tokenizer):
+        raise TypeError(f"tokenizer must be a HuggingFace tokenizer (callable on a string), "
+                        f"got {type(tokenizer).__name__}")
+    ids = tokenizer(eval_text(name))["input_ids"]
+    if len(ids) < n_tokens:  # fewer tokens than asked for would change every number computed on them
+        raise ValueError(f"n_tokens must be at most {len(ids)}, the length of {name!r} in this tokenizer, "
+                         f"got {n_tokens}")
+    return torch.tensor([ids[:n_tokens]])

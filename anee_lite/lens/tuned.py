@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from ..core.metrics import kl_divergence
-from ..core.model import UnrolledModel
-from ..core.validation import check_int
+from ..core.model import UnrolledModel, check_unrolled
+from ..core.validation import check_chunks, check_flag, check_fraction, check_int, check_layers
 from .logit import LogitLens
 
 
@@ -119,10 +119,14 @@ def collect_residuals(model: UnrolledModel, chunks: list[Tensor], layers: list[i
     Returns:
         ``resid`` [len(layers), N, d], ``prev`` [len(layers), N, d] (the residual one layer
         earlier), ``final`` [N, d] (the last residual), ``top_ids``/``top_logp`` [N, top_k] and
-        ``final_top1`` [N].
+        ``final_top1`` [N] and ``layers`` [len(layers)] (so training can tell data for other layers).
     """
     from tqdm.auto import tqdm
 
+    check_unrolled(model)
+    chunks = check_chunks("chunks", chunks, model.dims.d_vocab)
+    layers = check_layers("layers", layers, low=1, high=model.dims.n_layers - 1)
+    top_k = check_int("top_k", top_k, low=1, high=model.dims.d_vocab)
     resid, prev, final, top_ids, top_logp = [], [], [], [], []
     for ids in tqdm(chunks, desc="residuals", leave=False):
         stack = model.forward(ids, return_resid=True).resid_stack()[:, 0]  # [L + 1, T, d]
@@ -135,7 +139,26 @@ def collect_residuals(model: UnrolledModel, chunks: list[Tensor], layers: list[i
         top_logp.append(lp)
     return {"resid": torch.cat(resid, 1), "prev": torch.cat(prev, 1), "final": torch.cat(final),
             "top_ids": torch.cat(top_ids),
-            "top_logp": torch.cat(top_logp), "final_top1": torch.cat(top_ids)[:, 0]}
+            "top_logp": torch.cat(top_logp), "final_top1": torch.cat(top_ids)[:, 0],
+            "layers": torch.tensor(layers)}
+
+
+def check_residual_data(data, layers, n_layers: int) -> list[int]:
+    """``data`` must be what :func:`collect_residuals` returned for exactly these ``layers`` (same order)."""
+    layers = check_layers("layers", layers, low=1, high=n_layers - 1)
+    if not isinstance(data, dict):
+        raise TypeError(f"data must be the dict collect_residuals(model, chunks, layers) returns, "
+                        f"got {type(data).__name__}")
+    missing = [k for k in ("resid", "prev", "final", "top_ids", "top_logp", "final_top1") if k not in data]
+    if missing:
+        raise ValueError(f"data lacks {missing}: pass what collect_residuals(model, chunks, layers) returns")
+    # Row i of data["resid"] belongs to the i-th layer it was collected for: other layers would train silently wrong.
+    collected = data["layers"].tolist() if "layers" in data else None
+    if collected is not None and collected != layers:
+        raise ValueError(f"layers must be the layers data was collected for, {collected}, got {layers}")
+    if data["resid"].shape[0] != len(layers):
+        raise ValueError(f"data holds residuals of {data['resid'].shape[0]} layers, but layers lists {len(layers)}")
+    return layers
 
 
 def least_squares_translators(data: dict[str, Tensor], layers: list[int], ridge: float = 0.01):
@@ -169,6 +192,15 @@ def train_tuned_lens(model: UnrolledModel, data: dict[str, Tensor], layers: list
     """
     from tqdm.auto import tqdm
 
+    check_unrolled(model)
+    layers = check_residual_data(data, layers, model.dims.n_layers)
+    steps = check_int("steps", steps, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    lr = check_fraction("lr", lr, high=math.inf)
+    if not 0 < lr < math.inf:
+        raise ValueError(f"lr must be a finite number > 0, got {lr}")
+    seed = check_int("seed", seed, low=0)
+    check_flag("warm_start", warm_start)
     gen = torch.Generator().manual_seed(seed)
     lens = TunedLens.identity(model, layers)
     if warm_start:

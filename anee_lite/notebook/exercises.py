@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -88,6 +89,20 @@ def _call(name: str, fn: Callable, *args):
     if result is None:
         raise _NotAnswered
     return result
+
+
+def _number(name: str, got, *, whole: bool = False):
+    """A learner's numeric answer as a Python number (a one-element tensor counts); anything else is a wrong answer."""
+    if isinstance(got, Tensor):
+        if got.numel() != 1:
+            raise ExerciseError(f"{name}: expected a single number, got a tensor of shape {tuple(got.shape)}")
+        got = got.item()
+    integral = isinstance(got, numbers.Integral)  # no float() of it: a huge int would overflow
+    if isinstance(got, bool) or not isinstance(got, numbers.Real) or not (
+            integral or (math.isfinite(got) and (not whole or got == int(got)))):
+        kind = "a whole number" if whole else "a finite number"
+        raise ExerciseError(f"{name}: expected {kind}, got {got!r} ({type(got).__name__})")
+    return got
 
 
 def _tensor_like(name: str, got, expected: Tensor) -> Tensor:
@@ -210,7 +225,7 @@ def check_first_stable_layer(answer: int | None, ranks) -> None:
     if _not_answered(name, answer):
         return
     ranks = [int(r) for r in ranks]
-    if not isinstance(answer, int) or not 0 <= answer < len(ranks):
+    if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(ranks):
         raise ExerciseError(f"{name}: expected a whole number of layers in [0, {len(ranks) - 1}], got {answer!r}")
     not_top = [row for row, r in enumerate(ranks) if r != 1]
     expected = not_top[-1] + 1 if not_top else 0
@@ -291,7 +306,7 @@ def check_budget_rule(fn: Callable | None) -> None:
         return
     for n_layers, budget, min_layers, threshold in _BUDGET_CASES:
         expected = budget_exit_layer(n_layers, budget, min_layers, threshold)
-        got = _call(name, fn, n_layers, budget, min_layers, threshold)
+        got = _number(name, _call(name, fn, n_layers, budget, min_layers, threshold), whole=True)
         if got == expected:
             continue
         case = f"n_layers={n_layers}, energy_budget={budget}, min_layers={min_layers}, threshold={threshold}"
@@ -314,12 +329,9 @@ def check_perplexity(fn: Callable | None) -> None:
     logits = 2 * torch.randn(2, 6, 11, generator=gen)  # [B, T, V]
     ids = torch.randint(0, 11, (2, 6), generator=gen)
     expected = perplexity(logits, ids)
-    got = _call(name, fn, logits, ids)
-    got = float(got) if isinstance(got, (Tensor, float, int)) else got
-    if not isinstance(got, float):
-        raise ExerciseError(f"{name}: return a number, got {type(got).__name__}")
+    got = float(_number(name, _call(name, fn, logits, ids)))
     if math.isclose(got, expected, rel_tol=1e-4):
-        uniform = _call(name, fn, torch.zeros(1, 5, 11), ids[:1, :5])
+        uniform = _number(name, _call(name, fn, torch.zeros(1, 5, 11), ids[:1, :5]))
         if not math.isclose(float(uniform), 11.0, rel_tol=1e-4):
             raise ExerciseError(f"{name}: uniform logits over 11 tokens should give 11, got {float(uniform):.4g}.")
         _correct(name)
@@ -344,6 +356,7 @@ def check_unembed_flops(answer: int | None, dims) -> None:
     if _not_answered(name, answer):
         return
     expected = 2 * dims.d_model * dims.d_vocab
+    answer = _number(name, answer)
     if answer == expected:
         _correct(name, f"{expected / 1e6:.1f} MFLOPs per token.")
         return
@@ -389,7 +402,7 @@ def check_kv_owed(fn: Callable | None, model, input_ids: Tensor) -> None:
             for t, e in enumerate(exits):
                 cache = model(input_ids[:, t:t + 1], exit_layers=e, past_key_values=cache,
                               use_cache=True).past_key_values
-        got = _call(name, fn, list(exits), n)
+        got = _number(name, _call(name, fn, list(exits), n), whole=True)
         if got == cache.propagated:
             continue
         eager = sum(n - e for e in exits[:-1])
@@ -415,7 +428,7 @@ def check_break_even_layer(answer: int | None, dims, context_len: int) -> None:
     def with_checks(L):  # the last check's logits are the output: no second unembedding
         return token_cost(dims, layers_run=L, context_len=context_len, lens_checks=L, unembed=False).flops
 
-    if not isinstance(answer, int) or not 1 <= answer <= dims.n_layers:
+    if isinstance(answer, bool) or not isinstance(answer, int) or not 1 <= answer <= dims.n_layers:
         raise ExerciseError(f"{name}: expected a layer in [1, {dims.n_layers}], got {answer!r}")
     if with_checks(answer) <= full:
         raise ExerciseError(f"{name}: at L={answer} the checked token costs {with_checks(answer) / full:.0%} of the "

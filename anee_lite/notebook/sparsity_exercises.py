@@ -6,22 +6,26 @@ import torch
 
 from ..core.masks import sparsify_activations
 from ..sparsity.scores import block_influence
+from .exercises import _call, _exercise, _not_answered, _number, _tensor_like
 
 
-def check_block_influence(fn, model, input_ids) -> float:
+@_exercise("Block Influence")
+def check_block_influence(fn, model, input_ids) -> float | None:
     """Exercise 1: ``fn(resid_pre, resid_post) -> float``, ShortGPT's Block Influence of one layer.
 
     Compared with :func:`anee_lite.sparsity.block_influence` on every layer of ``model`` (an
-    UnrolledModel) for ``input_ids``. Returns the largest difference; raises AssertionError with a hint.
+    UnrolledModel) for ``input_ids``. Returns the largest difference (None while not answered); raises
+    ExerciseError (an AssertionError) with a hint.
     """
+    name = "Block Influence"
+    if _not_answered(name, fn):
+        return None
     expected = block_influence(model, input_ids)  # [n_layers]
     acts = model(input_ids, return_resid=True).activations
     worst = 0.0
     for layer in range(model.dims.n_layers):
-        got = fn(acts[f"blocks.{layer}.hook_resid_pre"], acts[f"blocks.{layer}.hook_resid_post"])
-        if got is None:
-            raise AssertionError("your function returned None: write its body (one or two lines)")
-        got = float(got)
+        got = _call(name, fn, acts[f"blocks.{layer}.hook_resid_pre"], acts[f"blocks.{layer}.hook_resid_post"])
+        got = float(_number(name, got))  # NaN is refused there: it would pass every comparison below
         diff = abs(got - float(expected[layer]))
         if diff > 1e-4:
             hint = ("it should be 1 minus the cosine similarity between the two vectors of each token, "
@@ -34,21 +38,21 @@ def check_block_influence(fn, model, input_ids) -> float:
     return worst
 
 
+@_exercise("Activation sparsity")
 def check_sparsify(fn) -> None:
     """Exercise 2: ``fn(hidden [B, T, d_mlp], fraction) -> same shape`` zeroing each token's smallest magnitudes.
 
     Compared with :func:`anee_lite.core.masks.sparsify_activations` on random activations with ties
     avoided, several fractions.
     """
+    name = "Activation sparsity"
+    if _not_answered(name, fn):
+        return
     gen = torch.Generator().manual_seed(0)
     for fraction in (0.0, 0.25, 0.5, 0.9):
         hidden = torch.randn(2, 5, 64, generator=gen)
-        got = fn(hidden.clone(), fraction)
-        if got is None:
-            raise AssertionError("your function returned None: write its body")
+        got = _tensor_like(name, _call(name, fn, hidden.clone(), fraction), hidden)
         expected = sparsify_activations(hidden, 0, fraction) if fraction > 0 else hidden
-        if not isinstance(got, torch.Tensor) or got.shape != hidden.shape:
-            raise AssertionError(f"return a tensor of the input's shape {list(hidden.shape)}")
         zeros = int((got == 0).sum(-1)[0, 0])
         if zeros != int(fraction * 64):
             raise AssertionError(f"fraction={fraction}: each token should have {int(fraction * 64)} of 64 entries "

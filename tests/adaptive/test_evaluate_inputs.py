@@ -43,6 +43,10 @@ def tiny(hf):
     ({"target_agreement": "0.9"}, TypeError, "target_agreement"),
     ({"model_name": 7}, TypeError, "model_name must be a str"),
     ({"tokenizer": None}, TypeError, "tokenizer must be"),
+    ({"delta": 0.0}, ValueError, r"delta must be in \(0, 1\)"),  # refused even with no calibration_text
+    ({"delta": float("nan")}, ValueError, "delta"),
+    ({"delta": "0.1"}, TypeError, "delta"),
+    ({"lens": "tunned"}, ValueError, "lens must be one of"),  # refused even though the controller is built here
 ])
 def test_bad_arguments_are_refused(tiny, kwargs, error, match):
     args = {"model": tiny, "tokenizer": CharTokenizer(), "text": "hello world, " * 4, "controller": "static",

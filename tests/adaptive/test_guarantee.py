@@ -64,3 +64,18 @@ def test_fixed_sequence_stops_at_the_first_failure():
 
 def test_fixed_sequence_returns_none_when_the_safest_fails():
     assert fixed_sequence_select([_t(0.99, 800, 1.0)], target=0.9, delta=0.1) is None
+
+
+@given(target=st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0, exclude_min=True), st.just(math.nan)))
+@settings(max_examples=25, deadline=None)
+def test_fixed_sequence_refuses_a_target_outside_0_1(target):
+    # NaN used to pass every candidate: `bound < nan` is never True.
+    with pytest.raises(ValueError, match="target_agreement must be in"):
+        fixed_sequence_select([_t(0.99, 800, 1.0)], target=target, delta=0.1)
+
+
+@pytest.mark.parametrize("bad,error", [(0.0, ValueError), (1.5, ValueError), (math.nan, ValueError),
+                                       ("0.1", TypeError), (True, TypeError)])
+def test_fixed_sequence_refuses_a_bad_delta_even_without_candidates(bad, error):
+    with pytest.raises(error, match="delta"):
+        fixed_sequence_select([], target=0.9, delta=bad)

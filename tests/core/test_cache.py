@@ -357,3 +357,14 @@ def test_truncate_wrong_type_is_refused(bad):
     cache = model(torch.arange(6)[None], use_cache=True).past_key_values
     with pytest.raises(TypeError, match="length"):
         cache.truncate(bad)
+
+
+@given(layer=st.one_of(st.integers(max_value=-1), st.integers(min_value=3), st.booleans(), st.floats(), st.text()))
+@settings(max_examples=30, deadline=None)
+def test_layer_length_refuses_layers_outside_the_model(layer):
+    # -1 used to answer for the last layer, 99 ended in an IndexError.
+    model = UnrolledModel(random_gpt2(n_layer=3))
+    cache = model(torch.tensor([[1, 2, 3]]), use_cache=True).past_key_values
+    with pytest.raises((TypeError, ValueError), match="layer"):
+        cache.layer_length(layer)
+    assert [cache.layer_length(l) for l in range(3)] == [3, 3, 3]

@@ -170,7 +170,8 @@ def test_missing_wheel_is_reported(tmp_path, monkeypatch):
         load_pretrained(OFFLINE_ALIAS)
 
 
-@pytest.mark.parametrize("name", ["./no/such/folder", "/no/such/folder", "not a model name!"])
+@pytest.mark.parametrize("name", ["./no/such/folder", "/no/such/folder", "not a model name!",
+                                  "./" + "x" * 5000, "/tmp/" + "y" * 300])  # names too long for the OS were an OSError
 def test_unknown_name_mentions_the_offline_alias(name):
     with pytest.raises(ValueError, match="smollm2-135m") as caught:
         load_pretrained(name)

@@ -280,3 +280,39 @@ def test_clopper_pearson_lower_right_and_wrong(capsys):
         ex.check_clopper_pearson_lower(lambda k, n, d: k / 0)
     ex.check_clopper_pearson_lower(None)
     assert "not answered yet" in capsys.readouterr().out
+
+
+# --- wrong kinds of answers: a one-line ExerciseError from the checker, never a trace from inside it -----------
+
+
+def _boom(*args):
+    raise RuntimeError("boom")
+
+
+WRONG_NUMBERS = [torch.zeros(3), math.nan, "7", [1, 2], True]
+
+
+@pytest.mark.parametrize("answer", WRONG_NUMBERS + [_boom])
+def test_number_returning_exercises_refuse_wrong_kinds_of_answers(answer):
+    model = UnrolledModel(random_llama(n_layers=3))
+    ids = torch.randint(0, VOCAB, (1, 5), generator=torch.Generator().manual_seed(0))
+    fn = answer if callable(answer) else (lambda *args: answer)
+    for check in (lambda: ex.check_budget_rule(fn), lambda: ex.check_kv_owed(fn, model, ids),
+                  lambda: ex.check_perplexity(fn)):
+        with pytest.raises(ExerciseError):
+            check()
+
+
+@pytest.mark.parametrize("answer", WRONG_NUMBERS)
+def test_number_answers_refuse_wrong_kinds(answer):
+    dims = UnrolledModel(random_gpt2()).dims
+    for check in (lambda: ex.check_unembed_flops(answer, dims), lambda: ex.check_break_even_layer(answer, dims, 16),
+                  lambda: ex.check_first_stable_layer(answer, [5, 1, 1])):
+        with pytest.raises(ExerciseError):
+            check()
+
+
+def test_a_one_element_tensor_still_counts_as_a_number(capsys):
+    dims = UnrolledModel(random_gpt2()).dims
+    ex.check_unembed_flops(torch.tensor(2 * dims.d_model * dims.d_vocab), dims)
+    assert "correct" in capsys.readouterr().out

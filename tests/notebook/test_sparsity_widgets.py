@@ -1,5 +1,7 @@
 """Notebook 06's callbacks and exercise checks, without a browser."""
 
+import math
+
 import pytest
 import torch
 from conftest import VOCAB, random_llama
@@ -103,3 +105,27 @@ def test_exercise_checks_accept_right_and_refuse_wrong_answers(capsys):
     with pytest.raises(AssertionError, match="magnitude"):
         check_sparsify(lambda h, f: h * (h > h.kthvalue(max(1, int(f * 64)), dim=-1, keepdim=True).values))
     assert "Correct" in capsys.readouterr().out
+
+
+def _boom(*args):
+    raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("answer", [_boom, 3, lambda *a: math.nan, lambda *a: torch.zeros(3), lambda *a: "x"])
+def test_exercise_checks_give_one_line_errors_for_wrong_kinds_of_answers(answer):
+    # NaN used to pass check_block_influence: every comparison with it is False.
+    from anee_lite import UnrolledModel
+    from anee_lite.notebook.exercises import ExerciseError
+
+    model = UnrolledModel(random_llama(n_layers=2))
+    ids = torch.randint(0, VOCAB, (1, 6), generator=torch.Generator().manual_seed(2))
+    with pytest.raises(ExerciseError):
+        check_block_influence(answer, model, ids)
+    with pytest.raises(ExerciseError):
+        check_sparsify(answer)
+
+
+def test_exercise_checks_wait_for_an_answer(capsys):
+    check_block_influence(None, None, None)
+    check_sparsify(lambda h, fraction: None)  # the template's placeholder body
+    assert capsys.readouterr().out.count("not answered yet") == 2

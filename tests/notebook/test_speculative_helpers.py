@@ -4,6 +4,7 @@ import matplotlib
 import pytest
 
 from anee_lite import ANEEConfig, ANEEWrapper
+from anee_lite.notebook.exercises import ExerciseError
 from anee_lite.notebook.speculative import (
     check_accept,
     check_expected_tokens,
@@ -45,6 +46,28 @@ def test_check_expected_tokens():
     assert "matches" in check_expected_tokens(formula)
     with pytest.raises(AssertionError, match="expected_tokens"):
         check_expected_tokens(lambda a, k: 1 / (1 - a) if a < 1 else k)  # the infinite-K limit
+
+
+def _boom(*args):
+    raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("answer", [_boom, 3, lambda *a: None, lambda *a: 7, lambda *a: "57"])
+def test_check_accept_gives_one_line_errors_for_wrong_kinds_of_answers(answer):
+    with pytest.raises(ExerciseError, match="check_accept"):
+        check_accept(answer)
+
+
+@pytest.mark.parametrize("answer", [_boom, 3, lambda *a: None, lambda *a: float("nan"), lambda *a: [1, 2]])
+def test_check_expected_tokens_gives_one_line_errors_for_wrong_kinds_of_answers(answer):
+    # NaN used to pass: abs(nan - expected) > tolerance is False.
+    with pytest.raises(ExerciseError, match="check_expected_tokens"):
+        check_expected_tokens(answer)
+
+
+def test_checks_wait_for_an_answer():
+    assert "not answered yet" in check_accept(None)
+    assert "not answered yet" in check_expected_tokens(None)
 
 
 def test_speculative_view_matches_the_library(tiny):
