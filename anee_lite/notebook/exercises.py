@@ -84,6 +84,8 @@ def _call(name: str, fn: Callable, *args):
         raise ExerciseError(f"{name}: expected a function, got {type(fn).__name__}")
     try:
         result = fn(*args)
+    except NotImplementedError:
+        raise  # the exercise's stub, not yet written: the notebook cell says so itself
     except Exception as error:  # the learner's code: report it in one line, not a trace from the checker
         raise ExerciseError(f"{name}: your function raised {type(error).__name__}: {error}") from error
     if result is None:
