@@ -64,12 +64,31 @@ class LensResult:
     entropy: Tensor  # [L, B, T] in nats
 
 
+# A LensResult keeps [L, B, T, d_vocab] logits and log-probabilities, and computing its KL needs a few
+# more of that size: past 2**28 values each (1 GiB in float32) a long prompt would exhaust memory and
+# kill a notebook's kernel, so it is refused with the number of tokens that fit instead.
+MAX_LENS_VALUES = 2**28
+
+
+def _check_lens_size(model: UnrolledModel, L: int, B: int, T: int) -> None:
+    per_token = L * model.dims.d_vocab
+    if B * T * per_token > MAX_LENS_VALUES:
+        raise ValueError(f"the lens over {B} x {T} tokens would hold {B * T * per_token * 4 / 2**30:.1f} GiB of "
+                         f"logits per tensor ({L} layers x {model.dims.d_vocab} vocabulary each); pass at most "
+                         f"{MAX_LENS_VALUES // per_token} tokens (batch x length) at a time")
+
+
 def lens_from_resid(model: UnrolledModel, resid_stack: Tensor) -> LensResult:
-    """Apply the lens to a stack of residuals [L, B, T, d_model] (the last one is the model's output)."""
+    """Apply the lens to a stack of residuals [L, B, T, d_model] (the last one is the model's output).
+
+    Raises:
+        ValueError: for a stack whose [L, B, T, d_vocab] logits would exceed ``MAX_LENS_VALUES``.
+    """
     d = model.dims.d_model
     if not isinstance(resid_stack, Tensor) or resid_stack.dim() != 4 or resid_stack.shape[-1] != d:
         shape = list(resid_stack.shape) if isinstance(resid_stack, Tensor) else type(resid_stack).__name__
         raise ValueError(f"resid_stack must be a tensor [L, B, T, d_model={d}], got {shape}")
+    _check_lens_size(model, *resid_stack.shape[:3])
     logits = model.logits_from_resid(resid_stack)  # [L, B, T, d_model] -> [L, B, T, d_vocab]
     log_probs = logits.log_softmax(-1)
     final = log_probs[-1]  # [B, T, d_vocab]
@@ -97,5 +116,7 @@ def logit_lens(model: UnrolledModel, input_ids: Tensor, attention_mask: Tensor |
         input_ids: [B, T] token ids.
         attention_mask: [B, T] optional padding mask.
     """
+    if isinstance(input_ids, Tensor) and input_ids.dim() == 2:  # before the forward, not after it
+        _check_lens_size(model, model.dims.n_layers + 1, *input_ids.shape)
     out = model.forward(input_ids, attention_mask, return_resid=True)
     return lens_from_resid(model, out.resid_stack())

@@ -42,3 +42,22 @@ def test_lens_from_resid_refuses_another_width_and_agrees_with_logit_lens():
         lens_from_resid(MODEL, torch.randn(6, D))
     stack = MODEL(ids, return_resid=True).resid_stack()  # [n_layers + 1, 1, T, d]
     assert torch.equal(lens_from_resid(MODEL, stack).top_tokens, logit_lens(MODEL, ids).top_tokens)
+
+
+def test_a_lens_too_big_for_memory_is_refused_with_the_length_that_fits(monkeypatch):
+    from anee_lite.lens import logit as logit_module
+
+    per_token = (MODEL.dims.n_layers + 1) * MODEL.dims.d_vocab
+    monkeypatch.setattr(logit_module, "MAX_LENS_VALUES", 10 * per_token)  # room for 10 tokens
+    assert logit_lens(MODEL, torch.randint(2, 90, (2, 5))).top_tokens.shape[2] == 5  # 2 x 5 fits
+    with pytest.raises(ValueError, match=r"lens over 1 x 11 tokens .* pass at most 10 tokens"):
+        logit_lens(MODEL, torch.randint(2, 90, (1, 11)))
+
+
+def test_the_size_is_checked_before_the_forward(monkeypatch):
+    from anee_lite.lens import logit as logit_module
+
+    monkeypatch.setattr(logit_module, "MAX_LENS_VALUES", 1)
+    monkeypatch.setattr(UnrolledModel, "forward", lambda *a, **k: pytest.fail("ran the model before checking"))
+    with pytest.raises(ValueError, match="pass at most 0 tokens"):
+        logit_lens(MODEL, torch.randint(2, 90, (1, 3)))
