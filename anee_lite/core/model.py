@@ -23,6 +23,7 @@ from .validation import (
     check_flags,
     check_forward_inputs,
     check_hf_model,
+    check_pattern_size,
     check_sparsity,
     claim_controller,
 )
@@ -202,6 +203,8 @@ class UnrolledModel:
         cache = past_key_values if past_key_values is not None else (
             KVCache(self.dims, B, self.cache_token, sparsity) if use_cache else None)
         n_past = 0 if cache is None else len(cache)
+        if return_patterns:
+            check_pattern_size(self.dims, B, T, n_past + T)
         propagated_before = cache.propagated if cache is not None else 0
 
         positions = position_ids(key_mask)[:, n_past:]  # [B, T]

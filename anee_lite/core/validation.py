@@ -113,6 +113,21 @@ def check_generate_inputs(model, input_ids, attention_mask, max_new_tokens, eos_
     return input_ids, mask
 
 
+# return_patterns keeps every layer's [B, H, T, T_k] weights: past 2**29 values (2 GiB in float32) a
+# long input would exhaust memory, so it is refused with the length that fits instead.
+MAX_PATTERN_VALUES = 2**29
+
+
+def check_pattern_size(dims, batch: int, tokens: int, keys: int) -> None:
+    """Refuse ``return_patterns`` when the stored attention patterns would not fit in memory."""
+    values = dims.n_layers * batch * dims.n_heads * tokens * keys
+    if values > MAX_PATTERN_VALUES:
+        fits = int((MAX_PATTERN_VALUES / (dims.n_layers * batch * dims.n_heads)) ** 0.5)
+        raise ValueError(f"return_patterns over {batch} x {tokens} tokens would keep {values * 4 / 2**30:.1f} GiB of "
+                         f"attention weights ({dims.n_layers} layers x {dims.n_heads} heads x {tokens} x {keys}); "
+                         f"pass about {fits} tokens or fewer")
+
+
 def check_hf_model(name: str, hf_model) -> None:
     """A HuggingFace causal LM (an nn.Module with a config), not a name or another kind of module."""
     if isinstance(hf_model, (str, bytes)) or not isinstance(hf_model, torch.nn.Module) \

@@ -288,3 +288,15 @@ def test_a_controller_or_draft_lens_built_for_another_model_is_refused():
     with pytest.raises(ValueError, match="draft_lens was built for another UnrolledModel"):
         greedy_generate(b, ids, max_new_tokens=2, draft_layers=2, draft_tokens=2, draft_lens=LogitLens(a))
     assert torch.equal(a(ids, controller=controller).stats.exit_layers, torch.ones(1, 6, dtype=torch.long))
+
+
+def test_attention_patterns_too_big_for_memory_are_refused_before_the_forward(model, monkeypatch):
+    from anee_lite.core import validation
+
+    dims = model.dims
+    per_token_pair = dims.n_layers * dims.n_heads
+    monkeypatch.setattr(validation, "MAX_PATTERN_VALUES", per_token_pair * 8 * 8)  # room for 8 x 8 tokens
+    assert len(model(torch.randint(0, VOCAB, (1, 8)), return_patterns=True).activations) == dims.n_layers
+    with pytest.raises(ValueError, match="return_patterns over 1 x 9 tokens .* pass about 8 tokens"):
+        model(torch.randint(0, VOCAB, (1, 9)), return_patterns=True)
+    model(torch.randint(0, VOCAB, (1, 40)))  # without patterns any length that fits n_ctx runs
