@@ -7,6 +7,18 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 VOCAB = 97
 
 
+class CharTokenizer:
+    """One token per character, ids ``2 + ord(ch) % modulus``: enough of a tokenizer for text_chunks and evaluate."""
+
+    def __init__(self, modulus: int = VOCAB - 2):
+        self.modulus = modulus
+
+    def __call__(self, text, return_tensors=None):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(input_ids=torch.tensor([[2 + ord(ch) % self.modulus for ch in text]]))
+
+
 def random_gpt2(n_layer=3, n_embd=64, n_head=4, n_positions=64, seed=0):
     torch.manual_seed(seed)
     cfg = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=n_positions, vocab_size=VOCAB,

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import CharTokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from anee_lite import UnrolledModel, greedy_generate
@@ -216,13 +217,8 @@ def test_replay_matches_the_real_forward_for_a_static_exit(tiny):
     assert set(run["exits"].tolist()) == {3}
 
 
-class CharTokenizer:
-    def __call__(self, text, return_tensors=None):
-        return SimpleNamespace(input_ids=torch.tensor([[2 + ord(ch) % 48 for ch in text]]))
-
-
 def test_evaluate_reports_every_field(tiny):
-    result = evaluate(tiny, CharTokenizer(), "hello world, " * 6, "confidence",
+    result = evaluate(tiny, CharTokenizer(48), "hello world, " * 6, "confidence",
                       calibration_text="calibrate on this text. " * 4, target_agreement=0.8, max_tokens=40, chunk=20)
     d = result.as_dict()
     for key in ("agreement", "cost_fraction", "mean_layers_fraction", "wall_time_ratio", "kl", "perplexity",
@@ -280,9 +276,9 @@ def test_bad_input_gets_a_clear_error(tiny, replay):
         with pytest.raises(ValueError, match="target_agreement"):
             calibrate(replay, make_controller("static", LogitLens(tiny)), target)
     with pytest.raises(ValueError, match="text must be a non-empty"):
-        text_chunks(CharTokenizer(), "   ")
+        text_chunks(CharTokenizer(48), "   ")
     with pytest.raises(ValueError, match="target_agreement"):
-        evaluate(tiny, CharTokenizer(), "some text", "static", target_agreement=1.01)
+        evaluate(tiny, CharTokenizer(48), "some text", "static", target_agreement=1.01)
 
 
 def run_cli(args, capsys):

@@ -2,17 +2,10 @@
 
 import pytest
 import torch
-from conftest import VOCAB, random_llama
+from conftest import VOCAB, CharTokenizer, random_llama
 
 from anee_lite import ANEEWrapper, UnrolledModel
 from anee_lite.adaptive.evaluate import evaluate
-
-
-class CharTokenizer:
-    def __call__(self, text, return_tensors=None):
-        from types import SimpleNamespace
-
-        return SimpleNamespace(input_ids=torch.tensor([[2 + ord(ch) % (VOCAB - 2) for ch in text]]))
 
 
 @pytest.fixture(scope="module")

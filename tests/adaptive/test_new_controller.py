@@ -1,10 +1,9 @@
 """Adding a controller is one class: registered here, it runs through forward, calibration, evaluate and the CLI."""
 
-from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import random_llama
+from conftest import CharTokenizer, random_llama
 
 from anee_lite import UnrolledModel
 from anee_lite.adaptive import controller_names, evaluate, make_controller
@@ -40,11 +39,6 @@ def tiny():
     return UnrolledModel(random_llama(n_layers=4, d_model=16))
 
 
-class CharTokenizer:
-    def __call__(self, text, return_tensors=None):
-        return SimpleNamespace(input_ids=torch.tensor([[2 + ord(ch) % 48 for ch in text]]))
-
-
 def test_a_registered_toy_controller_runs_everywhere(registered, tiny, tmp_path):
     assert "toy_norm" in controller_names()
     c = make_controller("toy_norm", LogitLens(tiny))
@@ -63,7 +57,7 @@ def test_a_registered_toy_controller_runs_everywhere(registered, tiny, tmp_path)
     result = calibrate(replay, c, target_agreement=0.5)
     assert result.controller == "toy_norm" and result.curve
 
-    r = evaluate(tiny, CharTokenizer(), "hello world, " * 4, "toy_norm", calibration_text="some calibration text " * 3,
+    r = evaluate(tiny, CharTokenizer(48), "hello world, " * 4, "toy_norm", calibration_text="some calibration text " * 3,
                  target_agreement=0.8, max_tokens=30, chunk=15)
     assert r.controller == "toy_norm" and r.tokens == 30
     assert r.lens_checks_per_token == 0 and r.probe_checks_per_token > 0  # charged as cheap checks

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import VOCAB, random_llama
+from conftest import VOCAB, CharTokenizer, random_llama
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,14 +23,6 @@ from anee_lite.adaptive import (
     train_probe,
 )
 from anee_lite.lens import LogitLens, TunedLens, collect_residuals, train_tuned_lens
-
-
-class CharTokenizer:
-    def __call__(self, text, return_tensors=None):
-        from types import SimpleNamespace
-
-        return SimpleNamespace(input_ids=torch.tensor([[2 + ord(ch) % (VOCAB - 2) for ch in text]]))
-
 
 TEXT = "hello world, this is a text. " * 2
 
