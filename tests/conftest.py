@@ -40,6 +40,20 @@ def random_llama(n_layers=3, d_model=64, n_heads=4, n_kv_heads=2, seed=0, **extr
 
 
 
+@pytest.fixture(scope="module")
+def llama4_hf():
+    """A 4-layer random Llama for argument-checking tests."""
+    return random_llama(n_layers=4)
+
+
+@pytest.fixture(scope="module")
+def llama4(llama4_hf):
+    """``llama4_hf`` unrolled."""
+    from anee_lite import UnrolledModel
+
+    return UnrolledModel(llama4_hf)
+
+
 @pytest.fixture(scope="session")
 def smollm2_hf():
     """(LlamaForCausalLM, tokenizer) for the offline model, from the user's normal cache."""

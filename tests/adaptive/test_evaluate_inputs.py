@@ -2,20 +2,10 @@
 
 import pytest
 import torch
-from conftest import VOCAB, CharTokenizer, random_llama
+from conftest import VOCAB, CharTokenizer
 
 from anee_lite import ANEEWrapper, UnrolledModel
 from anee_lite.adaptive.evaluate import evaluate
-
-
-@pytest.fixture(scope="module")
-def hf():
-    return random_llama(n_layers=4)
-
-
-@pytest.fixture(scope="module")
-def tiny(hf):
-    return UnrolledModel(hf)
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
@@ -41,37 +31,37 @@ def tiny(hf):
     ({"delta": "0.1"}, TypeError, "delta"),
     ({"lens": "tunned"}, ValueError, "lens must be one of"),  # refused even though the controller is built here
 ])
-def test_bad_arguments_are_refused(tiny, kwargs, error, match):
-    args = {"model": tiny, "tokenizer": CharTokenizer(), "text": "hello world, " * 4, "controller": "static",
+def test_bad_arguments_are_refused(llama4, kwargs, error, match):
+    args = {"model": llama4, "tokenizer": CharTokenizer(), "text": "hello world, " * 4, "controller": "static",
             "max_tokens": 12} | kwargs
     with pytest.raises(error, match=match):
         evaluate(**args)
 
 
-def test_a_wrapper_instead_of_the_unrolled_model_gets_a_hint(hf):
-    wrapper = ANEEWrapper(hf_model=hf)
+def test_a_wrapper_instead_of_the_unrolled_model_gets_a_hint(llama4_hf):
+    wrapper = ANEEWrapper(hf_model=llama4_hf)
     with pytest.raises(TypeError, match=r"model must be an anee_lite.UnrolledModel.*\(pass wrapper.model\)"):
         evaluate(wrapper, CharTokenizer(), "hello world", "static")
     with pytest.raises(TypeError, match="model must be an anee_lite.UnrolledModel"):
-        evaluate(hf, CharTokenizer(), "hello world", "static")
+        evaluate(llama4_hf, CharTokenizer(), "hello world", "static")
 
 
-def test_integer_like_values_are_accepted(tiny):
+def test_integer_like_values_are_accepted(llama4):
     import numpy as np
 
-    result = evaluate(tiny, CharTokenizer(), "hello world, " * 4, "static", max_tokens=np.int64(12), chunk=6)
+    result = evaluate(llama4, CharTokenizer(), "hello world, " * 4, "static", max_tokens=np.int64(12), chunk=6)
     assert result.tokens == 12
 
 
-def test_quality_vs_budget_takes_the_wrapper_or_its_unrolled_model(hf):
+def test_quality_vs_budget_takes_the_wrapper_or_its_unrolled_model(llama4_hf):
     from anee_lite.adaptive import quality_vs_budget
 
-    wrapper = ANEEWrapper(hf_model=hf)
+    wrapper = ANEEWrapper(hf_model=llama4_hf)
     ids = torch.randint(2, VOCAB, (1, 12), generator=torch.Generator().manual_seed(0))
     budgets = [1.0, 0.5, 0.05]
     assert quality_vs_budget(wrapper.model, ids, budgets) == quality_vs_budget(wrapper, ids, budgets)
     with pytest.raises(TypeError, match="model must be an ANEEWrapper or an UnrolledModel, got LlamaForCausalLM"):
-        quality_vs_budget(hf, ids, budgets)
+        quality_vs_budget(llama4_hf, ids, budgets)
 
 
 @pytest.mark.parametrize("budgets,error,match", [
@@ -81,9 +71,9 @@ def test_quality_vs_budget_takes_the_wrapper_or_its_unrolled_model(hf):
     ([1.0, 1.5], ValueError, "energy_budget"),
     ([float("nan")], ValueError, "energy_budget"),
 ])
-def test_quality_vs_budget_refuses_bad_budgets_before_running(tiny, monkeypatch, budgets, error, match):
+def test_quality_vs_budget_refuses_bad_budgets_before_running(llama4, monkeypatch, budgets, error, match):
     from anee_lite.adaptive import quality_vs_budget
 
     monkeypatch.setattr(UnrolledModel, "forward", lambda *a, **k: pytest.fail("ran the model before checking"))
     with pytest.raises(error, match=match):
-        quality_vs_budget(tiny, torch.ones(1, 4, dtype=torch.long), budgets)
+        quality_vs_budget(llama4, torch.ones(1, 4, dtype=torch.long), budgets)

@@ -4,11 +4,10 @@ import math
 
 import pytest
 import torch
-from conftest import VOCAB, CharTokenizer, random_llama
+from conftest import VOCAB, CharTokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anee_lite import UnrolledModel
 from anee_lite.adaptive import (
     ExitProbe,
     acceptance_by_depth,
@@ -28,23 +27,13 @@ TEXT = "hello world, this is a text. " * 2
 
 
 @pytest.fixture(scope="module")
-def hf():
-    return random_llama(n_layers=4)
-
-
-@pytest.fixture(scope="module")
-def tiny(hf):
-    return UnrolledModel(hf)
-
-
-@pytest.fixture(scope="module")
 def chunks():
     return text_chunks(CharTokenizer(), TEXT, max_tokens=16, chunk=8)
 
 
 @pytest.fixture(scope="module")
-def data(tiny, chunks):
-    return collect_residuals(tiny, chunks, [1, 2], top_k=8)
+def data(llama4, chunks):
+    return collect_residuals(llama4, chunks, [1, 2], top_k=8)
 
 
 @given(value=st.one_of(st.integers(max_value=1), st.floats(), st.booleans(), st.text(max_size=3)))
@@ -69,24 +58,24 @@ def test_text_chunks_text_must_be_a_non_empty_str(text, error):
     ([torch.ones(4, dtype=torch.long)], ValueError, r"chunks\[0\] must have shape"),
     ([torch.ones(1, 4)], TypeError, "must hold integers"),
 ])
-def test_chunk_lists_are_checked(tiny, bad, error, match):
-    ctrl = make_controller("confidence", LogitLens(tiny), 0.5)
-    for call in (lambda: build_replay(tiny, bad), lambda: collect_residuals(tiny, bad, [1]),
-                 lambda: calibrate_by_decoding(tiny, bad, ctrl, thresholds=[0.5]),
-                 lambda: measure_thresholds(tiny, bad, ctrl, [0.5])):
+def test_chunk_lists_are_checked(llama4, bad, error, match):
+    ctrl = make_controller("confidence", LogitLens(llama4), 0.5)
+    for call in (lambda: build_replay(llama4, bad), lambda: collect_residuals(llama4, bad, [1]),
+                 lambda: calibrate_by_decoding(llama4, bad, ctrl, thresholds=[0.5]),
+                 lambda: measure_thresholds(llama4, bad, ctrl, [0.5])):
         with pytest.raises(error, match=match):
             call()
 
 
-def test_replay_wants_the_unrolled_model(hf, chunks):
+def test_replay_wants_the_unrolled_model(llama4_hf, chunks):
     with pytest.raises(TypeError, match="model must be an anee_lite.UnrolledModel"):
-        build_replay(hf, chunks)
+        build_replay(llama4_hf, chunks)
 
 
-def test_calibrate_names_a_wrong_replay_or_controller(tiny, chunks):
-    replay = build_replay(tiny, chunks)
+def test_calibrate_names_a_wrong_replay_or_controller(llama4, chunks):
+    replay = build_replay(llama4, chunks)
     with pytest.raises(TypeError, match="replay must be the Replay"):
-        calibrate(None, make_controller("confidence", LogitLens(tiny), 0.5))
+        calibrate(None, make_controller("confidence", LogitLens(llama4), 0.5))
     with pytest.raises(TypeError, match="controller must be an ExitController"):
         calibrate(replay, "confidence")
 
@@ -97,11 +86,11 @@ def test_calibrate_names_a_wrong_replay_or_controller(tiny, chunks):
     (["a"], TypeError, "must hold numbers"),
     (0.5, TypeError, "list of numbers"),
 ])
-def test_thresholds_are_checked(tiny, chunks, thresholds, error, match):
-    ctrl = make_controller("confidence", LogitLens(tiny), 0.5)
-    replay = build_replay(tiny, chunks)
-    for call in (lambda: sweep(replay, ctrl, thresholds), lambda: measure_thresholds(tiny, chunks, ctrl, thresholds),
-                 lambda: calibrate_by_decoding(tiny, chunks, ctrl, thresholds=thresholds)):
+def test_thresholds_are_checked(llama4, chunks, thresholds, error, match):
+    ctrl = make_controller("confidence", LogitLens(llama4), 0.5)
+    replay = build_replay(llama4, chunks)
+    for call in (lambda: sweep(replay, ctrl, thresholds), lambda: measure_thresholds(llama4, chunks, ctrl, thresholds),
+                 lambda: calibrate_by_decoding(llama4, chunks, ctrl, thresholds=thresholds)):
         with pytest.raises(error, match=match):
             call()
 
@@ -111,15 +100,15 @@ def test_thresholds_are_checked(tiny, chunks, thresholds, error, match):
     ([-1], ValueError, r"in \[1, 3\]"), ([1, 1], ValueError, "must not repeat"), ([1.5], TypeError, "integer"),
     (2, TypeError, "list of layer indices"), (None, TypeError, "list of layer indices"),
 ])
-def test_collect_residuals_layers(tiny, chunks, layers, error, match):
+def test_collect_residuals_layers(llama4, chunks, layers, error, match):
     with pytest.raises(error, match=match):
-        collect_residuals(tiny, chunks, layers)
+        collect_residuals(llama4, chunks, layers)
 
 
 @pytest.mark.parametrize("top_k", [0, -1, VOCAB + 1, 2.0])
-def test_collect_residuals_top_k(tiny, chunks, top_k):
+def test_collect_residuals_top_k(llama4, chunks, top_k):
     with pytest.raises((TypeError, ValueError), match="top_k"):
-        collect_residuals(tiny, chunks, [1], top_k=top_k)
+        collect_residuals(llama4, chunks, [1], top_k=top_k)
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
@@ -128,29 +117,29 @@ def test_collect_residuals_top_k(tiny, chunks, top_k):
     ({"lr": 0.0}, ValueError, "lr must be"), ({"lr": math.nan}, ValueError, "lr"), ({"lr": math.inf}, ValueError, "lr"),
     ({"seed": 1.5}, TypeError, "seed"), ({"warm_start": "no"}, TypeError, "warm_start"),
 ])
-def test_train_tuned_lens_arguments(tiny, data, kwargs, error, match):
+def test_train_tuned_lens_arguments(llama4, data, kwargs, error, match):
     with pytest.raises(error, match=match):
-        train_tuned_lens(tiny, data, [1, 2], **({"steps": 1} | kwargs))
+        train_tuned_lens(llama4, data, [1, 2], **({"steps": 1} | kwargs))
 
 
 @pytest.mark.parametrize("layers", [[2, 1], [1], [1, 2, 3], [3]])
-def test_training_refuses_layers_the_data_was_not_collected_for(tiny, data, layers):
+def test_training_refuses_layers_the_data_was_not_collected_for(llama4, data, layers):
     # Row i of the data is the i-th collected layer: [2, 1] trained layer 2's translator on layer 1's residuals.
     with pytest.raises(ValueError, match=r"layers must be the layers data was collected for, \[1, 2\]"):
-        train_tuned_lens(tiny, data, layers, steps=1)
+        train_tuned_lens(llama4, data, layers, steps=1)
     with pytest.raises(ValueError, match=r"layers must be the layers data was collected for"):
-        train_probe(LogitLens(tiny), data, layers)
+        train_probe(LogitLens(llama4), data, layers)
 
 
-def test_training_on_the_right_layers_still_works(tiny, data):
-    lens = train_tuned_lens(tiny, data, [1, 2], steps=1, batch_size=4)
+def test_training_on_the_right_layers_still_works(llama4, data):
+    lens = train_tuned_lens(llama4, data, [1, 2], steps=1, batch_size=4)
     assert lens.layers == [1, 2]
     assert train_probe(lens, data, [1, 2]).layers == [1, 2]
 
 
-def test_train_probe_names_missing_data(tiny):
+def test_train_probe_names_missing_data(llama4):
     with pytest.raises(ValueError, match="data lacks"):
-        train_probe(LogitLens(tiny), {}, [1])
+        train_probe(LogitLens(llama4), {}, [1])
 
 
 def test_exit_probe_construction_and_load_are_checked(tmp_path):
@@ -167,22 +156,22 @@ def test_exit_probe_construction_and_load_are_checked(tmp_path):
         ExitProbe.load(tmp_path / "notes.txt")
 
 
-def test_acceptance_by_depth_arguments(tiny, chunks):
-    ids, lens = chunks[0], LogitLens(tiny)
+def test_acceptance_by_depth_arguments(llama4, chunks):
+    ids, lens = chunks[0], LogitLens(llama4)
     with pytest.raises(TypeError, match="lenses must be a non-empty dict"):
-        acceptance_by_depth(tiny, [lens], ids, 2)
+        acceptance_by_depth(llama4, [lens], ids, 2)
     with pytest.raises(TypeError, match="lenses must be a non-empty dict"):
-        acceptance_by_depth(tiny, {}, ids, 2)
+        acceptance_by_depth(llama4, {}, ids, 2)
     with pytest.raises(TypeError, match=r"lenses\['x'\] must be a lens"):
-        acceptance_by_depth(tiny, {"x": 3}, ids, 2)
-    wrong = TunedLens.identity(tiny, [1])
+        acceptance_by_depth(llama4, {"x": 3}, ids, 2)
+    wrong = TunedLens.identity(llama4, [1])
     wrong.layers = [7]
     with pytest.raises(ValueError, match=r"lenses\['t'\].layers"):
-        acceptance_by_depth(tiny, {"t": wrong}, ids, 2)
+        acceptance_by_depth(llama4, {"t": wrong}, ids, 2)
     with pytest.raises(TypeError, match="input_ids must be a torch.Tensor"):
-        acceptance_by_depth(tiny, {"logit": lens}, ids[0].tolist(), 2)
+        acceptance_by_depth(llama4, {"logit": lens}, ids[0].tolist(), 2)
 
 
-def test_build_controller_names_a_model_name_that_is_not_one(tiny):
+def test_build_controller_names_a_model_name_that_is_not_one(llama4):
     with pytest.raises(TypeError, match="model_name must be a str or None"):
-        build_controller(tiny, 3, "confidence")
+        build_controller(llama4, 3, "confidence")
