@@ -1,4 +1,4 @@
-"""Getting models and data: hub and offline loading (with its verified cache), shipped assets and texts."""
+"""Getting models and data: hub and offline loading (with its verified cache), shipped assets and texts, atomic file writes."""
 
 from .assets import DATA_DIR, lens_path, probe_path
 from .loading import (
