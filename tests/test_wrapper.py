@@ -48,6 +48,12 @@ def test_budget_follows_the_definition_by_hand():
     assert [r["layers_executed"] for r in budget_table(12, (1.0, 0.5, 0.05, 0.0))] == [11, 5, 2, 2]
 
 
+@pytest.mark.parametrize("budgets", [0.5, "0.5", None])
+def test_budget_table_wants_a_list_of_budgets(budgets):
+    with pytest.raises(TypeError, match="budgets must be a list of numbers"):  # "0.5" was read character by character
+        budget_table(12, budgets)
+
+
 def test_forward_stats_and_logits_follow_the_budget(twelve):
     ids = torch.randint(0, 200, (2, 6), generator=torch.Generator().manual_seed(0))
     out = twelve(ids, energy_budget=0.5)

@@ -62,6 +62,8 @@ def budget_table(n_layers: int, budgets=(1.0, 0.75, 0.5, 0.25, 0.1, 0.05, 0.0),
                  min_layers: int = DEFAULT_MIN_LAYERS,
                  exit_budget_threshold: float = DEFAULT_EXIT_BUDGET_THRESHOLD) -> list[dict]:
     """Rows ``{"energy_budget", "layers_executed", "fraction"}`` for a range of budgets."""
+    if isinstance(budgets, (str, bytes)) or not hasattr(budgets, "__iter__"):  # "0.5" would be read as '0', '.', '5'
+        raise TypeError(f"budgets must be a list of numbers in [0, 1], e.g. [1.0, 0.5], got {budgets!r}")
     rows = []
     for b in budgets:
         n = budget_exit_layer(n_layers, b, min_layers, exit_budget_threshold)

@@ -40,7 +40,8 @@ class KVCache:
 
     def __init__(self, dims: ModelDims, batch_size: int, owner: object, sparsity: Sparsity | None = None):
         self.dims = dims
-        self.sparsity = sparsity if sparsity is not None else Sparsity()
+        # Its own copy: the masks that filled it, even if the caller edits theirs in place before the next call.
+        self.sparsity = sparsity.frozen() if sparsity is not None else Sparsity()
         self.batch_size = batch_size
         # The writing model's ``cache_token``: a cache is useless to another model. Not id(model),
         # which Python hands to a new model once the old one is freed.

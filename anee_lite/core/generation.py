@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .controller import Controller
 from .model import UnrolledModel
-from .validation import check_generate_inputs
+from .validation import check_generate_inputs, check_generation_knobs
 
 if TYPE_CHECKING:
     from .speculative import SpeculativeStats
@@ -126,13 +126,9 @@ def greedy_generate(
         return speculative_generate(model, input_ids, mask, max_new_tokens=max_new_tokens,
                                     draft_layers=draft_layers, draft_tokens=draft_tokens, draft_lens=draft_lens,
                                     eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    masks = check_generation_knobs(model, exit_layers, controller, masks)  # before any step: max_new_tokens may be 0
     result = GenerationResult(sequences=input_ids, prompt_length=input_ids.shape[1])
     stop = StopAtEos(input_ids.shape[0], eos_token_id, pad_token_id, input_ids.device)
-    masks = {} if masks is None else dict(masks)
-    unknown = set(masks) - {"skip_layers", "head_mask", "mlp_mask", "activation_sparsity"}
-    if unknown:
-        raise ValueError(f"masks may only hold skip_layers, head_mask, mlp_mask, activation_sparsity; "
-                         f"got {sorted(unknown)}")
     cache = None
     for step in range(max_new_tokens):
         start = time.perf_counter()

@@ -55,6 +55,14 @@ class Sparsity:
         return bool(self.skip_layers) or self.head_mask is not None or self.mlp_mask is not None \
             or self.activation is not None
 
+    def frozen(self) -> Sparsity:
+        """A copy holding its own masks: a caller who edits a mask in place afterwards does not change it."""
+        activation = self.activation
+        if isinstance(activation, ActivationThresholds):
+            activation = ActivationThresholds(activation.fraction, activation.thresholds.clone())
+        return Sparsity(self.skip_layers, None if self.head_mask is None else self.head_mask.detach().clone(),
+                        None if self.mlp_mask is None else self.mlp_mask.detach().clone(), activation)
+
     def matches(self, other: Sparsity) -> bool:
         """Equal knobs: a KV cache is only valid under the knobs that filled it."""
         def same(a, b):

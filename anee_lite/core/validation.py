@@ -13,6 +13,8 @@ import threading
 import torch
 from torch import Tensor
 
+from .controller import as_controller
+
 
 def check_fraction(name: str, value, *, low: float = 0.0, high: float = 1.0) -> float:
     """A real number in [low, high] (bools, NaN and strings are refused)."""
@@ -111,6 +113,31 @@ def check_generate_inputs(model, input_ids, attention_mask, max_new_tokens, eos_
             check_int(name, value, low=0, high=dims.d_vocab - 1)
     check_flags(use_cache=use_cache)
     return input_ids, mask
+
+
+def check_generation_knobs(model, exit_layers, controller, masks) -> dict:
+    """Greedy generation's exit and sparsity arguments, checked once up front -> the masks as a dict.
+
+    The forward checks them again at each step, but with ``max_new_tokens=0`` there is no step.
+    """
+    if isinstance(exit_layers, numbers.Integral) or (isinstance(exit_layers, Tensor) and exit_layers.dim() == 0
+                                                     and not exit_layers.is_floating_point()):
+        check_int("exit_layers", int(exit_layers) if isinstance(exit_layers, Tensor) else exit_layers,
+                  low=0, high=model.dims.n_layers)
+    if controller is not None:
+        check_reads_this_model("controller", as_controller(controller), model)
+    if masks is None:
+        return {}
+    if not isinstance(masks, dict):
+        raise TypeError(f"masks must be a dict of the forward's sparsity keywords, e.g. {{'skip_layers': [3]}}, "
+                        f"got {type(masks).__name__}")
+    unknown = set(masks) - {"skip_layers", "head_mask", "mlp_mask", "activation_sparsity"}
+    if unknown:
+        raise ValueError(f"masks may only hold skip_layers, head_mask, mlp_mask, activation_sparsity; "
+                         f"got {sorted(unknown, key=str)}")
+    check_sparsity(model.dims, **{"skip_layers": None, "head_mask": None, "mlp_mask": None,
+                                  "activation_sparsity": None, **masks})
+    return dict(masks)
 
 
 # return_patterns keeps every layer's [B, H, T, T_k] weights: past 2**29 values (2 GiB in float32) a

@@ -184,12 +184,30 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
     )
 
 
+def _check_per_token(**tensors: Tensor | None) -> None:
+    """Each given tensor is [N] integers, all of one length N (zip would drop the tail of a longer one)."""
+    n = None
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        if not isinstance(t, Tensor) or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            got = f"a {t.dtype} tensor" if isinstance(t, Tensor) else type(t).__name__
+            raise TypeError(f"{name} must be a 1-d tensor of integers [N], one per token, got {got}")
+        if t.dim() != 1:
+            raise ValueError(f"{name} must be 1-d [N], one entry per token in decoding order, got {list(t.shape)}")
+        if n is not None and t.shape[0] != n:
+            lengths = {k: v.shape[0] for k, v in tensors.items() if isinstance(v, Tensor)}
+            raise ValueError(f"{', '.join(lengths)} must have one entry per token each, got lengths {lengths}")
+        n = t.shape[0]
+
+
 def propagated_per_token(exit_layers: Tensor, chunk_ids: Tensor) -> Tensor:
     """[N] K/V entries each token owes later tokens: up to the deepest later token of its chunk (lazy fill).
 
     Tokens are in decoding order; a token that stopped after ``e`` layers owes one entry for each
     layer above ``e`` that some later token of its chunk runs (see :mod:`anee_lite.core.cache`).
     """
+    _check_per_token(exit_layers=exit_layers, chunk_ids=chunk_ids)
     out = torch.zeros_like(exit_layers)
     for c in chunk_ids.unique():
         e = exit_layers[chunk_ids == c]  # [T]
@@ -212,6 +230,11 @@ def early_exit_cost(dims: ModelDims, exit_layers: Tensor, positions: Tensor, chu
             screened controller's confirmations that did not let it stop); None: none.
         extra_check_translator_macs: translator MACs charged with each of those.
     """
+    _check_per_token(exit_layers=exit_layers, positions=positions, chunk_ids=chunk_ids,
+                     extra_lens_checks=extra_lens_checks)
+    if not callable(exit_charges):
+        raise TypeError(f"exit_charges must be a function exit layer -> token_cost keywords (e.g. controller.charges), "
+                        f"got {type(exit_charges).__name__}")
     kv = propagated_per_token(exit_layers, chunk_ids)
     charges = {L: exit_charges(L) for L in exit_layers.unique().tolist()}  # a few distinct exits
     extra = [0] * len(positions) if extra_lens_checks is None else extra_lens_checks.tolist()
@@ -290,6 +313,13 @@ def generation_report(result, dims: ModelDims, exit_charges: Callable[[int], dic
         dicts with ``step``, ``row``, ``layers``, ``context_len``, ``flops``, ``flops_fraction``
         (against the full model at the same context), ``energy_joules``, ``wall_seconds``.
     """
+    if not all(hasattr(result, a) for a in ("layers_per_token", "kv_propagated_per_step", "step_times")):
+        raise TypeError(f"result must be the GenerationResult greedy_generate returned, got {type(result).__name__}")
+    if not isinstance(dims, ModelDims):
+        raise TypeError(f"dims must be the model's ModelDims (model.dims), got {type(dims).__name__}")
+    if exit_charges is not None and not callable(exit_charges):
+        raise TypeError(f"exit_charges must be None or a function exit layer -> token_cost keywords "
+                        f"(e.g. controller.charges), got {type(exit_charges).__name__}")
     rows = []
     per_step = result.kv_propagated_per_step
     for step, layers in enumerate(result.layers_per_token):

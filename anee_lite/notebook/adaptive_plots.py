@@ -56,6 +56,9 @@ def plot_exit_heatmap(tokens: list[str], exits: list[int], n_layers: int, allowe
     """Token x layer grid: a cell is dark where the token ran that layer; ticks mark allowed exits."""
     import numpy as np
 
+    from .cost_plots import check_exit_list
+
+    exits = check_exit_list(exits, n_layers, tokens)
     grid = np.array([[1.0 if layer < e else 0.0 for layer in range(n_layers)] for e in exits])  # [T, L]
     ax = ax or plt.subplots(figsize=(min(16, 0.28 * len(tokens) + 2), 4))[1]
     ax.imshow(grid.T, aspect="auto", origin="lower", cmap="Blues", vmin=0, vmax=1.3)

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ..core.budget import budget_exit_layer
 from ..core.config import DEFAULT_MIN_LAYERS
+from ..core.validation import check_int
 from ..lens import LensResult
 
 
@@ -31,7 +32,14 @@ def plot_attention_patterns(pattern: Tensor, tokens: list[str], title: str = "")
         tokens: the T token strings, for the axis labels.
         title: figure title, e.g. the layer.
     """
+    if not isinstance(pattern, Tensor) or pattern.dim() != 3 or pattern.shape[1] != pattern.shape[2]:
+        shape = list(pattern.shape) if isinstance(pattern, Tensor) else type(pattern).__name__
+        # a [B, H, T, T] hook_pattern was drawn as B panels of [H, T, T] "colour images"
+        raise ValueError(f"pattern must be one layer's [H, T, T] attention of one sequence, got {shape} "
+                         "(for out.activations['blocks.{l}.attn.hook_pattern'] [B, H, T, T], pass [0] of it)")
     n_heads, T = pattern.shape[0], pattern.shape[-1]
+    if len(tokens) != T:
+        raise ValueError(f"tokens must hold the pattern's {T} token strings, got {len(tokens)}")
     cols = math.ceil(math.sqrt(n_heads))
     rows = math.ceil(n_heads / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols + 1.2, 2.4 * rows + 0.8), squeeze=False,
@@ -205,6 +213,8 @@ def plot_lens_metrics(lens: LensResult, batch: int = 0, position: int = -1) -> p
 
 def plot_layers_executed(layers_executed: int, n_layers: int) -> plt.Figure:
     """A gauge of the decoder's layers: the ones that ran are filled, the skipped ones grey."""
+    n_layers = check_int("n_layers", n_layers, low=1)
+    layers_executed = check_int("layers_executed", layers_executed, low=0, high=n_layers)
     fig, ax = plt.subplots(figsize=(7, 1.3))
     colours = ["tab:blue" if l < layers_executed else "0.85" for l in range(n_layers)]
     ax.bar(range(n_layers), [1] * n_layers, width=0.9, color=colours)

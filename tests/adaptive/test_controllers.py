@@ -265,6 +265,25 @@ def test_shipped_smollm2_assets_have_the_right_shapes():
 
 # --- bad input -----------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("allowed, error", [
+    ("12", TypeError),  # was read as the layers 1 and 2
+    ([1.7], TypeError),  # was layer 1
+    ([True], TypeError),  # was layer 1
+    (2, TypeError),  # was "'int' object is not iterable"
+    ([], ValueError),
+])
+@pytest.mark.parametrize("name", ["confidence", "learned"])
+def test_exit_layers_allowed_must_be_integer_layers(tiny, name, allowed, error):
+    from anee_lite.adaptive.probe import ExitProbe
+
+    probe = ExitProbe({l: torch.zeros(tiny.dims.d_model + 1) for l in range(1, N_LAYERS)},
+                      {l: torch.zeros(()) for l in range(1, N_LAYERS)}, lens_kind="logit") if name == "learned" else None
+    with pytest.raises(error, match="exit_layers_allowed"):
+        make_controller(name, LogitLens(tiny), probe=probe, exit_layers_allowed=allowed)
+    tensor = make_controller(name, LogitLens(tiny), probe=probe, exit_layers_allowed=torch.tensor([2, 1, 2]))
+    assert tensor.exit_layers_allowed == [1, 2]
+
+
 def test_bad_input_gets_a_clear_error(tiny, replay):
     with pytest.raises(ValueError, match="controller must be one of"):
         make_controller("bogus", LogitLens(tiny))

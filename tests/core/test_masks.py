@@ -156,6 +156,20 @@ def test_cache_refuses_other_masks(hf_model):
     model(ids_for(1, 1), skip_layers=(0, 0), past_key_values=cache, use_cache=True)  # the same set is fine
 
 
+def test_cache_keeps_the_masks_that_filled_it(hf_model):
+    # The cache held the caller's own mask tensors: edited in place between calls, the new mask passed as
+    # "the same" and the new token attended to keys computed under the old one.
+    model = UnrolledModel(hf_model)
+    dims = model.dims
+    head_mask, mlp_mask = torch.ones(dims.n_layers, dims.n_heads), torch.ones(dims.n_layers, dims.d_mlp)
+    thresholds = ActivationThresholds(0.5, torch.zeros(dims.n_layers))
+    for knob, mask in (("head_mask", head_mask), ("mlp_mask", mlp_mask), ("activation_sparsity", thresholds)):
+        cache = model(ids_for(1, 4), **{knob: mask}, use_cache=True).past_key_values
+        (mask.thresholds if knob == "activation_sparsity" else mask)[0, ...] = 0.5
+        with pytest.raises(ValueError, match="past_key_values was filled under other"):
+            model(ids_for(1, 1), **{knob: mask}, past_key_values=cache, use_cache=True)
+
+
 def test_activation_fraction_zeroes_exactly_that_share_per_token(hf_model):
     model = UnrolledModel(hf_model)
     out = model(ids_for(), activation_sparsity=0.5, return_mlp_hidden=True)

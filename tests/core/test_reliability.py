@@ -300,3 +300,26 @@ def test_attention_patterns_too_big_for_memory_are_refused_before_the_forward(mo
     with pytest.raises(ValueError, match="return_patterns over 1 x 9 tokens .* pass about 8 tokens"):
         model(torch.randint(0, VOCAB, (1, 9)), return_patterns=True)
     model(torch.randint(0, VOCAB, (1, 40)))  # without patterns any length that fits n_ctx runs
+
+
+@pytest.mark.parametrize("max_new_tokens", [0, 2])
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"exit_layers": 99}, ValueError, "exit_layers must be in"),
+    ({"controller": 5}, TypeError, "controller must implement"),
+    ({"masks": ["skip_layers"]}, TypeError, "masks must be a dict"),  # was "dictionary update sequence element"
+    ({"masks": {"skip_layers": [99]}}, ValueError, "skip_layers must hold layer indices"),
+])
+def test_generation_checks_its_knobs_before_any_step(max_new_tokens, kwargs, error, match):
+    # with max_new_tokens=0 the forward never ran, so nothing was checked and the bad value passed
+    model = UnrolledModel(random_llama(n_layers=3))
+    with pytest.raises(error, match=match):
+        greedy_generate(model, torch.tensor([[5, 6, 7]]), max_new_tokens=max_new_tokens, **kwargs)
+
+
+def test_generation_takes_scalar_exits_and_masks_of_any_count():
+    model = UnrolledModel(random_llama(n_layers=3))
+    ids = torch.tensor([[5, 6, 7]])
+    plain = greedy_generate(model, ids, max_new_tokens=2, exit_layers=2, masks={"skip_layers": [0]})
+    for exit_layers in (torch.tensor(2), 2):
+        again = greedy_generate(model, ids, max_new_tokens=2, exit_layers=exit_layers, masks={"skip_layers": (0,)})
+        assert torch.equal(again.sequences, plain.sequences)

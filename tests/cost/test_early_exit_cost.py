@@ -83,3 +83,35 @@ def test_generation_report_charges_a_controllers_checks(tiny):
         assert r["layers"] == 2
         assert r["flops"] == 2 * (layers(2, r["context_len"]) + LENS + 2 * 3 * 8)  # two checks of 3 reductions
         assert r["flops"] - p["flops"] == 2 * 2 * 3 * 8
+
+
+# --- bad input -----------------------------------------------------------------------------------------
+
+def test_per_token_tensors_must_line_up(tiny):
+    exits, positions, chunks = torch.tensor([1, 2, 3]), torch.tensor([0, 1, 2]), torch.tensor([0, 0, 0])
+    spent, _ = early_exit_cost(tiny.dims, exits, positions, chunks, lambda L: {})
+    # zip dropped the third token (positions one short) or the extra checks past the first
+    with pytest.raises(ValueError, match="one entry per token"):
+        early_exit_cost(tiny.dims, exits, positions[:2], chunks, lambda L: {})
+    with pytest.raises(ValueError, match="one entry per token"):
+        early_exit_cost(tiny.dims, exits, positions, chunks, lambda L: {}, extra_lens_checks=torch.tensor([1]))
+    with pytest.raises(ValueError, match="one entry per token"):  # was a raw IndexError from a boolean mask
+        propagated_per_token(exits, chunks[:2])
+    with pytest.raises(TypeError, match="exit_layers must be a 1-d tensor of integers"):
+        early_exit_cost(tiny.dims, exits.float(), positions, chunks, lambda L: {})
+    with pytest.raises(TypeError, match="exit_charges must be a function"):
+        early_exit_cost(tiny.dims, exits, positions, chunks, None)
+    assert spent.flops > 0
+
+
+def test_generation_report_names_wrong_arguments(tiny):
+    from anee_lite import greedy_generate
+    from anee_lite.cost import generation_report
+
+    run = greedy_generate(tiny, torch.tensor([[5, 6, 7]]), max_new_tokens=2)
+    assert len(generation_report(run, tiny.dims)) == 2
+    for args, match in (((run.sequences, tiny.dims), "result must be the GenerationResult"),
+                        ((run, tiny), "dims must be the model's ModelDims"),
+                        ((run, tiny.dims, 3), "exit_charges must be None or a function")):
+        with pytest.raises(TypeError, match=match):  # were AttributeErrors
+            generation_report(*args)

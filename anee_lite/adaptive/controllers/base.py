@@ -25,6 +25,7 @@ by name. A new controller is one class in one file of this folder (it is importe
 from __future__ import annotations
 
 import math
+import numbers
 from typing import ClassVar
 
 import torch
@@ -54,6 +55,29 @@ def controller_class(name: str) -> type[ExitController]:
     if name not in REGISTRY:
         raise ValueError(f"controller must be one of {list(REGISTRY)}, got {name!r}")
     return REGISTRY[name]
+
+
+def allowed_exit_layers(exit_layers_allowed, n_layers: int) -> list[int]:
+    """``exit_layers_allowed`` (None: every layer 1..n_layers-1) as a sorted list of distinct layer indices.
+
+    Each entry must be an integer in [1, n_layers - 1]: ``int()`` would have read 1.7 as 1, True as 1
+    and the string "12" as the layers 1 and 2.
+    """
+    if exit_layers_allowed is None:
+        return list(range(1, n_layers))
+    if isinstance(exit_layers_allowed, (str, bytes)) or not hasattr(exit_layers_allowed, "__iter__"):
+        raise TypeError(f"exit_layers_allowed must be a list of layer indices in [1, {n_layers - 1}], "
+                        f"got {exit_layers_allowed!r}")
+    items = exit_layers_allowed.tolist() if isinstance(exit_layers_allowed, Tensor) else list(exit_layers_allowed)
+    if not items:
+        raise ValueError(f"exit_layers_allowed must be a non-empty subset of [1, {n_layers - 1}], got none")
+    for layer in items:
+        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+            raise TypeError(f"exit_layers_allowed must hold integer layer indices, got {layer!r}")
+        if not 1 <= layer <= n_layers - 1:
+            raise ValueError(f"exit_layers_allowed must be a non-empty subset of [1, {n_layers - 1}], "
+                             f"got {items}")
+    return sorted({int(layer) for layer in items})
 
 
 class ExitController:
@@ -90,12 +114,7 @@ class ExitController:
         # Any real number is a rule (one beyond every score means "never exit"); strings and NaN are not.
         self.threshold = check_fraction("threshold", self.default_threshold_for(n_layers) if threshold is None
                                         else threshold, low=-math.inf, high=math.inf)
-        allowed = range(1, n_layers) if exit_layers_allowed is None else exit_layers_allowed
-        allowed = sorted({int(l) for l in allowed})
-        if not allowed or allowed[0] < 1 or allowed[-1] > n_layers - 1:
-            raise ValueError(f"exit_layers_allowed must be a non-empty subset of [1, {n_layers - 1}], "
-                             f"got {exit_layers_allowed}")
-        self.exit_layers_allowed = allowed
+        self.exit_layers_allowed = allowed_exit_layers(exit_layers_allowed, n_layers)
         if decay_tau is not None and not (self.decays and self.higher_exits):
             raise ValueError(f"decay_tau is only for controllers whose higher score exits and whose threshold "
                              f"is a probability, not {self.name!r}")

@@ -19,15 +19,15 @@ class LearnedExit(RemembersPrevious, ExitController):
     needs_probe = True
 
     def __init__(self, threshold, lens, probe: ExitProbe, *, exit_layers_allowed=None, **kwargs):
-        allowed = probe.layers if exit_layers_allowed is None else exit_layers_allowed
-        missing = sorted(set(allowed) - set(probe.layers))
+        self.probe = probe
+        super().__init__(threshold, lens, exit_layers_allowed=probe.layers if exit_layers_allowed is None
+                         else exit_layers_allowed, **kwargs)  # checks the lens and the layers
+        missing = sorted(set(self.exit_layers_allowed) - set(probe.layers))
         if missing:
             raise ValueError(f"exit_layers_allowed must be layers the probe was trained at {probe.layers}, "
                              f"got extra layers {missing}")
         if probe.lens_kind != lens.kind:
             raise ValueError(f"the probe was trained for a {probe.lens_kind} lens readout, got a {lens.kind} lens")
-        self.probe = probe
-        super().__init__(threshold, lens, exit_layers_allowed=allowed, **kwargs)
 
     @property
     def probe_macs_per_check(self):
