@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
+from .plot_checks import require_keys, require_same_length
+
 
 def plot_pareto(curves: dict, marks: dict | None = None, title: str = "", ax=None):
     """Agreement against cost fraction, one line per controller (its Pareto front).
@@ -17,6 +19,10 @@ def plot_pareto(curves: dict, marks: dict | None = None, title: str = "", ax=Non
     """
     from ..adaptive.calibration import pareto_front
 
+    if not isinstance(curves, dict) or not curves or not all(
+            isinstance(c, list) and c and all(hasattr(p, "cost_fraction") and hasattr(p, "agreement") for p in c)
+            for c in curves.values()):
+        raise TypeError("curves must be a non-empty dict of label -> non-empty list of CurvePoint (what sweep returns)")
     ax = ax or plt.subplots(figsize=(9, 4.5))[1]
     right = 1.0
     for label, curve in curves.items():
@@ -42,6 +48,9 @@ def plot_lens_per_layer(logit: dict, tuned: dict, axes=None):
     Args:
         logit, tuned: outputs of :func:`~anee_lite.tuned_lens.lens_quality`.
     """
+    for name, stats in (("logit", logit), ("tuned", tuned)):
+        require_keys(name, stats, ("layers", "agreement", "kl"))
+        require_same_length(layers=stats["layers"], agreement=stats["agreement"], kl=stats["kl"])
     axes = axes if axes is not None else plt.subplots(1, 2, figsize=(10, 3.5))[1]
     for stats, label in ((logit, "logit lens"), (tuned, "tuned lens")):
         axes[0].plot(stats["layers"], stats["agreement"], marker="o", label=label)

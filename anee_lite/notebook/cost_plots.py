@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ..core.validation import check_int
 from ..cost import MAC_PARTS, CostBreakdown
+from .plot_checks import require_items, require_same_length
 
 COMPUTED, PROPAGATED, NOT_NEEDED = 2, 1, 0
 GRID_COLOURS = ["#eeeeee", "#f4a261", "#2a6f97"]  # not needed, propagated, computed
@@ -85,6 +86,7 @@ def plot_kv_grid(exit_layers: list[int], n_layers: int, tokens: list[str] | None
 
 def plot_cost_breakdown(costs: dict[str, CostBreakdown], ax=None):
     """Stacked bars of FLOPs per part, one bar per label (e.g. full depth and a few exits)."""
+    require_items("costs", costs, CostBreakdown)
     ax = ax or plt.subplots(figsize=(8, 0.6 * len(costs) + 1.6))[1]
     labels = list(costs)
     left = [0.0] * len(labels)
@@ -109,6 +111,8 @@ def plot_time_vs_layers(layers: list[int], measured_ms: list[float], fit_ms: lis
         fit_ms: ``fixed + L * per_layer`` from :func:`anee_lite.cost.fit_step_time` at each depth.
         flops_ms: the full-depth step scaled by each depth's FLOPs share: what time would be if it followed FLOPs.
     """
+    require_same_length(layers=layers, measured_ms=measured_ms, fit_ms=fit_ms,
+                        **({} if flops_ms is None else {"flops_ms": flops_ms}))
     ax = ax or plt.subplots(figsize=(6.5, 3.8))[1]
     ax.plot(layers, measured_ms, "o", ms=7, label="measured (median decoding step)")
     ax.plot(layers, fit_ms, "--", label="fitted line: fixed part + L x time per layer")

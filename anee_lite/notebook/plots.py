@@ -15,6 +15,7 @@ from ..core.budget import budget_exit_layer
 from ..core.config import DEFAULT_MIN_LAYERS
 from ..core.validation import check_int
 from ..lens import LensResult
+from .plot_checks import require_keys
 
 
 def token_label(text: str, width: int = 10) -> str:
@@ -94,6 +95,10 @@ def plot_residual_contributions(activations: dict[str, Tensor], n_layers: int, p
         n_layers: layers that ran.
         position: which token to follow (default: the last one).
     """
+    n_layers = check_int("n_layers", n_layers, low=1)
+    require_keys("activations", activations, [f"blocks.{l}.hook_resid_{h}" for l in range(n_layers)
+                                              for h in ("pre", "mid", "post")])  # a return_resid=True forward
+
     def norm(key):
         return float(activations[key][0, position].norm())
 
@@ -161,8 +166,14 @@ def plot_lens_top_k(probs: Tensor, token_text: list[list[str]], final_text: str,
         final_text: the model's final answer; its cells are bold and framed, so you can follow it upwards.
         title: figure title (e.g. the prompt).
     """
+    if not isinstance(probs, Tensor) or probs.dim() != 2:
+        raise ValueError(f"probs must be a [rows, k] tensor, got {type(probs).__name__}"
+                         + (f" of shape {list(probs.shape)}" if isinstance(probs, Tensor) else ""))
     values = probs.float().cpu().numpy()  # [rows, k]
     n_rows, k = values.shape
+    if len(token_text) != n_rows or any(len(row) != k for row in token_text):
+        raise ValueError(f"token_text must be {n_rows} rows of {k} tokens, like probs, got "
+                         f"{[len(row) for row in token_text]}")
     fig, ax = plt.subplots(figsize=(1.35 * k + 2.4, 0.3 * n_rows + 1.6))
     image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1, aspect="auto", origin="lower")
     for row in range(n_rows):
@@ -240,6 +251,7 @@ def plot_quality_vs_budget(rows: list[dict], title: str = "", uniform_perplexity
         uniform_perplexity: draw the perplexity of a uniform guess over the vocabulary (= its size), the
             line above which a model is worse than guessing.
     """
+    require_keys("rows", rows, ("energy_budget", "layers_executed", "top1_agreement", "perplexity"))
     budgets = [r["energy_budget"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
     panels = [("layers_executed", "layers executed", "What the budget buys"),
@@ -281,9 +293,12 @@ def plot_budget_layers(n_layers: int, budgets, thresholds=(0.0, 0.1, 0.2, 0.3),
         thresholds: the exit thresholds to compare.
         min_layers: layers that always run.
     """
+    if isinstance(budgets, (str, bytes)) or not hasattr(budgets, "__iter__"):
+        raise TypeError(f"budgets must be a list of energy budgets in [0, 1], got {budgets!r}")
+    budgets = list(budgets)
+    lines = {t: [budget_exit_layer(n_layers, b, min_layers, t) for b in budgets] for t in thresholds}  # checked first
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for threshold in thresholds:
-        layers = [budget_exit_layer(n_layers, b, min_layers, threshold) for b in budgets]
+    for threshold, layers in lines.items():
         ax.plot(budgets, layers, "-o", ms=3, drawstyle="steps-post", label=f"exit_budget_threshold={threshold:g}")
     ax.axhline(min_layers, color="0.5", ls=":", lw=1, label=f"min_layers={min_layers}")
     ax.set_xlabel("energy_budget")
