@@ -37,7 +37,9 @@ def run_sanity_check(model_name: str | None = None, max_new_tokens: int = 20) ->
     model = ANEEWrapper(ANEEConfig(model_name=name))  # the seed's default knobs
     cfg = model.config
     print(f"{model.n_layers} layers; min_layers={cfg.min_layers}, exit_budget_threshold={cfg.exit_budget_threshold}; "
-          f"prompt: {PROMPT!r}\n")
+          f"prompt: {PROMPT!r}")
+    print("The seed's rule runs layer l while energy_budget - l / n_layers >= exit_budget_threshold (the first "
+          "min_layers always run), so even a full budget stops a little short of the last layer.\n")
     runs = []
     for budget, label in ((1.0, "Full budget"), (0.05, "Low budget")):
         start = time.perf_counter()
