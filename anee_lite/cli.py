@@ -263,7 +263,7 @@ def run_simulate(args, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--context must be <= {dims.n_ctx} (the model's context window), got {context}")
     layers = args.layers
     if args.energy_budget is not None:
-        layers = budget_exit_layer(dims.n_layers, args.energy_budget, 2, 0.1)
+        layers = budget_exit_layer(dims.n_layers, args.energy_budget)  # the seed's min_layers and threshold
     result = simulate_decode(dims, profile, layers=layers, context=context, batch=args.batch,
                              dtype=args.dtype, kernels=args.kernels)
     data = {"model": args.model, "layers": dims.n_layers if layers is None else layers,
