@@ -117,8 +117,6 @@ def add_evaluate_parser(commands) -> None:
 
 
 def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
-    import json
-
     from .io.assets import DATA_DIR
 
     def read(option: str, path: str) -> str:
@@ -141,7 +139,6 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
     calibration = None if calibration_path is None else read("--calibration-text", calibration_path)
     from .adaptive.evaluate import build_controller, evaluate, finite_or_none, format_result
     from .core.model import UnrolledModel
-    from .io.files import write_atomically
     from .io.loading import load_pretrained
 
     try:
@@ -155,11 +152,20 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
         parser.error(str(err))
     print(format_result(result))
     data = {k: finite_or_none(v) if isinstance(v, float) else v for k, v in result.as_dict().items()}
+    write_json(parser, args.json, {"model": args.model, "text": args.text, **data})
+
+
+def write_json(parser: argparse.ArgumentParser, path: str, data: dict) -> None:
+    """Write ``--json`` atomically; a failure now (e.g. the disk filled up) exits 1, the printed numbers stand."""
+    import json
+
+    from .io.files import write_atomically
+
     try:
-        write_atomically(args.json, json.dumps({"model": args.model, "text": args.text, **data}, indent=1))
-    except OSError as err:  # e.g. the disk filled up meanwhile; the table above still has the numbers
-        parser.exit(1, f"{parser.prog}: error: --json: could not write {args.json}: {err.strerror or err}\n")
-    print(f"wrote {args.json}")
+        write_atomically(path, json.dumps(data, indent=1))
+    except OSError as err:
+        parser.exit(1, f"{parser.prog}: error: --json: could not write {path}: {err.strerror or err}\n")
+    print(f"wrote {path}")
 
 
 def check_output_path(parser: argparse.ArgumentParser, option: str, path: str, inputs: dict[str, str | None]) -> None:
@@ -229,10 +235,7 @@ def add_simulate_parser(commands) -> None:
 
 def run_simulate(args, parser: argparse.ArgumentParser) -> None:
     """``simulate``: one decoding step on the device, printed and written as JSON."""
-    import json
-
     from .cost.devices import device_names, get_profile
-    from .io.files import write_atomically
 
     if args.list_devices:
         for name in device_names():
@@ -277,11 +280,7 @@ def run_simulate(args, parser: argparse.ArgumentParser) -> None:
           f"{shares['overhead']:.0%} overhead" + ("" if profile.validated else " (profile not validated)"))
     if not result.fits_in_memory:
         print(f"warning: the weights ({result.weight_bytes / 2**30:.1f} GiB) do not fit in {profile.name}'s memory")
-    try:
-        write_atomically(args.json, json.dumps(data, indent=1))
-    except OSError as err:  # e.g. the disk filled up meanwhile; the line above still has the numbers
-        parser.exit(1, f"{parser.prog}: error: --json: could not write {args.json}: {err.strerror or err}\n")
-    print(f"wrote {args.json}")
+    write_json(parser, args.json, data)
 
 
 def main(argv: list[str] | None = None) -> int:
