@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="full vs starved energy budget on one prompt (the seed's sanity check)")
     demo.add_argument("--model", default=None,
                       help="hub id, local folder or 'smollm2-135m' (default: gpt2 if the hub answers, else smollm2-135m)")
-    demo.add_argument("--max-new-tokens", type=_non_negative_int, default=20, help="an integer >= 0; default 20")
+    demo.add_argument("--max-new-tokens", type=_int_at_least(0), default=20, help="an integer >= 0; default 20")
     add_evaluate_parser(commands)
     add_simulate_parser(commands)
     return parser
@@ -82,16 +82,16 @@ def _delta(value: str) -> float:
         raise argparse.ArgumentTypeError(f"--delta must be in (0, 1), got {value!r}") from None
 
 
-def _non_negative_int(value: str) -> int:
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value!r}")
-    return int(value)
-
-
-def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 2:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {value!r}")
-    return int(value)
+def _int_at_least(low: int):
+    def parse(value: str) -> int:
+        try:
+            x = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value!r}") from None
+        if x < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {x}")
+        return x
+    return parse
 
 
 def add_evaluate_parser(commands) -> None:
@@ -110,8 +110,8 @@ def add_evaluate_parser(commands) -> None:
                     help="calibration confidence is 1 - delta: the chance the promise fails; in (0, 1), default 0.1")
     ev.add_argument("--lens", choices=LENS_CHOICES, default="auto",
                     help="auto: the shipped tuned lens for smollm2-135m, else the logit lens")
-    ev.add_argument("--max-tokens", type=_positive_int, default=512)
-    ev.add_argument("--chunk", type=_positive_int, default=None,
+    ev.add_argument("--max-tokens", type=_int_at_least(2), default=512)
+    ev.add_argument("--chunk", type=_int_at_least(2), default=None,
                     help="tokens per teacher-forced chunk (default: 256, or the context window if shorter)")
     ev.add_argument("--json", required=True, help="where to write the results (JSON)")
 
@@ -186,18 +186,6 @@ def check_output_path(parser: argparse.ArgumentParser, option: str, path: str, i
     for other, input_path in inputs.items():
         if input_path is not None and p.exists() and Path(input_path).exists() and os.path.samefile(p, input_path):
             parser.error(f"{option}: {path} is the {other} file; writing the results there would destroy it")
-
-
-def _int_at_least(low: int):
-    def parse(value: str) -> int:
-        try:
-            x = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value!r}") from None
-        if x < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {x}")
-        return x
-    return parse
 
 
 def _budget(value: str) -> float:
