@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="full vs starved energy budget on one prompt (the seed's sanity check)")
     demo.add_argument("--model", default=None,
                       help="hub id, local folder or 'smollm2-135m' (default: gpt2 if the hub answers, else smollm2-135m)")
-    demo.add_argument("--max-new-tokens", type=_non_negative_int, default=20, help="an integer >= 0; default 20")
+    demo.add_argument("--max-new-tokens", type=_int_at_least(0), default=20, help="an integer >= 0; default 20")
     add_evaluate_parser(commands)
     add_simulate_parser(commands)
     return parser
@@ -82,16 +82,16 @@ def _delta(value: str) -> float:
         raise argparse.ArgumentTypeError(f"--delta must be in (0, 1), got {value!r}") from None
 
 
-def _non_negative_int(value: str) -> int:
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value!r}")
-    return int(value)
-
-
-def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 2:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {value!r}")
-    return int(value)
+def _int_at_least(low: int):
+    def parse(value: str) -> int:
+        try:
+            x = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value!r}") from None
+        if x < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {x}")
+        return x
+    return parse
 
 
 def add_evaluate_parser(commands) -> None:
@@ -110,15 +110,13 @@ def add_evaluate_parser(commands) -> None:
                     help="calibration confidence is 1 - delta: the chance the promise fails; in (0, 1), default 0.1")
     ev.add_argument("--lens", choices=LENS_CHOICES, default="auto",
                     help="auto: the shipped tuned lens for smollm2-135m, else the logit lens")
-    ev.add_argument("--max-tokens", type=_positive_int, default=512)
-    ev.add_argument("--chunk", type=_positive_int, default=None,
+    ev.add_argument("--max-tokens", type=_int_at_least(2), default=512)
+    ev.add_argument("--chunk", type=_int_at_least(2), default=None,
                     help="tokens per teacher-forced chunk (default: 256, or the context window if shorter)")
     ev.add_argument("--json", required=True, help="where to write the results (JSON)")
 
 
 def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
-    import json
-
     from .io.assets import DATA_DIR
 
     def read(option: str, path: str) -> str:
@@ -141,7 +139,6 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
     calibration = None if calibration_path is None else read("--calibration-text", calibration_path)
     from .adaptive.evaluate import build_controller, evaluate, finite_or_none, format_result
     from .core.model import UnrolledModel
-    from .io.files import write_atomically
     from .io.loading import load_pretrained
 
     try:
@@ -155,11 +152,20 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
         parser.error(str(err))
     print(format_result(result))
     data = {k: finite_or_none(v) if isinstance(v, float) else v for k, v in result.as_dict().items()}
+    write_json(parser, args.json, {"model": args.model, "text": args.text, **data})
+
+
+def write_json(parser: argparse.ArgumentParser, path: str, data: dict) -> None:
+    """Write ``--json`` atomically; a failure now (e.g. the disk filled up) exits 1, the printed numbers stand."""
+    import json
+
+    from .io.files import write_atomically
+
     try:
-        write_atomically(args.json, json.dumps({"model": args.model, "text": args.text, **data}, indent=1))
-    except OSError as err:  # e.g. the disk filled up meanwhile; the table above still has the numbers
-        parser.exit(1, f"{parser.prog}: error: --json: could not write {args.json}: {err.strerror or err}\n")
-    print(f"wrote {args.json}")
+        write_atomically(path, json.dumps(data, indent=1))
+    except OSError as err:
+        parser.exit(1, f"{parser.prog}: error: --json: could not write {path}: {err.strerror or err}\n")
+    print(f"wrote {path}")
 
 
 def check_output_path(parser: argparse.ArgumentParser, option: str, path: str, inputs: dict[str, str | None]) -> None:
@@ -180,18 +186,6 @@ def check_output_path(parser: argparse.ArgumentParser, option: str, path: str, i
     for other, input_path in inputs.items():
         if input_path is not None and p.exists() and Path(input_path).exists() and os.path.samefile(p, input_path):
             parser.error(f"{option}: {path} is the {other} file; writing the results there would destroy it")
-
-
-def _int_at_least(low: int):
-    def parse(value: str) -> int:
-        try:
-            x = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value!r}") from None
-        if x < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {x}")
-        return x
-    return parse
 
 
 def _budget(value: str) -> float:
@@ -229,10 +223,7 @@ def add_simulate_parser(commands) -> None:
 
 def run_simulate(args, parser: argparse.ArgumentParser) -> None:
     """``simulate``: one decoding step on the device, printed and written as JSON."""
-    import json
-
     from .cost.devices import device_names, get_profile
-    from .io.files import write_atomically
 
     if args.list_devices:
         for name in device_names():
@@ -263,7 +254,7 @@ def run_simulate(args, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--context must be <= {dims.n_ctx} (the model's context window), got {context}")
     layers = args.layers
     if args.energy_budget is not None:
-        layers = budget_exit_layer(dims.n_layers, args.energy_budget, 2, 0.1)
+        layers = budget_exit_layer(dims.n_layers, args.energy_budget)  # the seed's min_layers and threshold
     result = simulate_decode(dims, profile, layers=layers, context=context, batch=args.batch,
                              dtype=args.dtype, kernels=args.kernels)
     data = {"model": args.model, "layers": dims.n_layers if layers is None else layers,
@@ -277,11 +268,7 @@ def run_simulate(args, parser: argparse.ArgumentParser) -> None:
           f"{shares['overhead']:.0%} overhead" + ("" if profile.validated else " (profile not validated)"))
     if not result.fits_in_memory:
         print(f"warning: the weights ({result.weight_bytes / 2**30:.1f} GiB) do not fit in {profile.name}'s memory")
-    try:
-        write_atomically(args.json, json.dumps(data, indent=1))
-    except OSError as err:  # e.g. the disk filled up meanwhile; the line above still has the numbers
-        parser.exit(1, f"{parser.prog}: error: --json: could not write {args.json}: {err.strerror or err}\n")
-    print(f"wrote {args.json}")
+    write_json(parser, args.json, data)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,14 +48,16 @@ def make(model, name):
     return build_controller(model, "smollm2-135m", name)
 
 
-def oracle(model, chunks, controller, agreement: float = 1.0) -> float:
+def oracle(model, replay, controller, agreement: float = 1.0) -> float:
     """Cost fraction of the oracle reaching ``agreement`` with the controller's lens and exit layers.
 
     Tokens whose readout is right at some allowed layer stop at the first such layer; to reach
     ``agreement`` < 1 the oracle also lets the tokens with the most to save be wrong, stopping them
     at the first allowed layer. Checks are free, so no real controller can do better.
+
+    Args:
+        replay: :func:`~anee_lite.adaptive.calibration.build_replay` of the text (full-depth states).
     """
-    replay = build_replay(model, chunks)
     n = controller.n_layers
     exits = torch.full((replay.n_tokens,), n)
     for layer in reversed(controller.exit_layers_allowed):
@@ -93,6 +95,8 @@ def main() -> None:
 
     cal = chunks("python_docs_calibration", args.cal_tokens)
     held = {k: chunks(v, args.eval_tokens) for k, v in HELDOUT.items()}
+    replays = {k: build_replay(model, ch) for k, ch in held.items()}  # full-depth states: one forward per text
+    wall = chunks(HELDOUT["in domain"], args.wall_tokens) if args.wall_tokens else None
     results = {"args": {k: str(v) for k, v in vars(args).items()}, "controllers": {}}
     print(f"model loaded in {time.perf_counter() - start:.0f} s; {sum(c.shape[1] for c in cal)} calibration "
           f"tokens, delta {args.delta}")
@@ -123,13 +127,11 @@ def main() -> None:
                            "cost_fraction": curves[label][j]["cost_fraction"],
                            "mean_layers_fraction": curves[label][j]["mean_layers_fraction"],
                            "tokens": curves[label][j]["tokens"]} for label in held}}
-        for label, ch in held.items():
-            row["oracle"][label] = {str(a): oracle(model, ch, controller, a) for a in (1.0, 0.9)}
-        if args.wall_tokens:
+        for label, replay in replays.items():
+            row["oracle"][label] = {str(a): oracle(model, replay, controller, a) for a in (1.0, 0.9)}
+        if wall is not None:
             top = max(args.targets)
             controller.threshold = row["targets"][str(top)]["threshold"]
-            wall = text_chunks(tokenizer, eval_text(HELDOUT["in domain"]), max_tokens=args.wall_tokens,
-                               chunk=args.chunk)
             run = decode_teacher_forced(model, wall, controller)
             row["targets"][str(top)]["wall_time_ratio_in_domain"] = run["seconds"] / run["full_seconds"]
         results["controllers"][name] = row

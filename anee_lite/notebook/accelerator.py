@@ -40,7 +40,7 @@ def accelerator_view(dims, profiles: dict, device: str, energy_budget: float, ba
     """
     if device not in profiles:
         raise ValueError(f"device must be one of {sorted(profiles)}, got {device!r}")
-    layers = budget_exit_layer(dims.n_layers, energy_budget, 2, 0.1)
+    layers = budget_exit_layer(dims.n_layers, energy_budget)  # the seed's min_layers and threshold
     result = simulate_decode(dims, profiles[device], layers=layers, context=context, batch=batch, dtype=dtype,
                              kernels=kernels)
     shares = result.bound_shares()

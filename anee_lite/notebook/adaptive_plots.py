@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from .plot_checks import require_keys, require_same_length
+from .plot_checks import check_exit_list, require_keys, require_same_length
 
 
 def plot_pareto(curves: dict, marks: dict | None = None, title: str = "", ax=None):
@@ -64,8 +64,6 @@ def plot_lens_per_layer(logit: dict, tuned: dict, axes=None):
 def plot_exit_heatmap(tokens: list[str], exits: list[int], n_layers: int, allowed: list[int], ax=None):
     """Token x layer grid: a cell is dark where the token ran that layer; ticks mark allowed exits."""
     import numpy as np
-
-    from .cost_plots import check_exit_list
 
     exits = check_exit_list(exits, n_layers, tokens)
     grid = np.array([[1.0 if layer < e else 0.0 for layer in range(n_layers)] for e in exits])  # [T, L]

@@ -5,11 +5,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
-from torch import Tensor
 
-from ..core.validation import check_int
 from ..cost import MAC_PARTS, CostBreakdown
-from .plot_checks import require_items, require_same_length
+from .plot_checks import check_exit_list, require_items, require_same_length
 
 COMPUTED, PROPAGATED, NOT_NEEDED = 2, 1, 0
 GRID_COLOURS = ["#eeeeee", "#f4a261", "#2a6f97"]  # not needed, propagated, computed
@@ -22,27 +20,6 @@ PART_LABELS = {  # the cost model's parts, in words a legend can show
     "kv_propagation": "K/V filled for exited tokens",
     "exit_checks": "exit decisions (lens or probe checks)",
 }
-
-
-def check_exit_list(exit_layers, n_layers, tokens=None) -> list[int]:
-    """One sequence's exit layers (a list or a 1-d tensor) as ints in [0, n_layers], one per token if tokens are given.
-
-    A [B, T] ``stats.exit_layers`` (pass ``[0]`` of it), a depth past ``n_layers`` or labels for other
-    tokens were drawn without a word, or failed deep inside matplotlib.
-    """
-    n_layers = check_int("n_layers", n_layers, low=1)
-    if isinstance(exit_layers, Tensor):
-        if exit_layers.dim() != 1:
-            raise ValueError(f"exit_layers must be one sequence's [T] exit layers, got shape {list(exit_layers.shape)} "
-                             "(for a forward's stats.exit_layers [B, T], pass stats.exit_layers[0])")
-        exit_layers = exit_layers.tolist()
-    if isinstance(exit_layers, (str, bytes)) or not hasattr(exit_layers, "__iter__"):
-        raise TypeError(f"exit_layers must be a list of layer counts, got {type(exit_layers).__name__}")
-    exit_layers = [check_int("exit_layers entries", e, low=0, high=n_layers) for e in exit_layers]
-    if tokens is not None and len(tokens) != len(exit_layers):
-        raise ValueError(f"tokens must hold one label per exit layer: {len(tokens)} tokens for "
-                         f"{len(exit_layers)} exit layers")
-    return exit_layers
 
 
 def kv_grid(exit_layers: list[int], n_layers: int) -> list[list[int]]:

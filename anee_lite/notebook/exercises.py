@@ -11,6 +11,7 @@ seen (random shapes and values), so an answer tuned to the notebook's prompt doe
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import numbers
 from collections.abc import Callable
@@ -53,26 +54,26 @@ class _NotAnswered(Exception):
 
 
 def _exercise(name: str):
-    """Run a check; a function that still returns None means 'not answered yet', not a wrong answer."""
+    """Run a check unless its answer (first argument) is None, the template's placeholder: then, or when the
+    learner's function still returns None, print 'not answered yet' instead of judging it."""
 
     def wrap(check):
+        first = next(iter(inspect.signature(check).parameters))
+
         @functools.wraps(check)
         def run(*args, **kwargs):
+            answer = args[0] if args else kwargs.get(first)
             try:
-                return check(*args, **kwargs)
+                if answer is not None:
+                    return check(*args, **kwargs)
             except _NotAnswered:
-                _not_answered(name, None)
+                pass
+            print(f"{name}: not answered yet (replace None with your answer and run the cell again)")
+            return None
 
         return run
 
     return wrap
-
-
-def _not_answered(name: str, answer) -> bool:
-    if answer is None:
-        print(f"{name}: not answered yet (replace None with your answer and run the cell again)")
-        return True
-    return False
 
 
 def _correct(name: str, extra: str = "") -> None:
@@ -130,8 +131,6 @@ def _close(a: Tensor, b: Tensor, atol: float = 1e-4) -> bool:
 def check_rms_norm(fn: Callable | None) -> None:
     """Exercise: ``fn(x [..., d], scale [d], eps) -> [..., d]`` is RMSNorm."""
     name = "RMSNorm"
-    if _not_answered(name, fn):
-        return
     gen = torch.Generator().manual_seed(1)
     for shape in [(2, 5, 16), (1, 3, 7)]:
         x = 3 * torch.randn(shape, generator=gen) + 1.5  # a non-zero mean, so LayerNorm gives another answer
@@ -158,8 +157,6 @@ def check_rms_norm(fn: Callable | None) -> None:
 def check_rotate(fn: Callable | None) -> None:
     """Exercise: ``fn(t [..., D], cos [..., D], sin [..., D]) -> [..., D]`` applies RoPE (rotate-half layout)."""
     name = "RoPE rotation"
-    if _not_answered(name, fn):
-        return
     gen = torch.Generator().manual_seed(2)
     D = 8
     inv_freq = 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D))  # [D/2]
@@ -186,8 +183,6 @@ def check_rotate(fn: Callable | None) -> None:
 def check_attention(fn: Callable | None) -> None:
     """Exercise: ``fn(q [B, H, T, D], k [B, K, T, D], v [B, K, T, D]) -> z [B, H, T, D]``, causal and grouped."""
     name = "Causal attention"
-    if _not_answered(name, fn):
-        return
     gen = torch.Generator().manual_seed(3)
     for H, K, T, D in [(4, 2, 5, 8), (3, 3, 6, 16)]:
         q = torch.randn(1, H, T, D, generator=gen)
@@ -216,6 +211,7 @@ def check_attention(fn: Callable | None) -> None:
 # ----------------------------------------------------------------------------- notebook 02
 
 
+@_exercise("First stable layer")
 def check_first_stable_layer(answer: int | None, ranks) -> None:
     """Exercise: the first row from which the final token has rank 1 (top) in every later row.
 
@@ -224,8 +220,6 @@ def check_first_stable_layer(answer: int | None, ranks) -> None:
         ranks: 1-based rank of the final token at each row (0 = embeddings .. n_layers).
     """
     name = "First stable layer"
-    if _not_answered(name, answer):
-        return
     ranks = [int(r) for r in ranks]
     if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(ranks):
         raise ExerciseError(f"{name}: expected a whole number of layers in [0, {len(ranks) - 1}], got {answer!r}")
@@ -250,8 +244,6 @@ def check_lens_top_k(fn: Callable | None, model, resid_stack: Tensor, k: int = 5
         k: how many tokens per row.
     """
     name = "Top-k lens readout"
-    if _not_answered(name, fn):
-        return
     with torch.no_grad():
         logits = model.logits_from_resid(resid_stack)  # [rows, d_vocab]
         expected = logits.softmax(-1).topk(k)
@@ -274,11 +266,10 @@ def check_lens_top_k(fn: Callable | None, model, resid_stack: Tensor, k: int = 5
     raise ExerciseError(f"{name}: not the top {k} tokens of softmax(unembed(final_norm(resid))) in each row.")
 
 
+@_exercise("KL per layer")
 def check_kl_per_layer(answer: Tensor | None, log_probs: Tensor) -> None:
     """Exercise: KL(final || row) for every row, from ``log_probs`` [rows, d_vocab] (last row = final)."""
     name = "KL per layer"
-    if _not_answered(name, answer):
-        return
     log_p = log_probs[-1].expand_as(log_probs)  # [rows, V]
     expected = kl_divergence(log_p, log_probs)  # [rows]
     got = _tensor_like(name, answer, expected)
@@ -304,8 +295,6 @@ _BUDGET_CASES = [(30, 0.7, 2, 0.1), (12, 1.0, 2, 0.1), (12, 0.5, 2, 0.1), (12, 0
 def check_budget_rule(fn: Callable | None) -> None:
     """Exercise: ``fn(n_layers, energy_budget, min_layers, exit_budget_threshold) -> layers run``, the seed's rule."""
     name = "Budget rule"
-    if _not_answered(name, fn):
-        return
     for n_layers, budget, min_layers, threshold in _BUDGET_CASES:
         expected = budget_exit_layer(n_layers, budget, min_layers, threshold)
         got = _number(name, _call(name, fn, n_layers, budget, min_layers, threshold), whole=True)
@@ -325,8 +314,6 @@ def check_budget_rule(fn: Callable | None) -> None:
 def check_perplexity(fn: Callable | None) -> None:
     """Exercise: ``fn(logits [B, T, V], ids [B, T]) -> float``, the perplexity of each next token."""
     name = "Perplexity"
-    if _not_answered(name, fn):
-        return
     gen = torch.Generator().manual_seed(4)
     logits = 2 * torch.randn(2, 6, 11, generator=gen)  # [B, T, V]
     ids = torch.randint(0, 11, (2, 6), generator=gen)
@@ -352,11 +339,10 @@ def check_perplexity(fn: Callable | None) -> None:
 # ----------------------------------------------------------------------------- notebook 04
 
 
+@_exercise("Unembedding FLOPs")
 def check_unembed_flops(answer: int | None, dims) -> None:
     """Exercise: FLOPs of one token's unembedding (the matrix product only), from the model's sizes."""
     name = "Unembedding FLOPs"
-    if _not_answered(name, answer):
-        return
     expected = 2 * dims.d_model * dims.d_vocab
     answer = _number(name, answer)
     if answer == expected:
@@ -391,8 +377,6 @@ def check_kv_owed(fn: Callable | None, model, input_ids: Tensor) -> None:
         input_ids: [1, T] ids to decode one at a time (T >= 4).
     """
     name = "K/V a token owes"
-    if _not_answered(name, fn):
-        return
     n = model.dims.n_layers
     gen = torch.Generator().manual_seed(5)
     cases = [[n, 2, 1, n], [n, n, n, n], [1, 1, 1, 1], [n, 1, n, 1]]
@@ -417,14 +401,13 @@ def check_kv_owed(fn: Callable | None, model, input_ids: Tensor) -> None:
     _correct(name, f"({len(cases)} exit patterns agree with the real cache)")
 
 
+@_exercise("Break-even layer")
 def check_break_even_layer(answer: int | None, dims, context_len: int) -> None:
     """Exercise: the smallest exit L at which L logit-lens checks make a token dearer than the full model.
 
     The last check's logits are the token's output, so it is not unembedded again (``unembed=False``).
     """
     name = "Break-even layer"
-    if _not_answered(name, answer):
-        return
     full = token_cost(dims, layers_run=dims.n_layers, context_len=context_len).flops
 
     def with_checks(L):  # the last check's logits are the output: no second unembedding
@@ -450,8 +433,6 @@ def check_confidence_score(fn: Callable | None, controller) -> None:
             the check reads its lens at every allowed exit layer on random residuals.
     """
     name = "Confidence score"
-    if _not_answered(name, fn):
-        return
     gen = torch.Generator().manual_seed(11)
     d_model = controller.lens.model.dims.d_model
     for layer in controller.exit_layers_allowed:
@@ -478,8 +459,6 @@ def check_confidence_score(fn: Callable | None, controller) -> None:
 def check_clopper_pearson_lower(fn: Callable | None) -> None:
     """Exercise: ``fn(k, n, delta) -> float``, the one-sided exact lower bound, checked against the library's."""
     name = "Clopper-Pearson lower bound"
-    if _not_answered(name, fn):
-        return
     cases = [(9, 10, 0.1), (0, 5, 0.1), (50, 50, 0.1), (180, 200, 0.05), (118, 128, 0.1), (3, 40, 0.2)]
     for k, n, delta in cases:
         expected = clopper_pearson_lower(k, n, delta)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from torch import Tensor
+
+from ..core.validation import check_int
+
 
 def require_keys(name: str, rows, keys: Iterable[str]) -> None:
     """``rows``: one mapping or a non-empty list of mappings, each holding every key in ``keys``."""
@@ -32,3 +36,24 @@ def require_items(name: str, mapping, cls: type) -> None:
         raise TypeError(f"{name} must be a non-empty dict of label -> {cls.__name__}, got {type(mapping).__name__}"
                         + (f" holding {sorted({type(v).__name__ for v in mapping.values()})}"
                            if isinstance(mapping, Mapping) else ""))
+
+
+def check_exit_list(exit_layers, n_layers, tokens=None) -> list[int]:
+    """One sequence's exit layers (a list or a 1-d tensor) as ints in [0, n_layers], one per token if tokens are given.
+
+    A [B, T] ``stats.exit_layers`` (pass ``[0]`` of it), a depth past ``n_layers`` or labels for other
+    tokens were drawn without a word, or failed deep inside matplotlib.
+    """
+    n_layers = check_int("n_layers", n_layers, low=1)
+    if isinstance(exit_layers, Tensor):
+        if exit_layers.dim() != 1:
+            raise ValueError(f"exit_layers must be one sequence's [T] exit layers, got shape {list(exit_layers.shape)} "
+                             "(for a forward's stats.exit_layers [B, T], pass stats.exit_layers[0])")
+        exit_layers = exit_layers.tolist()
+    if isinstance(exit_layers, (str, bytes)) or not hasattr(exit_layers, "__iter__"):
+        raise TypeError(f"exit_layers must be a list of layer counts, got {type(exit_layers).__name__}")
+    exit_layers = [check_int("exit_layers entries", e, low=0, high=n_layers) for e in exit_layers]
+    if tokens is not None and len(tokens) != len(exit_layers):
+        raise ValueError(f"tokens must hold one label per exit layer: {len(tokens)} tokens for "
+                         f"{len(exit_layers)} exit layers")
+    return exit_layers

@@ -6,7 +6,7 @@ import torch
 
 from ..core.masks import sparsify_activations
 from ..sparsity.scores import block_influence
-from .exercises import _call, _exercise, _not_answered, _number, _tensor_like
+from .exercises import _call, _exercise, _number, _tensor_like
 
 
 @_exercise("Block Influence")
@@ -18,8 +18,6 @@ def check_block_influence(fn, model, input_ids) -> float | None:
     ExerciseError (an AssertionError) with a hint.
     """
     name = "Block Influence"
-    if _not_answered(name, fn):
-        return None
     expected = block_influence(model, input_ids)  # [n_layers]
     acts = model(input_ids, return_resid=True).activations
     worst = 0.0
@@ -46,8 +44,6 @@ def check_sparsify(fn) -> None:
     avoided, several fractions.
     """
     name = "Activation sparsity"
-    if _not_answered(name, fn):
-        return
     gen = torch.Generator().manual_seed(0)
     for fraction in (0.0, 0.25, 0.5, 0.9):
         hidden = torch.randn(2, 5, 64, generator=gen)

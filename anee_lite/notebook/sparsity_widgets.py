@@ -25,7 +25,8 @@ DEFAULT_PROMPT = "def fibonacci(n):"
 
 
 def sparsity_view(model, prompt: str, head_mask: Tensor, layers_skipped: int, activation_sparsity: float,
-                  influence: Tensor, eval_ids: Tensor, max_new_tokens: int = 12) -> dict:
+                  influence: Tensor, eval_ids: Tensor, max_new_tokens: int = 12,
+                  full_perplexity: float | None = None) -> dict:
     """What the explorer shows for these knobs.
 
     Args:
@@ -37,6 +38,8 @@ def sparsity_view(model, prompt: str, head_mask: Tensor, layers_skipped: int, ac
         influence: [n_layers] Block Influence (which layers go first).
         eval_ids: [1, T] held-out tokens for the perplexity.
         max_new_tokens: tokens to generate.
+        full_perplexity: the unpruned model's perplexity on ``eval_ids``, if known (it does not depend
+            on the knobs: the explorer computes it once, not at every click).
 
     Returns:
         ``skip_layers``, ``text`` (exactly ``model.generate`` with these masks), ``perplexity``,
@@ -49,7 +52,7 @@ def sparsity_view(model, prompt: str, head_mask: Tensor, layers_skipped: int, ac
              "activation_sparsity": activation_sparsity if activation_sparsity > 0 else None}
     text = model.generate(prompt=prompt, max_new_tokens=max_new_tokens, masks=masks)
     ppl = perplexity(model.model(eval_ids, **masks).logits, eval_ids)
-    full_ppl = perplexity(model.model(eval_ids).logits, eval_ids)
+    full_ppl = full_perplexity if full_perplexity is not None else perplexity(model.model(eval_ids).logits, eval_ids)
     fraction = mask_cost(dims, context_len=eval_ids.shape[1], skip_layers=skip, head_mask=head_mask,
                          activation_sparsity=activation_sparsity)
     heads_off = int((head_mask[[l for l in range(dims.n_layers) if l not in skip]] == 0).sum())
@@ -87,6 +90,7 @@ def sparsity_explorer(model, influence: Tensor, eval_ids: Tensor, prompt: str = 
     grid = widgets.HBox([widgets.VBox(rows[:half]), widgets.VBox(rows[half:])])
     stats = _with_class(widgets.HTML(), "anee-sparsity-stats")
     text = _with_class(widgets.HTML(), "anee-sparsity-text")
+    known = {}  # the unpruned model's perplexity does not depend on the knobs: computed by the first update only
 
     def head_mask() -> Tensor:
         return torch.tensor([[1.0 if b.value else 0.0 for b in row] for row in buttons])
@@ -94,10 +98,11 @@ def sparsity_explorer(model, influence: Tensor, eval_ids: Tensor, prompt: str = 
     def update(_change=None):
         try:
             view = sparsity_view(model, prompt_box.value, head_mask(), skipped.value, act.value, influence,
-                                 eval_ids, max_new_tokens)
+                                 eval_ids, max_new_tokens, known.get("full_perplexity"))
         except ValueError as exc:
             stats.value = _error_html(exc)
             return
+        known["full_perplexity"] = view["full_perplexity"]
         stats.value = view["stats_html"]
         text.value = view["text_html"]
 
