@@ -58,12 +58,16 @@ class KVCache:
 
     def layer_length(self, layer: int) -> int:
         """How many tokens have keys/values at ``layer`` (in [0, n_layers)) already."""
-        k = self.keys[check_int("layer", layer, low=0, high=self.dims.n_layers - 1)]  # -1 would read the last
+        return self._length_at(check_int("layer", layer, low=0, high=self.dims.n_layers - 1))  # -1 would read the last
+
+    def _length_at(self, layer: int) -> int:
+        # Unchecked: the forward's per-layer catch_up and the per-call snapshot pass indices they own.
+        k = self.keys[layer]
         return 0 if k is None else k.shape[2]
 
     def catch_up(self, arch: Architecture, layer: int) -> None:
         """Fill ``layer`` for tokens that exited below it, from their frozen residuals."""
-        start, end = self.layer_length(layer), len(self)
+        start, end = self._length_at(layer), len(self)
         if start == end:
             return
         pos_info = arch.position_info(self.positions[:, start:end])
@@ -105,12 +109,12 @@ class KVCache:
         demand. ``length`` must be in [0, len(self)]; nothing is clamped.
         """
         length = check_int("length", length, low=0, high=len(self))
-        self._restore(([min(self.layer_length(l), length) for l in range(self.dims.n_layers)], length,
+        self._restore(([min(self._length_at(l), length) for l in range(self.dims.n_layers)], length,
                        self.propagated))
 
     def _snapshot(self) -> tuple[list[int], int, int]:
         """What :meth:`_restore` needs to undo a forward call that did not finish."""
-        return [self.layer_length(l) for l in range(self.dims.n_layers)], len(self), self.propagated
+        return [self._length_at(l) for l in range(self.dims.n_layers)], len(self), self.propagated
 
     def _restore(self, snapshot: tuple[list[int], int, int]) -> None:
         layer_lengths, n_tokens, self.propagated = snapshot

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .controller import Controller
-from .model import UnrolledModel
+from .model import UnrolledModel, check_unrolled
 from .validation import check_generate_inputs, check_generation_knobs
 
 if TYPE_CHECKING:
@@ -108,6 +108,7 @@ def greedy_generate(
         masks: the forward's sparsity keywords (``skip_layers``, ``head_mask``, ``mlp_mask``,
             ``activation_sparsity``), applied at every step (not with speculation).
     """
+    check_unrolled(model)
     input_ids, mask = check_generate_inputs(model, input_ids, attention_mask, max_new_tokens, eos_token_id,
                                             pad_token_id, use_cache)  # [B, T] each
     if draft_layers is not None or draft_tokens is not None or draft_lens is not None:

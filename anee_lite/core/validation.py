@@ -96,10 +96,10 @@ def check_input_ids(input_ids, d_vocab: int) -> Tensor:
 
 
 def check_generate_inputs(model, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id, use_cache):
-    """Validate greedy generation's own arguments before any step; return ids [B, T] and a long mask [B, T]."""
-    if not hasattr(model, "cache_token"):
-        raise TypeError(f"model must be an anee_lite.UnrolledModel, e.g. UnrolledModel(hf_model), "
-                        f"got {type(model).__name__}")
+    """Validate greedy generation's own arguments before any step; return ids [B, T] and a long mask [B, T].
+
+    ``model`` is an UnrolledModel already (:func:`~anee_lite.core.model.check_unrolled`).
+    """
     dims = model.dims
     input_ids = check_input_ids(input_ids, dims.d_vocab)
     mask = (torch.ones_like(input_ids) if attention_mask is None

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..core.metrics import entropy, kl_divergence
-from ..core.model import UnrolledModel
+from ..core.model import UnrolledModel, check_unrolled
 
 
 class LogitLens:
@@ -20,10 +20,7 @@ class LogitLens:
     kind = "logit"
 
     def __init__(self, model: UnrolledModel):
-        if not isinstance(model, UnrolledModel):
-            hint = " (pass wrapper.model)" if isinstance(getattr(model, "model", None), UnrolledModel) else ""
-            raise TypeError(f"model must be an anee_lite.UnrolledModel, got {type(model).__name__}{hint}")
-        self.model = model
+        self.model = check_unrolled(model)
         self.layers: list[int] = list(range(1, model.dims.n_layers))
 
     def translate(self, layer: int, resid: Tensor) -> Tensor:

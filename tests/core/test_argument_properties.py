@@ -203,3 +203,9 @@ def test_cache_truncate(n, extra):
 @pytest.mark.parametrize("model", [GPT2, LLAMA], ids=["gpt2", "llama"])
 def test_properties_run_on_both_architectures(model):
     assert model.dims.n_layers == N_LAYERS
+
+
+def test_generation_names_the_model_it_needs():
+    """A wrapper passed where greedy_generate wants its UnrolledModel gets the same hint as everywhere else."""
+    with pytest.raises(TypeError, match=r"model must be an anee_lite.UnrolledModel.*\(pass wrapper.model\)"):
+        greedy_generate(WRAPPER, torch.tensor([[1, 2]]), max_new_tokens=1)
