@@ -66,7 +66,7 @@ def compute_scores(model: UnrolledModel, calibration_ids: Tensor) -> Scores:
 def _cost(model, context_len, **kwargs):
     dims = model.dims
     full = full_token_cost(dims, context_len)
-    cost = kwargs.pop("_token_cost", None) or sparse_token_cost(dims, context_len=context_len, **kwargs)
+    cost = sparse_token_cost(dims, context_len=context_len, **kwargs)
     return cost_fraction(cost, full), bytes_fraction(cost, full)
 
 
@@ -84,7 +84,7 @@ def candidate_settings(model: UnrolledModel, scores: Scores, lever: str, context
     n, out = dims.n_layers, []
     if lever == "static exit":
         for layers in range(1, n + 1):
-            f, b = _cost(model, context_len, _token_cost=token_cost(dims, layers_run=layers, context_len=context_len))
+            f, b = _cost(model, context_len, skipped_layers=n - layers)  # the layers above the exit do not run
             out.append(Setting(lever, f"exit after {layers} layers", {"exit_layers": layers}, f, b))
     elif lever == "layer skipping":
         for k in range(n):
