@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -126,8 +126,8 @@ def _materialise(model, scores, setting: Setting) -> Setting:
 def closest(settings: list[Setting], target: float) -> Setting:
     """The setting whose FLOPs fraction is nearest the target; marked unreached if farther than the tolerance."""
     best = min(settings, key=lambda s: abs(s.flops_fraction - target))
-    return Setting(best.lever, best.label, dict(best.forward_kwargs), best.flops_fraction, best.bytes_fraction,
-                   target=target, reached=abs(best.flops_fraction - target) <= REACH_TOLERANCE)
+    return replace(best, forward_kwargs=dict(best.forward_kwargs), target=target,
+                   reached=abs(best.flops_fraction - target) <= REACH_TOLERANCE)
 
 
 def combination_candidates(model, scores: Scores, target: float, context_len: int) -> list[Setting]:
@@ -240,10 +240,8 @@ def format_table(results: dict) -> str:
             "| perplexity (docs / KJV) |")
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     full = results["full"]
-    lines.append(f"| 1.0 | full model | all 30 layers, heads, neurons | 1.000 | 1.000 | 1.00 | 1.000 / 1.000 "
-                 f"| {full['python_docs_heldout']['perplexity']:.2f} / {full['kjv_heldout']['perplexity']:.2f} |"
-                 if results["n_layers"] == 30 else
-                 f"| 1.0 | full model | everything | 1.000 | 1.000 | 1.00 | 1.000 / 1.000 "
+    what = "all 30 layers, heads, neurons" if results["n_layers"] == 30 else "everything"
+    lines.append(f"| 1.0 | full model | {what} | 1.000 | 1.000 | 1.00 | 1.000 / 1.000 "
                  f"| {full['python_docs_heldout']['perplexity']:.2f} / {full['kjv_heldout']['perplexity']:.2f} |")
     for r in results["rows"]:
         if not r["reached"]:
