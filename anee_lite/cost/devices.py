@@ -26,13 +26,12 @@ import json
 import math
 import os
 import pathlib
-import statistics
 import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..core.validation import check_int
 from ..io.files import write_atomically
-from .timing import median_seconds
+from .timing import fit_step_time, median_seconds
 
 DTYPES = ("fp32", "fp16", "int8", "int4")  # weight dtypes the simulator accepts
 BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5}
@@ -401,7 +400,7 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasure
         sizes.append(nbytes)
         seconds.append(median_seconds(matvecs, repeats) / count)
         del weights
-    slope, intercept = _fit_line(sizes, seconds)
+    intercept, slope = fit_step_time(sizes, seconds)  # the same least-squares line, over weight bytes
     if slope <= 0:  # noise made larger matrices no slower: fall back to the largest size's rate
         slope, intercept = seconds[-1] / sizes[-1], 0.0
 
@@ -419,14 +418,6 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasure
     op = median_seconds(tiny_ops, repeats) / n_ops
     return LocalMeasurements(stream_bandwidth=stream, matvec_bandwidth=1 / slope,
                              matvec_overhead_s=max(intercept, 0.0), matmul_flops=matmul, op_overhead_s=op)
-
-
-def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least-squares slope and intercept of ys against xs."""
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-    return slope, my - slope * mx
 
 
 def profile_from_measurements(m: LocalMeasurements) -> DeviceProfile:

@@ -194,6 +194,11 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
     return ops
 
 
+def _bound(compute: float, memory: float, overhead: float) -> str:
+    """Which of an op's three time terms is the largest (a tie goes to the first named)."""
+    return max((("compute", compute), ("memory", memory), ("overhead", overhead)), key=lambda kv: kv[1])[0]
+
+
 def time_op(op: Op, profile: DeviceProfile, dtype: str = "fp32") -> OpTiming:
     """One operation's roofline time and energy on ``profile`` with weights of ``dtype``."""
     compute = op.flops / profile.flops_per_second(dtype)
@@ -202,7 +207,7 @@ def time_op(op: Op, profile: DeviceProfile, dtype: str = "fp32") -> OpTiming:
     seconds = max(compute, memory) + overhead
     joules = (op.flops * profile.joules_per_flop[COMPUTE_DTYPE[dtype]] + op.bytes * profile.joules_per_byte
               + profile.idle_watts * seconds)
-    bound = max((("compute", compute), ("memory", memory), ("overhead", overhead)), key=lambda kv: kv[1])[0]
+    bound = _bound(compute, memory, overhead)
     return OpTiming(op.name, op.kind, op.flops, op.bytes, op.intensity, compute, memory, overhead, seconds, joules,
                     bound)
 
@@ -343,7 +348,7 @@ def _add_timings(a: OpTiming, b: OpTiming, name: str) -> OpTiming:
     flops, nbytes = a.flops + b.flops, a.bytes + b.bytes
     compute, memory = a.compute_seconds + b.compute_seconds, a.memory_seconds + b.memory_seconds
     overhead = a.overhead_seconds + b.overhead_seconds
-    bound = max((("compute", compute), ("memory", memory), ("overhead", overhead)), key=lambda kv: kv[1])[0]
+    bound = _bound(compute, memory, overhead)
     return replace(a, name=name, flops=flops, bytes=nbytes, intensity=flops / nbytes if nbytes else float("inf"),
                    compute_seconds=compute, memory_seconds=memory, overhead_seconds=overhead,
                    seconds=a.seconds + b.seconds, joules=a.joules + b.joules, bound=bound)

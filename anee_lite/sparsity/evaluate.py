@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -66,7 +66,7 @@ def compute_scores(model: UnrolledModel, calibration_ids: Tensor) -> Scores:
 def _cost(model, context_len, **kwargs):
     dims = model.dims
     full = full_token_cost(dims, context_len)
-    cost = kwargs.pop("_token_cost", None) or sparse_token_cost(dims, context_len=context_len, **kwargs)
+    cost = sparse_token_cost(dims, context_len=context_len, **kwargs)
     return cost_fraction(cost, full), bytes_fraction(cost, full)
 
 
@@ -84,7 +84,7 @@ def candidate_settings(model: UnrolledModel, scores: Scores, lever: str, context
     n, out = dims.n_layers, []
     if lever == "static exit":
         for layers in range(1, n + 1):
-            f, b = _cost(model, context_len, _token_cost=token_cost(dims, layers_run=layers, context_len=context_len))
+            f, b = _cost(model, context_len, skipped_layers=n - layers)  # the layers above the exit do not run
             out.append(Setting(lever, f"exit after {layers} layers", {"exit_layers": layers}, f, b))
     elif lever == "layer skipping":
         for k in range(n):
@@ -126,8 +126,8 @@ def _materialise(model, scores, setting: Setting) -> Setting:
 def closest(settings: list[Setting], target: float) -> Setting:
     """The setting whose FLOPs fraction is nearest the target; marked unreached if farther than the tolerance."""
     best = min(settings, key=lambda s: abs(s.flops_fraction - target))
-    return Setting(best.lever, best.label, dict(best.forward_kwargs), best.flops_fraction, best.bytes_fraction,
-                   target=target, reached=abs(best.flops_fraction - target) <= REACH_TOLERANCE)
+    return replace(best, forward_kwargs=dict(best.forward_kwargs), target=target,
+                   reached=abs(best.flops_fraction - target) <= REACH_TOLERANCE)
 
 
 def combination_candidates(model, scores: Scores, target: float, context_len: int) -> list[Setting]:
@@ -240,10 +240,8 @@ def format_table(results: dict) -> str:
             "| perplexity (docs / KJV) |")
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     full = results["full"]
-    lines.append(f"| 1.0 | full model | all 30 layers, heads, neurons | 1.000 | 1.000 | 1.00 | 1.000 / 1.000 "
-                 f"| {full['python_docs_heldout']['perplexity']:.2f} / {full['kjv_heldout']['perplexity']:.2f} |"
-                 if results["n_layers"] == 30 else
-                 f"| 1.0 | full model | everything | 1.000 | 1.000 | 1.00 | 1.000 / 1.000 "
+    what = "all 30 layers, heads, neurons" if results["n_layers"] == 30 else "everything"
+    lines.append(f"| 1.0 | full model | {what} | 1.000 | 1.000 | 1.00 | 1.000 / 1.000 "
                  f"| {full['python_docs_heldout']['perplexity']:.2f} / {full['kjv_heldout']['perplexity']:.2f} |")
     for r in results["rows"]:
         if not r["reached"]:

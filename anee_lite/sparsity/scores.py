@@ -16,12 +16,13 @@ from torch import Tensor
 
 from ..core.metrics import next_token_nll
 from ..core.model import UnrolledModel
-from ..core.validation import check_int
+from ..core.validation import check_input_ids, check_int
 
 
 def _check_ids(model: UnrolledModel, input_ids) -> Tensor:
-    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.shape[1] < 2:
-        raise ValueError("input_ids must be a [batch, tokens] tensor with at least 2 tokens per row")
+    input_ids = check_input_ids(input_ids, model.dims.d_vocab)  # [B, T]
+    if input_ids.shape[1] < 2:
+        raise ValueError(f"input_ids must hold at least 2 tokens per row, got shape {list(input_ids.shape)}")
     return input_ids.to(model.device)
 
 

@@ -165,6 +165,17 @@ def test_mask_cost_equals_the_uniform_charges_and_counts_kv_groups():
     assert mask_cost(dims, context_len=10)["flops_fraction"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("score", [block_influence, head_importance, neuron_importance])
+@pytest.mark.parametrize("ids,error,match", [
+    ([[1, 2, 3]], TypeError, "input_ids"),  # was a ValueError for a wrong type
+    (torch.tensor([[1, VOCAB]]), ValueError, r"input_ids must be token ids in \[0, "),
+    (torch.tensor([[1]]), ValueError, "at least 2 tokens"),
+])
+def test_scores_check_input_ids_with_the_shared_helper(score, ids, error, match):
+    with pytest.raises(error, match=match):
+        score(UnrolledModel(random_llama(n_layers=2)), ids)
+
+
 @pytest.mark.parametrize("call,error,match", [
     (lambda d: layers_to_skip(torch.tensor([0.1, float("nan"), 0.3]), 1), ValueError, "influence holds NaN"),
     (lambda d: layers_to_skip([0.1, 0.2, 0.3], 1), TypeError, r"influence must be a real tensor \[n_layers\]"),

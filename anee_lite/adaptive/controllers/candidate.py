@@ -119,8 +119,6 @@ class CandidateConfidenceExit(ExitController):
                 stop[maybe] = ok
                 self._logits = exact.new_zeros(*resid.shape[:2], exact.shape[-1])  # [B, T, V]
                 self._logits[maybe] = exact  # the output of the tokens that stop here
-                failed = torch.zeros_like(maybe)
-                failed[maybe] = ~ok
-                self.extra_lens_checks += failed.long()
+                self.extra_lens_checks += (maybe & ~stop).long()  # confirmed but not stopped
         self.observe(layer, resid)
         return stop
