@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..core.model import UnrolledModel, check_unrolled
-from ..core.validation import check_chunks, check_int
+from ..core.validation import as_list, check_chunks, check_int
 from ..cost import cost_fraction, early_exit_cost
 from .controllers import ExitController
 from .guarantee import check_target_agreement
@@ -118,9 +118,7 @@ def simulate_exits(controller: ExitController, scores: Tensor, positions: Tensor
 
 def check_thresholds(thresholds) -> list[float]:
     """Candidate thresholds: a non-empty iterable of real numbers, none NaN (it would never pass nor fail)."""
-    if isinstance(thresholds, (str, bytes)) or not hasattr(thresholds, "__iter__"):
-        raise TypeError(f"thresholds must be a list of numbers, got {thresholds!r}")
-    items = thresholds.tolist() if isinstance(thresholds, Tensor) else list(thresholds)
+    items = as_list("thresholds", thresholds, "a list of numbers")
     if not items:
         raise ValueError("thresholds must hold at least one candidate")
     for t in items:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
-from ..core.budget import budget_exit_layer
+from ..core.budget import budget_table
 from ..core.config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
 from ..core.metrics import mean_kl, next_token_nll, perplexity, top1_agreement
 from ..core.model import UnrolledModel, check_unrolled
@@ -282,12 +282,10 @@ def quality_vs_budget(model, input_ids: Tensor, budgets, min_layers: int = DEFAU
     if not isinstance(unrolled, UnrolledModel):
         raise TypeError(f"model must be an ANEEWrapper or an UnrolledModel, got {type(model).__name__}")
     n_layers = unrolled.dims.n_layers
-    if isinstance(budgets, (str, bytes)) or not hasattr(budgets, "__iter__"):
-        raise TypeError(f"budgets must be a list of numbers in [0, 1], got {budgets!r}")
-    budgets = list(budgets)
-    if not budgets:
+    table = budget_table(n_layers, budgets, min_layers, exit_budget_threshold)  # every budget checked first
+    if not table:
         raise ValueError("budgets must hold at least one energy budget in [0, 1], got an empty list")
-    depths = [budget_exit_layer(n_layers, b, min_layers, exit_budget_threshold) for b in budgets]  # checked first
+    budgets, depths = [r["energy_budget"] for r in table], [r["layers_executed"] for r in table]
     full = unrolled.forward(input_ids, return_resid=True)
     resid = full.resid_stack()  # [n_layers + 1, 1, T, d_model]
     full_perplexity = perplexity(full.logits, input_ids)

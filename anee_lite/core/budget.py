@@ -27,7 +27,7 @@ With ``exit_budget_threshold=0`` every budget runs all layers. Note that a budge
 from __future__ import annotations
 
 from .config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
-from .validation import check_fraction, check_int
+from .validation import as_list, check_fraction, check_int
 
 # Budgets are sums of 1/n_layers; compare with a little slack so that 0.5 - 4 * 0.1 counts as 0.1.
 _EPS = 1e-9
@@ -62,10 +62,8 @@ def budget_table(n_layers: int, budgets=(1.0, 0.75, 0.5, 0.25, 0.1, 0.05, 0.0),
                  min_layers: int = DEFAULT_MIN_LAYERS,
                  exit_budget_threshold: float = DEFAULT_EXIT_BUDGET_THRESHOLD) -> list[dict]:
     """Rows ``{"energy_budget", "layers_executed", "fraction"}`` for a range of budgets."""
-    if isinstance(budgets, (str, bytes)) or not hasattr(budgets, "__iter__"):  # "0.5" would be read as '0', '.', '5'
-        raise TypeError(f"budgets must be a list of numbers in [0, 1], e.g. [1.0, 0.5], got {budgets!r}")
     rows = []
-    for b in budgets:
+    for b in as_list("budgets", budgets, "a list of numbers in [0, 1], e.g. [1.0, 0.5]"):
         n = budget_exit_layer(n_layers, b, min_layers, exit_budget_threshold)
         rows.append({"energy_budget": b, "layers_executed": n, "fraction": n / n_layers})
     return rows

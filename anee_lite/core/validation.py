@@ -16,6 +16,13 @@ from torch import Tensor
 from .controller import as_controller
 
 
+def as_list(name: str, value, what: str) -> list:
+    """A list, tuple, tensor or other iterable as a list; a string is refused (``"12"`` would read as 1 and 2)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    return value.tolist() if isinstance(value, Tensor) else list(value)
+
+
 def check_fraction(name: str, value, *, low: float = 0.0, high: float = 1.0) -> float:
     """A real number in [low, high] (bools, NaN and strings are refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -317,9 +324,7 @@ def check_sparsity(dims, skip_layers, head_mask, mlp_mask, activation_sparsity):
 
     skipped: tuple[int, ...] = ()
     if skip_layers is not None:
-        if isinstance(skip_layers, (str, bytes)) or not hasattr(skip_layers, "__iter__"):
-            raise TypeError(f"skip_layers must be an iterable of layer indices, got {skip_layers!r}")
-        items = skip_layers.tolist() if isinstance(skip_layers, Tensor) else list(skip_layers)
+        items = as_list("skip_layers", skip_layers, "an iterable of layer indices")
         for layer in items:
             if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
                 raise TypeError(f"skip_layers must hold integer layer indices, got {layer!r}")
@@ -361,9 +366,7 @@ def check_chunks(name: str, chunks, d_vocab: int) -> list[Tensor]:
 
 def check_layers(name: str, layers, *, low: int, high: int) -> list[int]:
     """A non-empty iterable of distinct integer layer indices, each in [low, high] -> a list in the given order."""
-    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
-        raise TypeError(f"{name} must be a list of layer indices in [{low}, {high}], got {layers!r}")
-    items = layers.tolist() if isinstance(layers, Tensor) else list(layers)
+    items = as_list(name, layers, f"a list of layer indices in [{low}, {high}]")
     if not items:
         raise ValueError(f"{name} must hold at least one layer index in [{low}, {high}], got none")
     items = [check_int(f"{name} entries", layer, low=low, high=high) for layer in items]

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 from torch import Tensor
 
-from ..core.validation import check_int
+from ..core.validation import as_list, check_int
 
 
 def require_keys(name: str, rows, keys: Iterable[str]) -> None:
@@ -45,14 +45,11 @@ def check_exit_list(exit_layers, n_layers, tokens=None) -> list[int]:
     tokens were drawn without a word, or failed deep inside matplotlib.
     """
     n_layers = check_int("n_layers", n_layers, low=1)
-    if isinstance(exit_layers, Tensor):
-        if exit_layers.dim() != 1:
-            raise ValueError(f"exit_layers must be one sequence's [T] exit layers, got shape {list(exit_layers.shape)} "
-                             "(for a forward's stats.exit_layers [B, T], pass stats.exit_layers[0])")
-        exit_layers = exit_layers.tolist()
-    if isinstance(exit_layers, (str, bytes)) or not hasattr(exit_layers, "__iter__"):
-        raise TypeError(f"exit_layers must be a list of layer counts, got {type(exit_layers).__name__}")
-    exit_layers = [check_int("exit_layers entries", e, low=0, high=n_layers) for e in exit_layers]
+    if isinstance(exit_layers, Tensor) and exit_layers.dim() != 1:
+        raise ValueError(f"exit_layers must be one sequence's [T] exit layers, got shape {list(exit_layers.shape)} "
+                         "(for a forward's stats.exit_layers [B, T], pass stats.exit_layers[0])")
+    exit_layers = [check_int("exit_layers entries", e, low=0, high=n_layers)
+                   for e in as_list("exit_layers", exit_layers, "a list of layer counts")]
     if tokens is not None and len(tokens) != len(exit_layers):
         raise ValueError(f"tokens must hold one label per exit layer: {len(tokens)} tokens for "
                          f"{len(exit_layers)} exit layers")

@@ -11,9 +11,9 @@ import math
 import matplotlib.pyplot as plt
 from torch import Tensor
 
-from ..core.budget import budget_exit_layer
+from ..core.budget import budget_table
 from ..core.config import DEFAULT_MIN_LAYERS
-from ..core.validation import check_int
+from ..core.validation import as_list, check_int
 from ..lens import LensResult
 from .plot_checks import require_keys
 
@@ -293,10 +293,9 @@ def plot_budget_layers(n_layers: int, budgets, thresholds=(0.0, 0.1, 0.2, 0.3),
         thresholds: the exit thresholds to compare.
         min_layers: layers that always run.
     """
-    if isinstance(budgets, (str, bytes)) or not hasattr(budgets, "__iter__"):
-        raise TypeError(f"budgets must be a list of energy budgets in [0, 1], got {budgets!r}")
-    budgets = list(budgets)
-    lines = {t: [budget_exit_layer(n_layers, b, min_layers, t) for b in budgets] for t in thresholds}  # checked first
+    budgets = as_list("budgets", budgets, "a list of energy budgets in [0, 1]")
+    lines = {t: [row["layers_executed"] for row in budget_table(n_layers, budgets, min_layers, t)]
+             for t in thresholds}  # every budget checked before drawing
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for threshold, layers in lines.items():
         ax.plot(budgets, layers, "-o", ms=3, drawstyle="steps-post", label=f"exit_budget_threshold={threshold:g}")

@@ -31,7 +31,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ...core.validation import check_fraction, check_int
+from ...core.validation import as_list, check_fraction, check_int
 from ...lens import LogitLens
 
 REGISTRY: dict[str, type[ExitController]] = {}
@@ -65,10 +65,7 @@ def allowed_exit_layers(exit_layers_allowed, n_layers: int) -> list[int]:
     """
     if exit_layers_allowed is None:
         return list(range(1, n_layers))
-    if isinstance(exit_layers_allowed, (str, bytes)) or not hasattr(exit_layers_allowed, "__iter__"):
-        raise TypeError(f"exit_layers_allowed must be a list of layer indices in [1, {n_layers - 1}], "
-                        f"got {exit_layers_allowed!r}")
-    items = exit_layers_allowed.tolist() if isinstance(exit_layers_allowed, Tensor) else list(exit_layers_allowed)
+    items = as_list("exit_layers_allowed", exit_layers_allowed, f"a list of layer indices in [1, {n_layers - 1}]")
     if not items:
         raise ValueError(f"exit_layers_allowed must be a non-empty subset of [1, {n_layers - 1}], got none")
     for layer in items:
