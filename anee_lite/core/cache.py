@@ -29,8 +29,9 @@ class KVCache:
     """Keys and values per layer, plus each token's frozen residual for lazy propagation.
 
     Attributes:
-        keys, values: per layer, [B, n_kv_heads, T_l, d_head]; T_l can lag behind ``len(self)``
-            for layers that no token has needed since some tokens exited below them.
+        keys, values: per layer, [B, K', T_l, d_head] with K' the key/value groups that run there
+            (fewer than n_kv_heads when a head mask removes whole groups); T_l can lag behind
+            ``len(self)`` for layers that no token has needed since some tokens exited below them.
         resid: [B, T, d_model] the residual each token left the model with.
         positions: [B, T] position ids used for the rotary embedding of late-filled keys.
         attention_mask: [B, T] bool, False at padding.
@@ -71,7 +72,9 @@ class KVCache:
         if start == end:
             return
         pos_info = arch.position_info(self.positions[:, start:end])
-        k, v = arch.attn_kv(layer, self.resid[:, start:end], pos_info)  # [B, K, n, D]
+        # under the sparsity that filled the cache: the same kept groups and the same input sparsity
+        k, v = arch.attn_kv(layer, self.resid[:, start:end], pos_info, project=self.sparsity.projector(layer, "W_QKV"),
+                            groups=self.sparsity.kept_groups(layer, self.dims.n_kv_heads))  # [B, K', n, D]
         self._append(layer, k, v)
         self.propagated += (end - start) * self.batch_size
 

@@ -2,8 +2,9 @@
 
 Every mask here is *exact*: a masked head is the same as zeroing its columns of the output
 projection, a masked neuron the same as zeroing its row of the down projection, a skipped layer
-the same as deleting the block. :mod:`anee_lite.sparsity` chooses what to mask and builds
-physically smaller models; this module only applies the choice, one small function per lever.
+the same as deleting the block, a zeroed input entry the same as leaving out its row of the weight
+it multiplies. :mod:`anee_lite.sparsity` chooses what to mask and builds physically smaller models;
+this module only applies the choice, one small function per lever.
 """
 
 from __future__ import annotations
@@ -11,27 +12,42 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from .architectures.base import linear
 from .validation import check_fraction
+
+# The four weight matrices of a block, each named after the input activation it multiplies: activation
+# sparsity (TEAL) zeroes small entries of each input separately, with its own threshold.
+LINEAR_INPUTS = ("W_QKV", "W_O", "W_mlp_in", "W_out")
+LINEAR_INPUT_HOOKS = ("ln1.hook_normalized", "attn.hook_z", "ln2.hook_normalized", "mlp.hook_post")
+
+# Reading only the kept rows of a weight pays once at least this share of its input is zero. Below it
+# the gather's bookkeeping costs more than the rows it saves, so the input is masked and multiplied
+# densely (same result). Measured on a 2-core x86 CPU for every matrix of SmolLM2-135M by
+# benchmarks/bench_sparsity.py (the "matvec" table of anee_lite/data/sparsity_benchmark.json).
+ROW_SKIP_MIN_SPARSITY = 0.4
 
 
 @dataclass(frozen=True, eq=False)
 class ActivationThresholds:
-    """Per-layer magnitude thresholds for activation sparsity, calibrated on text (TEAL / CATS style).
+    """Per-layer, per-matrix magnitude thresholds for activation sparsity, calibrated on text (TEAL / CATS).
 
-    A token's MLP hidden activation ``h`` at layer ``l`` keeps the entries with
-    ``|h| >= thresholds[l]``; on the calibration text that zeroes about ``fraction`` of them.
+    At layer ``l`` the input ``x`` of matrix ``LINEAR_INPUTS[i]`` keeps the entries with
+    ``|x| >= thresholds[l, i]``; on the calibration text that zeroes about ``fraction`` of each.
     Build one with :func:`anee_lite.sparsity.calibrate_activation_thresholds`.
     """
 
-    fraction: float  # the share of activations the thresholds were calibrated to zero
-    thresholds: Tensor  # [n_layers] magnitudes
+    fraction: float  # the share of each input the thresholds were calibrated to zero
+    thresholds: Tensor  # [n_layers, 4] magnitudes, columns in LINEAR_INPUTS order
 
     def __post_init__(self):
         check_fraction("fraction", self.fraction)
-        if not isinstance(self.thresholds, Tensor) or self.thresholds.dim() != 1:
-            raise TypeError("thresholds must be a 1-D torch.Tensor [n_layers]")
+        if not isinstance(self.thresholds, Tensor) or self.thresholds.dim() != 2 \
+                or self.thresholds.shape[1] != len(LINEAR_INPUTS):
+            raise TypeError(f"thresholds must be a torch.Tensor [n_layers, {len(LINEAR_INPUTS)}] (one column per "
+                            f"matrix of {LINEAR_INPUTS})")
         if not bool(torch.isfinite(self.thresholds).all()) or bool((self.thresholds < 0).any()):
             raise ValueError("thresholds must be finite and >= 0")
 
@@ -78,6 +94,31 @@ class Sparsity:
         return (self.skip_layers == other.skip_layers and same(self.head_mask, other.head_mask)
                 and same(self.mlp_mask, other.mlp_mask) and same(self.activation, other.activation))
 
+    def kept_groups(self, layer: int, n_kv_heads: int) -> list[int] | None:
+        """Key/value groups of ``layer`` with at least one query head left (None: all, or no head mask).
+
+        A group whose heads are all masked contributes nothing, so its queries, keys and values are
+        never computed and the KV cache holds no entry for it.
+        """
+        if self.head_mask is None:
+            return None
+        alive = (self.head_mask[layer] != 0).view(n_kv_heads, -1).any(-1)  # [H] -> [K, H / K] -> [K]
+        return None if bool(alive.all()) else alive.nonzero()[:, 0].tolist()
+
+    def projector(self, layer: int, matrix: str):
+        """The function ``(x, W, b) -> x @ W + b`` for one matrix of one layer, with this call's input sparsity."""
+        spec = self.activation
+        if spec is None:
+            return linear
+        site = LINEAR_INPUTS.index(matrix)
+        fraction = spec.fraction if isinstance(spec, ActivationThresholds) else spec
+        skip_rows = fraction >= ROW_SKIP_MIN_SPARSITY
+
+        def project(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+            return sparse_input_linear(x, w, b, keep_inputs(x, layer, site, spec), skip_rows=skip_rows)
+
+        return project
+
 
 def mask_heads(z: Tensor, head_mask: Tensor) -> Tensor:
     """[B, T, H * D] head outputs times their [H] mask, before the output projection."""
@@ -87,30 +128,54 @@ def mask_heads(z: Tensor, head_mask: Tensor) -> Tensor:
     return z.view(B, T, HD)
 
 
-def sparsify_activations(hidden: Tensor, layer: int, spec: float | ActivationThresholds) -> Tensor:
-    """Zero each token's smallest-magnitude MLP activations [B, T, d_mlp].
+def keep_inputs(x: Tensor, layer: int, site: int, spec: float | ActivationThresholds) -> Tensor:
+    """[..., d_in] bool: the entries of a linear map's input that activation sparsity keeps.
 
-    A float keeps, per token, exactly the ``ceil((1 - f) * d_mlp)`` largest magnitudes (the oracle the
-    thresholds approximate); :class:`ActivationThresholds` keeps ``|h| >= thresholds[layer]``.
+    A float keeps, per token, exactly the ``d_in - int(f * d_in)`` largest magnitudes (the oracle the
+    thresholds approximate); :class:`ActivationThresholds` keep ``|x| >= thresholds[layer, site]``.
     """
-    magnitude = hidden.abs()  # [B, T, d_mlp]
+    magnitude = x.abs()  # [..., d_in]
     if isinstance(spec, ActivationThresholds):
-        keep = magnitude >= spec.thresholds[layer].to(hidden.device, hidden.dtype)
-    else:
-        n_zero = int(spec * hidden.shape[-1])
-        if n_zero == 0:
-            return hidden
-        kth = magnitude.kthvalue(n_zero, dim=-1, keepdim=True).values  # [B, T, 1]: largest zeroed magnitude
-        keep = magnitude > kth
-    return hidden * keep
+        return magnitude >= spec.thresholds[layer, site].to(x.device, x.dtype)
+    n_zero = int(spec * x.shape[-1])
+    if n_zero == 0:
+        return torch.ones_like(x, dtype=torch.bool)
+    kth = magnitude.kthvalue(n_zero, dim=-1, keepdim=True).values  # [..., 1]: largest zeroed magnitude
+    return magnitude > kth
 
 
-def used_rows(hidden: Tensor) -> Tensor | None:
-    """Indices of the non-zero activations of a single token [1, 1, d_mlp] (None for several tokens).
+def sparsify_activations(x: Tensor, layer: int, spec: float | ActivationThresholds, site: int = 3) -> Tensor:
+    """Zero the entries of ``x`` [..., d_in] that activation sparsity drops; ``site`` indexes ``LINEAR_INPUTS``.
 
-    With one token, the down projection only needs these rows of its [d_mlp, d_model] weight: gather
-    them and multiply, instead of multiplying zeros.
+    The default, 3, is the down projection's input: the MLP hidden activations.
     """
-    if hidden.shape[0] * hidden.shape[1] != 1:
-        return None  # tokens keep different entries; a gather per token costs more than it saves
-    return hidden[0, 0].nonzero()[:, 0]  # [n_kept]
+    return x * keep_inputs(x, layer, site, spec)
+
+
+def sparse_matvec(x: Tensor, w: Tensor, kept: Tensor) -> Tensor:
+    """``sum_i x[i] * w[i, :]`` over the row indices ``kept`` [n] only: [d_in] x [d_in, d_out] -> [d_out].
+
+    ``embedding_bag`` reads just those rows of the contiguous [in, out] weight, scaled and summed,
+    without copying them; the kept rows are split into one bag per thread so both cores stream.
+    """
+    n_bags = max(1, min(torch.get_num_threads(), kept.numel()))
+    offsets = torch.arange(n_bags, device=kept.device) * (kept.numel() // n_bags)  # [n_bags] bag starts
+    bags = F.embedding_bag(kept, w, offsets, mode="sum", per_sample_weights=x[kept])  # [n_bags, d_out]
+    return bags.sum(0)  # [d_out]
+
+
+def sparse_input_linear(x: Tensor, w: Tensor, b: Tensor | None, keep: Tensor, *, skip_rows: bool = True) -> Tensor:
+    """``(x * keep) @ w + b`` [..., in] -> [..., out], reading only the kept rows of ``w`` where that pays.
+
+    With ``skip_rows`` (the input is sparse enough), one token on the CPU and a contiguous weight:
+    :func:`sparse_matvec`. Otherwise (a batch, a prefill, a column view of a weight, a GPU, autograd)
+    the masked input is multiplied densely: tokens keep different entries, and one gather per token
+    costs more than it saves.
+    """
+    if skip_rows and x.numel() == x.shape[-1] and x.device.type == "cpu" and w.is_contiguous() \
+            and not torch.is_grad_enabled():
+        kept = keep.view(-1).nonzero()[:, 0]  # [n_kept]
+        out = sparse_matvec(x.reshape(-1), w, kept) if kept.numel() else x.new_zeros(w.shape[1])  # [d_out]
+        out = out if b is None else out + b
+        return out.view(*x.shape[:-1], w.shape[1])  # [d_out] -> [1, 1, d_out]
+    return linear(x * keep, w, b)  # [..., in] -> [..., out]

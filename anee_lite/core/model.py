@@ -17,7 +17,7 @@ from .architectures import Architecture, ModelDims, from_hf
 from .attention import attention, attention_mask_4d, position_ids
 from .cache import KVCache
 from .controller import Controller, as_controller
-from .masks import ActivationThresholds, Sparsity, mask_heads, sparsify_activations, used_rows
+from .masks import LINEAR_INPUTS, ActivationThresholds, Sparsity, mask_heads
 from .validation import (
     check_controller_stop,
     check_flags,
@@ -79,7 +79,8 @@ class ForwardCall:
     record_resid: bool = False  # store blocks.{l}.hook_resid_pre/mid/post in activations
     record_patterns: bool = False  # store blocks.{l}.attn.hook_pattern in activations
     sparsity: Sparsity = field(default_factory=Sparsity)  # layers/heads/neurons/activations switched off
-    record_mlp_hidden: bool = False  # store blocks.{l}.mlp.hook_post (after the masks) in activations
+    record_mlp_hidden: bool = False  # store blocks.{l}.mlp.hook_post (after mlp_mask) in activations
+    record_linear_inputs: bool = False  # store the input of each of the four matrices (calibrating activation sparsity)
     activations: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -149,6 +150,7 @@ class UnrolledModel:
         return_resid: bool = False,
         return_patterns: bool = False,
         return_mlp_hidden: bool = False,
+        return_linear_inputs: bool = False,
         logits_to_keep: int = 0,
         skip_layers=None,
         head_mask: Tensor | None = None,
@@ -174,7 +176,12 @@ class UnrolledModel:
             return_resid: store ``blocks.{l}.hook_resid_pre/mid/post`` in ``activations``.
             return_patterns: store ``blocks.{l}.attn.hook_pattern`` [B, H, T, T_k] (slower attention).
             return_mlp_hidden: store ``blocks.{l}.mlp.hook_post`` [B, T, d_mlp], the MLP hidden
-                activation that enters the down projection (after the masks below).
+                activation that enters the down projection (after ``mlp_mask``; activation sparsity
+                acts inside the product, so these are the activations before it).
+            return_linear_inputs: store what enters each of a block's four matrices (see
+                :data:`~anee_lite.core.masks.LINEAR_INPUTS`): ``blocks.{l}.ln1.hook_normalized``
+                [B, T, d_model], ``blocks.{l}.attn.hook_z`` [B, T, H' * D] (the kept groups' heads, after
+                ``head_mask``), ``blocks.{l}.ln2.hook_normalized`` and ``blocks.{l}.mlp.hook_post``.
             logits_to_keep: unembed only the last this-many positions (0 = all), as HF does.
             skip_layers: layer indices that run as the identity for every token; unlike an exit,
                 later layers still run. A skipped layer computes and caches nothing.
@@ -182,11 +189,15 @@ class UnrolledModel:
                 its entry before the output projection (1 keeps, 0 removes; the bias is unaffected).
             mlp_mask: [n_layers, d_mlp] float or bool; multiplies each MLP hidden activation before
                 the down projection.
-            activation_sparsity: per token, zero the smallest-magnitude MLP hidden activations: a
-                fraction in [0, 1) zeroes exactly that share (a per-token sort), or
-                :class:`~anee_lite.core.masks.ActivationThresholds` keep ``|h| >= threshold[layer]``
-                (calibrated, cheap). For a single decoding token the down projection then reads
-                only the weight rows of the kept activations.
+            activation_sparsity: per token, zero the smallest-magnitude entries of the input of every
+                matrix of a block (TEAL: the normed residual before W_QKV and W_mlp_in, the heads'
+                output before W_O, the MLP hidden activations before W_out): a fraction in [0, 1)
+                zeroes exactly that share of each input (a per-token sort, the oracle), or
+                :class:`~anee_lite.core.masks.ActivationThresholds` keep ``|x| >= threshold[layer, matrix]``
+                (calibrated, cheap). For a single decoding token on the CPU each product then reads
+                only the weight rows of the kept entries (from 40% sparsity on, where that pays).
+                A whole key/value group whose query heads ``head_mask`` all removes is not computed:
+                no queries, keys or values, and no cache entries.
                 A cache only continues under the same sparsity knobs that filled it.
         """
         n_layers = self.dims.n_layers
@@ -194,7 +205,7 @@ class UnrolledModel:
         input_ids, key_mask, exit_layers = check_forward_inputs(
             self, input_ids, attention_mask, exit_layers, past_key_values, controller, logits_to_keep)
         check_flags(use_cache=use_cache, return_resid=return_resid, return_patterns=return_patterns,
-                    return_mlp_hidden=return_mlp_hidden)
+                    return_mlp_hidden=return_mlp_hidden, return_linear_inputs=return_linear_inputs)
         sparsity = Sparsity(*check_sparsity(self.dims, skip_layers, head_mask, mlp_mask, activation_sparsity))
         B, T = input_ids.shape
         if past_key_values is not None and not past_key_values.sparsity.matches(sparsity):
@@ -219,6 +230,7 @@ class UnrolledModel:
             record_patterns=return_patterns,
             sparsity=sparsity,
             record_mlp_hidden=return_mlp_hidden,
+            record_linear_inputs=return_linear_inputs,
         )
         resid = self.arch.embed(input_ids, positions)  # [B, T] -> [B, T, d_model]
         if controller is not None:
@@ -279,17 +291,24 @@ class UnrolledModel:
 
     def block(self, layer: int, resid_pre: Tensor, call: ForwardCall) -> Tensor:
         """One pre-norm decoder block [B, T, d_model] -> [B, T, d_model], masks applied; inactive tokens keep their residual."""
-        arch = self.arch
-        q, k, v = arch.attn_qkv(layer, resid_pre, call.pos_info)  # [B, H, T, D], [B, K, T, D] x 2
+        arch, sparsity = self.arch, call.sparsity
+        groups = sparsity.kept_groups(layer, self.dims.n_kv_heads)  # None: every key/value group runs
+        project = self._projectors(layer, call)
+        q, k, v = arch.attn_qkv(layer, resid_pre, call.pos_info, project=project[0], groups=groups)  # [B, H', T, D], [B, K', T, D] x 2
         if call.cache is not None:
-            k, v = call.cache.extend(layer, k, v)  # -> [B, K, T_past + T, D]
-        z, pattern = attention(q, k, v, call.mask, call.causal, call.record_patterns)  # [B, T, H * D]
-        sparsity = call.sparsity
-        if sparsity.head_mask is not None:
-            z = mask_heads(z, sparsity.head_mask[layer])  # [B, T, H * D], masked heads' slices zero
-        resid_mid = resid_pre + arch.attn_out(layer, z)  # [B, T, d_model]
-        hidden = self.sparse_mlp_hidden(layer, resid_mid, sparsity)  # [B, T, d_mlp]
-        resid_post = resid_mid + self.sparse_mlp_out(layer, hidden, sparsity)  # [B, T, d_model]
+            k, v = call.cache.extend(layer, k, v)  # -> [B, K', T_past + T, D]
+        z, pattern = self._attention(q, k, v, call, groups)  # [B, T, H' * D], [B, H, T, T_k] or None
+        if sparsity.head_mask is not None and groups != []:
+            z = mask_heads(z, self._kept_heads(sparsity.head_mask[layer], groups))  # masked heads' slices zero
+        if call.record_linear_inputs:
+            call.activations[f"blocks.{layer}.attn.hook_z"] = z
+        resid_mid = resid_pre + arch.attn_out(layer, z, project=project[1], groups=groups)  # [B, T, d_model]
+        hidden = arch.mlp_hidden(layer, resid_mid, project=project[2])  # [B, T, d_mlp]
+        if sparsity.mlp_mask is not None:
+            hidden = hidden * sparsity.mlp_mask[layer].to(hidden.device, hidden.dtype)  # [B, T, d_mlp] * [d_mlp]
+        if call.record_mlp_hidden or call.record_linear_inputs:
+            call.activations[f"blocks.{layer}.mlp.hook_post"] = hidden
+        resid_post = resid_mid + arch.mlp_out(layer, hidden, project=project[3])  # [B, T, d_model]
         if not bool(call.active.all()):
             resid_post = torch.where(call.active[..., None], resid_post, resid_pre)  # exited tokens stay frozen
         if call.record_resid:
@@ -298,27 +317,47 @@ class UnrolledModel:
                                      f"blocks.{layer}.hook_resid_post": resid_post})
         if call.record_patterns:
             call.activations[f"blocks.{layer}.attn.hook_pattern"] = pattern
-        if call.record_mlp_hidden:
-            call.activations[f"blocks.{layer}.mlp.hook_post"] = hidden
         return resid_post
 
-    def sparse_mlp_hidden(self, layer: int, resid_mid: Tensor, sparsity: Sparsity) -> Tensor:
-        """[B, T, d_model] -> [B, T, d_mlp] MLP hidden activations, neuron mask and activation sparsity applied."""
-        hidden = self.arch.mlp_hidden(layer, resid_mid)  # [B, T, d_mlp]
-        if sparsity.mlp_mask is not None:
-            hidden = hidden * sparsity.mlp_mask[layer].to(hidden.device, hidden.dtype)  # [B, T, d_mlp] * [d_mlp]
-        if sparsity.activation is not None:
-            hidden = sparsify_activations(hidden, layer, sparsity.activation)  # [B, T, d_mlp]
-        return hidden
+    def _projectors(self, layer: int, call: ForwardCall) -> list:
+        """The four matrix products of a block (``LINEAR_INPUTS`` order), with this call's activation sparsity.
 
-    def sparse_mlp_out(self, layer: int, hidden: Tensor, sparsity: Sparsity) -> Tensor:
-        """[B, T, d_mlp] -> [B, T, d_model]; one activation-sparse token reads only its kept rows of W_out."""
-        rows = used_rows(hidden) if sparsity.activation is not None else None  # [n_kept] or None
-        if rows is None:
-            return self.arch.mlp_out(layer, hidden)  # [B, T, d_mlp] @ [d_mlp, d_model]
-        blk = self.arch.blocks[layer]
-        out = hidden[..., rows] @ blk.W_out.index_select(0, rows)  # [1, 1, n_kept] @ [n_kept, d_model]
-        return out if blk.b_out is None else out + blk.b_out  # [1, 1, d_model]
+        With ``return_linear_inputs`` the two normed inputs are recorded as they enter their matrices.
+        """
+        project = [call.sparsity.projector(layer, matrix) for matrix in LINEAR_INPUTS]
+        if call.record_linear_inputs:
+            for i, hook in ((0, "ln1.hook_normalized"), (2, "ln2.hook_normalized")):
+                project[i] = _recording(project[i], call.activations, f"blocks.{layer}.{hook}")
+        return project
+
+    def _attention(self, q: Tensor, k: Tensor, v: Tensor, call: ForwardCall, groups: list[int] | None):
+        """Attention over the kept groups' heads; the pattern (when asked for) is [B, n_heads, T, T_k], zero for heads never computed."""
+        if groups is None or groups:
+            z, pattern = attention(q, k, v, call.mask, call.causal, call.record_patterns)  # [B, T, H' * D]
+        else:  # every head of the layer is off: nothing to attend with
+            z, pattern = q.new_zeros(q.shape[0], q.shape[2], 0), None  # [B, T, 0]
+        if call.record_patterns and groups is not None:
+            B, T, T_k, dims = q.shape[0], q.shape[2], k.shape[2], self.dims
+            full = q.new_zeros(B, dims.n_kv_heads, dims.n_heads // dims.n_kv_heads, T, T_k)  # [B, K, H / K, T, T_k]
+            if groups:
+                full[:, groups] = pattern.view(B, len(groups), -1, T, T_k)
+            pattern = full.view(B, dims.n_heads, T, T_k)
+        return z, pattern
+
+    def _kept_heads(self, head_mask: Tensor, groups: list[int] | None) -> Tensor:
+        """[n_heads] -> the mask entries of the heads that were computed (those of the kept groups)."""
+        if groups is None:
+            return head_mask
+        return head_mask.view(self.dims.n_kv_heads, -1)[groups].reshape(-1)  # [K, H / K] -> [H']
+
+
+def _recording(project, activations: dict, name: str):
+    """``project`` that also stores its input under ``name``."""
+    def run(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        activations[name] = x
+        return project(x, w, b)
+
+    return run
 
 
 class _ReusedLogits:

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from ..core.architectures import CONVERTERS, ModelDims
+from ..core.masks import LINEAR_INPUTS
 from ..core.validation import check_fraction, check_int
 
 ENERGY_PER_FLOP_J = (3.7e-12 + 0.9e-12) / 2  # Horowitz 2014, 45 nm: fp32 mult + add = one MAC = 2 FLOPs
@@ -113,21 +114,44 @@ def norm_macs(dims: ModelDims) -> int:
     return NORM_MACS_PER_ELEMENT * dims.d_model
 
 
-def layer_weight_params(dims: ModelDims) -> dict[str, int]:
-    """Parameters of one decoder layer by part: ``qkv_o``, ``mlp``, ``norms`` (biases left out)."""
+def matrix_params(dims: ModelDims) -> dict[str, int]:
+    """Parameters of each of one layer's four matrices, keyed as ``LINEAR_INPUTS`` (biases left out)."""
     d, q_width, kv_width = dims.d_model, dims.n_heads * dims.d_head, dims.n_kv_heads * dims.d_head
     arch = CONVERTERS[dims.architecture]
     return {
-        "qkv_o": d * (q_width + 2 * kv_width) + q_width * d,
-        "mlp": arch.n_mlp_matrices * d * dims.d_mlp,
-        "norms": 2 * arch.n_norm_vectors * d,
+        "W_QKV": d * (q_width + 2 * kv_width),
+        "W_O": q_width * d,
+        "W_mlp_in": (arch.n_mlp_matrices - 1) * d * dims.d_mlp,  # up (and gate)
+        "W_out": dims.d_mlp * d,
     }
+
+
+def layer_weight_params(dims: ModelDims) -> dict[str, int]:
+    """Parameters of one decoder layer by part: ``qkv_o``, ``mlp``, ``norms`` (biases left out)."""
+    m = matrix_params(dims)
+    return {
+        "qkv_o": m["W_QKV"] + m["W_O"],
+        "mlp": m["W_mlp_in"] + m["W_out"],
+        "norms": 2 * CONVERTERS[dims.architecture].n_norm_vectors * dims.d_model,
+    }
+
+
+def check_kept_inputs(kept_inputs) -> tuple[float, float, float, float] | None:
+    """Activation sparsity's kept share of each matrix's input: one number for all four, or one each."""
+    if kept_inputs is None:
+        return None
+    if isinstance(kept_inputs, (list, tuple)):
+        if len(kept_inputs) != len(LINEAR_INPUTS):
+            raise ValueError(f"kept_inputs must be one number or {len(LINEAR_INPUTS)} (for {LINEAR_INPUTS}), "
+                             f"got {len(kept_inputs)}")
+        return tuple(check_fraction("kept_inputs", k) for k in kept_inputs)
+    return (check_fraction("kept_inputs", kept_inputs),) * len(LINEAR_INPUTS)
 
 
 def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_checks: int = 0,
                lens_translator_macs: int = 0, probe_checks: int = 0, probe_macs_per_check: int = 0,
                kv_propagated: float = 0, readout_translator_macs: int = 0, unembed: bool = True,
-               down_rows: float | None = None) -> CostBreakdown:
+               kept_inputs: float | tuple[float, ...] | None = None) -> CostBreakdown:
     """The cost of one token in batch-1 decoding: every charge of a token is assembled here.
 
     Args:
@@ -142,8 +166,9 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
         readout_translator_macs: a tuned lens's translator applied to its final residual before unembedding.
         unembed: whether its output goes through the final norm and the unembedding; False when it
             reuses the logits its last lens check already computed (that check is in ``lens_checks``).
-        down_rows: activation sparsity's gather: mean rows of each layer's [d_mlp, d_model] down
-            projection read (None: all d_mlp); the rows not read are neither multiplied nor streamed.
+        kept_inputs: activation sparsity: the mean share of each matrix's input entries kept, one
+            number for all four matrices of a layer or one per ``LINEAR_INPUTS`` entry (None: all).
+            A zero input entry's weight row is neither multiplied nor streamed.
     """
     layers_run = check_int("layers_run", layers_run, low=0, high=dims.n_layers)
     context_len = check_int("context_len", context_len, low=1)
@@ -154,9 +179,11 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
     readout_translator_macs = check_int("readout_translator_macs", readout_translator_macs, low=0)
     if not kv_propagated >= 0:
         raise ValueError(f"kv_propagated must be >= 0, got {kv_propagated}")
-    if down_rows is not None:  # a mean over tokens, so any real count of rows of the down projection
-        down_rows = check_fraction("down_rows", down_rows, low=0, high=dims.d_mlp)
-    unread_down = 0 if down_rows is None else (dims.d_mlp - down_rows) * dims.d_model  # weights skipped per layer
+    kept_inputs = check_kept_inputs(kept_inputs)
+    unread = dict.fromkeys(LINEAR_INPUTS, 0.0)  # weights per layer whose input entry is zero: not read
+    if kept_inputs is not None:
+        unread = {m: (1 - k) * n for (m, n), k in zip(matrix_params(dims).items(), kept_inputs)}
+    unread_attn, unread_mlp = unread["W_QKV"] + unread["W_O"], unread["W_mlp_in"] + unread["W_out"]
     d, V = dims.d_model, dims.d_vocab
     q_width, kv_width = dims.n_heads * dims.d_head, dims.n_kv_heads * dims.d_head
     params = layer_weight_params(dims)
@@ -165,7 +192,7 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
     translator_macs = lens_translator_macs + readout_translator_macs  # [d, d] matrices, weights streamed once
     probe_macs = probe_checks * probe_macs_per_check
 
-    per_layer_bytes = (sum(params.values()) - unread_down  # the layer's weights (read rows), streamed once
+    per_layer_bytes = (sum(params.values()) - unread_attn - unread_mlp  # the layer's weights (read rows), streamed once
                        + 2 * kv_width * context_len  # K and V read by attention (its own included)
                        ) * BYTES_PER_PARAM
     final_bytes = (d * V + params["norms"] // 2) * BYTES_PER_PARAM if unembed else 0
@@ -173,9 +200,9 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
     # a lens check streams W_U and the norm weights; a translator or probe one parameter per MAC
     check_bytes = (lens_checks * (d * V + d) + translator_macs + probe_macs) * BYTES_PER_PARAM
     return CostBreakdown(
-        qkv_o=layers_run * params["qkv_o"],
+        qkv_o=layers_run * (params["qkv_o"] - unread_attn),
         attn_scores=layers_run * 2 * q_width * context_len,  # q @ k.T and pattern @ v, per query head
-        mlp=layers_run * (params["mlp"] - unread_down),
+        mlp=layers_run * (params["mlp"] - unread_mlp),
         norms=(2 * layers_run + int(unembed)) * norm,
         lm_head=d * V if unembed else 0,
         kv_propagation=kv_propagated * (norm + d * 2 * kv_width),
@@ -264,13 +291,13 @@ def cost_fraction(costs: CostBreakdown, full: CostBreakdown) -> float:
 
 
 def sparse_token_cost(dims: ModelDims, *, context_len: int, skipped_layers: int = 0, n_heads: int | None = None,
-                      n_kv_heads: int | None = None, d_mlp: int | None = None, down_rows: float | None = None,
-                      unembed: bool = True) -> CostBreakdown:
+                      n_kv_heads: int | None = None, d_mlp: int | None = None,
+                      kept_inputs: float | tuple[float, ...] | None = None, unembed: bool = True) -> CostBreakdown:
     """One decoding token through a model that runs less: skipped layers, pruned heads and neurons, sparse activations.
 
     What is charged is what runs: a :func:`anee_lite.sparsity.prune`-d model's smaller matrices and KV
     cache (its sizes are ``n_heads``, ``n_kv_heads``, ``d_mlp`` per layer), and with activation
-    sparsity only the ``down_rows`` rows of the down projection that the kept activations read.
+    sparsity only the weight rows that the kept input entries read (``kept_inputs``).
     Masks in the forward that are not pruned still compute everything (they multiply by zero):
     charge those with :func:`token_cost`.
 
@@ -279,7 +306,7 @@ def sparse_token_cost(dims: ModelDims, *, context_len: int, skipped_layers: int 
         context_len: keys each layer attends over (>= 1).
         skipped_layers: layers removed or skipped, 0..n_layers.
         n_heads, n_kv_heads, d_mlp: kept query heads, key/value heads and MLP neurons per layer (None: all).
-        down_rows: mean rows of the [d_mlp, d_model] down projection read per layer (None: d_mlp).
+        kept_inputs: share of each matrix's input entries kept (see :func:`token_cost`; None: all).
         unembed: whether the token goes through the final norm and unembedding.
     """
     skipped_layers = check_int("skipped_layers", skipped_layers, low=0, high=dims.n_layers)
@@ -289,7 +316,7 @@ def sparse_token_cost(dims: ModelDims, *, context_len: int, skipped_layers: int 
                                                                                    high=dims.n_kv_heads),
                    d_mlp=dims.d_mlp if d_mlp is None else check_int("d_mlp", d_mlp, low=0, high=dims.d_mlp))
     return token_cost(kept, layers_run=dims.n_layers - skipped_layers, context_len=context_len, unembed=unembed,
-                      down_rows=down_rows)
+                      kept_inputs=kept_inputs)
 
 
 def bytes_fraction(costs: CostBreakdown, full: CostBreakdown) -> float:

@@ -1,45 +1,130 @@
-"""Per-layer magnitude thresholds for activation sparsity, calibrated on text (TEAL, CATS)."""
+"""Magnitude thresholds for activation sparsity, calibrated on text (TEAL, CATS).
+
+TEAL (Liu et al. 2024, arXiv:2408.14690) zeroes the small entries of the input of *every* matrix of
+a block, each with its own threshold: the magnitude below which the wanted share of that input
+falls on calibration text. At run time a token keeps ``|x| >= threshold``: a compare, not a sort.
+CATS (Lee et al. 2024, arXiv:2404.08763) does the same for the MLP's hidden activations only.
+
+The magnitudes of each input are summarised once as a table of quantiles (:func:`input_quantiles`,
+[levels, n_layers, 4]); the thresholds for any fraction are read off it
+(:func:`thresholds_from_quantiles`), so one calibration pass serves every slider position.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from ..core.masks import ActivationThresholds
+from ..core.masks import LINEAR_INPUT_HOOKS, LINEAR_INPUTS, ActivationThresholds
 from ..core.model import UnrolledModel
-from ..core.validation import check_fraction
+from ..core.validation import check_flag, check_fraction, check_input_ids, check_int
+
+QUANTILE_LEVELS = 101  # the table holds the 0%, 1%, ..., 100% quantiles of every input's magnitude
+SAMPLES_PER_CHUNK = 1 << 15  # magnitudes kept per (layer, matrix) and chunk: quantiles to about 0.3%
 
 
 @torch.no_grad()
-def calibrate_activation_thresholds(model: UnrolledModel, input_ids: Tensor, fraction: float, *, skip_layers=None,
-                                    head_mask: Tensor | None = None,
-                                    mlp_mask: Tensor | None = None) -> ActivationThresholds:
-    """Thresholds that zero ``fraction`` of each layer's MLP hidden activations on this text.
-
-    TEAL (Liu et al. 2024, arXiv:2408.14690) and CATS (Lee et al. 2024, arXiv:2404.08763) both pick,
-    per layer, the magnitude below which the wanted share of activations falls on calibration
-    text; at run time a token keeps ``|h| >= threshold``, a compare instead of a sort.
+def input_quantiles(model: UnrolledModel, input_ids: Tensor, *, chunk: int = 128, skip_layers=None,
+                    head_mask: Tensor | None = None, mlp_mask: Tensor | None = None,
+                    progress: bool = False) -> Tensor:
+    """Quantiles of the magnitude of every matrix's input, layer by layer: [QUANTILE_LEVELS, n_layers, 4].
 
     Args:
         model: the unrolled model.
-        input_ids: [B, T] calibration tokens.
-        fraction: share of activations to zero, in [0, 1).
-        skip_layers, head_mask, mlp_mask: the other knobs it will run with (the activations they
-            leave are the ones to threshold; a neuron pruned by ``mlp_mask`` counts as already zero).
+        input_ids: [B, T] calibration tokens, cut into pieces of ``chunk`` tokens (each its own context).
+        chunk: tokens per forward call (>= 1); bounds the memory of the recorded activations.
+        skip_layers, head_mask, mlp_mask: the other knobs it will run with. Only the entries that
+            still run count: a skipped layer's row is zero, a removed head's or neuron's entries
+            (always zero) are left out, so the fraction is of what runs.
+        progress: show a progress bar over the chunks.
+
+    Returns:
+        ``q[i, l, m]``: the ``i / (QUANTILE_LEVELS - 1)`` quantile of ``|input|`` of matrix
+        ``LINEAR_INPUTS[m]`` at layer ``l`` over all calibration tokens (a seeded random sample of
+        at most :data:`SAMPLES_PER_CHUNK` per chunk when there are more).
+    """
+    input_ids = check_input_ids(input_ids, model.dims.d_vocab).to(model.device)  # [B, T]
+    chunk = check_int("chunk", chunk, low=1)
+    check_flag("progress", progress)
+    dims = model.dims
+    gen = torch.Generator().manual_seed(0)
+    samples: list[list[list[Tensor]]] = [[[] for _ in LINEAR_INPUTS] for _ in range(dims.n_layers)]
+    starts = range(0, input_ids.shape[1], chunk)
+    for start in tqdm(starts, desc="calibrating activation sparsity", disable=not progress, leave=False):
+        acts = model(input_ids[:, start:start + chunk], return_linear_inputs=True, skip_layers=skip_layers,
+                     head_mask=head_mask, mlp_mask=mlp_mask).activations
+        for layer in range(dims.n_layers):
+            for site, hook in enumerate(LINEAR_INPUT_HOOKS):
+                x = acts.get(f"blocks.{layer}.{hook}")  # absent for a skipped layer
+                if x is not None:
+                    samples[layer][site].append(_sample(_running_entries(x, layer, site, dims, head_mask, mlp_mask),
+                                                        gen))
+    levels = torch.linspace(0, 1, QUANTILE_LEVELS)
+    table = torch.zeros(QUANTILE_LEVELS, dims.n_layers, len(LINEAR_INPUTS))
+    for layer in range(dims.n_layers):
+        for site in range(len(LINEAR_INPUTS)):
+            if samples[layer][site]:
+                table[:, layer, site] = torch.quantile(torch.cat(samples[layer][site]), levels)
+    return table
+
+
+def _running_entries(x: Tensor, layer: int, site: int, dims, head_mask, mlp_mask) -> Tensor:
+    """|x| over the entries that a mask has not removed for good: [B, T, d_in] -> [n]."""
+    if LINEAR_INPUTS[site] == "W_out" and mlp_mask is not None:
+        x = x[..., mlp_mask[layer] != 0]  # [B, T, d_kept]
+    if LINEAR_INPUTS[site] == "W_O" and head_mask is not None:
+        alive = head_mask[layer] != 0  # [H]
+        groups = alive.view(dims.n_kv_heads, -1).any(-1)  # [K]: the groups that were computed
+        heads = alive.view(dims.n_kv_heads, -1)[groups].reshape(-1)  # [H'] of the computed heads
+        x = x.view(*x.shape[:-1], -1, dims.d_head)[..., heads, :]  # [B, T, H', D] -> [B, T, alive, D]
+    return x.abs().flatten().float()
+
+
+def _sample(values: Tensor, gen: torch.Generator) -> Tensor:
+    if values.numel() <= SAMPLES_PER_CHUNK:
+        return values
+    return values[torch.randint(values.numel(), (SAMPLES_PER_CHUNK,), generator=gen)]
+
+
+def thresholds_from_quantiles(quantiles: Tensor, fraction: float) -> ActivationThresholds:
+    """Thresholds zeroing ``fraction`` of every input, read off a quantile table (linear between levels).
+
+    Args:
+        quantiles: [levels, n_layers, 4] from :func:`input_quantiles` (levels evenly spaced over [0, 1]).
+        fraction: share of each input to zero, in [0, 1); 0 gives all-zero thresholds (nothing zeroed).
     """
     fraction = check_fraction("fraction", fraction)
     if fraction >= 1:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
-    acts = model(input_ids.to(model.device), return_mlp_hidden=True, skip_layers=skip_layers, head_mask=head_mask,
-                 mlp_mask=mlp_mask).activations
-    thresholds = []
-    for layer in range(model.dims.n_layers):
-        hidden = acts.get(f"blocks.{layer}.mlp.hook_post")  # [B, T, d_mlp]; absent for a skipped layer
-        if hidden is None:
-            thresholds.append(torch.zeros(()))
-            continue
-        if mlp_mask is not None:  # only the neurons still there: the fraction is of what runs
-            hidden = hidden[..., mlp_mask[layer] != 0]
-        magnitude = hidden.abs().flatten().float()  # [B * T * d_kept]
-        thresholds.append(torch.quantile(magnitude[:2**24], fraction) if fraction > 0 else magnitude.new_zeros(()))
-    return ActivationThresholds(fraction, torch.stack(thresholds))
+    if not isinstance(quantiles, Tensor) or quantiles.dim() != 3 or quantiles.shape[2] != len(LINEAR_INPUTS) \
+            or quantiles.shape[0] < 2:
+        raise ValueError(f"quantiles must be a [levels >= 2, n_layers, {len(LINEAR_INPUTS)}] tensor")
+    if fraction == 0:
+        return ActivationThresholds(0.0, torch.zeros(quantiles.shape[1:]))
+    position = fraction * (quantiles.shape[0] - 1)
+    low = int(position)
+    weight = position - low
+    high = min(low + 1, quantiles.shape[0] - 1)
+    thresholds = (1 - weight) * quantiles[low] + weight * quantiles[high]  # [n_layers, 4]
+    return ActivationThresholds(fraction, thresholds.float())
+
+
+def calibrate_activation_thresholds(model: UnrolledModel, input_ids: Tensor, fraction: float, *, skip_layers=None,
+                                    head_mask: Tensor | None = None, mlp_mask: Tensor | None = None,
+                                    progress: bool = False) -> ActivationThresholds:
+    """Thresholds that zero ``fraction`` of the input of each matrix of each layer on this text.
+
+    Args:
+        model: the unrolled model.
+        input_ids: [B, T] calibration tokens.
+        fraction: share of each input to zero, in [0, 1).
+        skip_layers, head_mask, mlp_mask: the other knobs it will run with (see :func:`input_quantiles`).
+        progress: show a progress bar.
+    """
+    fraction = check_fraction("fraction", fraction)
+    if fraction >= 1:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    table = input_quantiles(model, input_ids, skip_layers=skip_layers, head_mask=head_mask, mlp_mask=mlp_mask,
+                            progress=progress)
+    return thresholds_from_quantiles(table, fraction)

@@ -24,7 +24,7 @@ from ..core.masks import ActivationThresholds
 from ..core.metrics import perplexity, top1_agreement
 from ..core.model import UnrolledModel
 from ..cost import bytes_fraction, cost_fraction, full_token_cost, sparse_token_cost, token_cost
-from .calibrate import calibrate_activation_thresholds
+from .calibrate import input_quantiles, thresholds_from_quantiles
 from .prune import prune
 from .scores import block_influence, head_importance, neuron_importance
 from .select import head_mask_from_scores, layers_to_skip, mlp_mask_from_scores
@@ -54,7 +54,7 @@ class Scores:
     head_importance: Tensor  # [n_layers, n_heads]
     neuron_importance: Tensor  # [n_layers, d_mlp]
     calibration_ids: Tensor  # [1, T]
-    thresholds: dict = field(default_factory=dict)  # (fraction, skip, neurons removed) -> ActivationThresholds
+    quantiles: dict = field(default_factory=dict)  # (skip, neurons removed) -> input_quantiles table
 
 
 def compute_scores(model: UnrolledModel, calibration_ids: Tensor) -> Scores:
@@ -71,11 +71,11 @@ def _cost(model, context_len, **kwargs):
 
 
 def _thresholds(model, scores: Scores, fraction, skip=(), mlp_mask=None, removed=0.0) -> ActivationThresholds:
-    key = (round(fraction, 4), tuple(skip), round(removed, 4))
-    if key not in scores.thresholds:
-        kwargs = {"skip_layers": list(skip), "mlp_mask": mlp_mask}
-        scores.thresholds[key] = calibrate_activation_thresholds(model, scores.calibration_ids, fraction, **kwargs)
-    return scores.thresholds[key]
+    key = (tuple(skip), round(removed, 4))  # one quantile table per set of other knobs serves every fraction
+    if key not in scores.quantiles:
+        scores.quantiles[key] = input_quantiles(model, scores.calibration_ids, skip_layers=list(skip),
+                                                mlp_mask=mlp_mask)
+    return thresholds_from_quantiles(scores.quantiles[key], fraction)
 
 
 def candidate_settings(model: UnrolledModel, scores: Scores, lever: str, context_len: int) -> list[Setting]:
@@ -104,7 +104,7 @@ def candidate_settings(model: UnrolledModel, scores: Scores, lever: str, context
             out.append(Setting(lever, f"prune {pct}% of MLP neurons (Wanda)", {"mlp_mask": mask}, f, b))
     elif lever == "activation sparsity":
         for pct in range(0, 100, 10):
-            f, b = _cost(model, context_len, down_rows=(1 - pct / 100) * dims.d_mlp)
+            f, b = _cost(model, context_len, kept_inputs=1 - pct / 100)
             out.append(Setting(lever, f"{pct}% activation sparsity", {"_activation": pct / 100}, f, b))
     else:
         raise ValueError(f"lever must be one of {list(LEVERS[:-1])}, got {lever!r}")
@@ -136,14 +136,15 @@ def combination_candidates(model, scores: Scores, target: float, context_len: in
     for removed in (0.0, 0.2, 0.4):
         mask = mlp_mask_from_scores(scores.neuron_importance, removed) if removed else None
         d_mlp = dims.d_mlp if mask is None else int(mask[0].sum())
-        for act in (0.0, 0.5):
+        for act in (0.0, 0.2, 0.4):
             for k in range(dims.n_layers):
-                f, b = _cost(model, context_len, skipped_layers=k, d_mlp=d_mlp, down_rows=(1 - act) * d_mlp)
+                f, b = _cost(model, context_len, skipped_layers=k, d_mlp=d_mlp, kept_inputs=1 - act)
                 if f <= target + REACH_TOLERANCE / 2:
-                    kwargs = {"skip_layers": layers_to_skip(scores.block_influence, k), "mlp_mask": mask,
-                              "_activation": act}
-                    label = f"skip {k} layers + prune {removed:.0%} neurons + {act:.0%} activation sparsity"
-                    out.append(Setting("combination", label, kwargs, f, b, target=target))
+                    if abs(f - target) <= REACH_TOLERANCE:  # mixes that undershoot the point compare unfairly
+                        kwargs = {"skip_layers": layers_to_skip(scores.block_influence, k), "mlp_mask": mask,
+                                  "_activation": act}
+                        label = f"skip {k} layers + prune {removed:.0%} neurons + {act:.0%} activation sparsity"
+                        out.append(Setting("combination", label, kwargs, f, b, target=target))
                     break
     return out
 
@@ -171,6 +172,9 @@ def plan_levers(model: UnrolledModel, scores: Scores, cost_points, context_len: 
     full = model(selection_ids).logits
     for target in cost_points:
         candidates = [_materialise(model, scores, s) for s in combination_candidates(model, scores, target, context_len)]
+        if not candidates:  # no mix lands within REACH_TOLERANCE of this point on this model
+            settings.append(Setting("combination", "no mix within reach", {}, 1.0, 1.0, target, reached=False))
+            continue
         best = max(candidates, key=lambda s: quality(model, selection_ids, full, s.forward_kwargs)["agreement"])
         settings.append(best)
         if progress is not None:
@@ -274,7 +278,7 @@ def mask_cost(dims, *, context_len: int, skip_layers=(), head_mask: Tensor | Non
     """FLOPs and bytes fractions of one decoding token in a model pruned to these masks, layer by layer.
 
     Each layer is charged its own kept query heads, key/value groups (a group runs while any of its
-    heads does) and neurons, and the down-projection rows that activation sparsity leaves.
+    heads does) and neurons, and the weight rows that activation sparsity's kept inputs read.
     """
     full = full_token_cost(dims, context_len)
     skip = set(skip_layers)
@@ -287,8 +291,7 @@ def mask_cost(dims, *, context_len: int, skip_layers=(), head_mask: Tensor | Non
         n_heads = dims.n_heads if head_mask is None else int(heads.sum())
         n_kv = dims.n_kv_heads if head_mask is None else int(heads.view(dims.n_kv_heads, group).any(-1).sum())
         d_mlp = dims.d_mlp if mlp_mask is None else int((mlp_mask[layer] != 0).sum())
-        rows = d_mlp * (1 - (activation_sparsity or 0.0))
         total = total + sparse_token_cost(dims, context_len=context_len, skipped_layers=dims.n_layers - 1,
-                                          n_heads=n_heads, n_kv_heads=n_kv, d_mlp=d_mlp, down_rows=rows,
-                                          unembed=False)
+                                          n_heads=n_heads, n_kv_heads=n_kv, d_mlp=d_mlp,
+                                          kept_inputs=1 - (activation_sparsity or 0.0), unembed=False)
     return {"flops_fraction": cost_fraction(total, full), "bytes_fraction": bytes_fraction(total, full)}

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anee_lite import ANEEConfig, ANEEWrapper, UnrolledModel
-from anee_lite.core import ActivationThresholds, Sparsity
+from anee_lite.core import ActivationThresholds
 
 MODELS = {
     "gpt2": lambda: random_gpt2(n_layer=4),
@@ -162,7 +162,7 @@ def test_cache_keeps_the_masks_that_filled_it(hf_model):
     model = UnrolledModel(hf_model)
     dims = model.dims
     head_mask, mlp_mask = torch.ones(dims.n_layers, dims.n_heads), torch.ones(dims.n_layers, dims.d_mlp)
-    thresholds = ActivationThresholds(0.5, torch.zeros(dims.n_layers))
+    thresholds = ActivationThresholds(0.5, torch.zeros(dims.n_layers, 4))
     for knob, mask in (("head_mask", head_mask), ("mlp_mask", mlp_mask), ("activation_sparsity", thresholds)):
         cache = model(ids_for(1, 4), **{knob: mask}, use_cache=True).past_key_values
         (mask.thresholds if knob == "activation_sparsity" else mask)[0, ...] = 0.5
@@ -170,41 +170,153 @@ def test_cache_keeps_the_masks_that_filled_it(hf_model):
             model(ids_for(1, 1), **{knob: mask}, past_key_values=cache, use_cache=True)
 
 
-def test_activation_fraction_zeroes_exactly_that_share_per_token(hf_model):
+def input_sparsity_hooks(hf, spec):
+    """Reference on the HF model: pre-hooks that zero the small entries of every linear map's input.
+
+    ``spec`` is a float (per token, exactly that share of each input, by magnitude) or
+    ActivationThresholds (``|x| >= thresholds[layer, matrix]``). Independent of the library's forward.
+    """
+    def zero_small(layer, site):
+        def hook(module, args):
+            (x,) = args
+            mag = x.abs()
+            if isinstance(spec, ActivationThresholds):
+                keep = mag >= spec.thresholds[layer, site]
+            else:
+                n_zero = int(spec * x.shape[-1])
+                keep = mag > mag.kthvalue(n_zero, dim=-1, keepdim=True).values if n_zero else torch.ones_like(x).bool()
+            return (x * keep,)
+        return hook
+
+    handles = []
+    for layer, blk in enumerate(blocks(hf)):
+        if hf.config.model_type == "gpt2":
+            sites = [(blk.attn.c_attn, 0), (blk.attn.c_proj, 1), (blk.mlp.c_fc, 2), (blk.mlp.c_proj, 3)]
+        else:
+            a, m = blk.self_attn, blk.mlp
+            sites = [(a.q_proj, 0), (a.k_proj, 0), (a.v_proj, 0), (a.o_proj, 1), (m.gate_proj, 2), (m.up_proj, 2),
+                     (m.down_proj, 3)]
+        handles += [module.register_forward_pre_hook(zero_small(layer, site)) for module, site in sites]
+    return handles
+
+
+def dense_thresholds(model, ids, q=0.5):
+    """Per-layer, per-matrix magnitude quantiles of the dense model's inputs on ``ids``: [n_layers, 4]."""
+    acts = model(ids, return_linear_inputs=True).activations
+    hooks = ("ln1.hook_normalized", "attn.hook_z", "ln2.hook_normalized", "mlp.hook_post")
+    return torch.tensor([[acts[f"blocks.{l}.{h}"].abs().flatten().quantile(q).item() for h in hooks]
+                         for l in range(model.dims.n_layers)])
+
+
+@pytest.mark.parametrize("kind", ["fraction", "thresholds"])
+def test_activation_sparsity_equals_zeroed_inputs_of_every_hf_linear(hf_model, kind):
     model = UnrolledModel(hf_model)
-    out = model(ids_for(), activation_sparsity=0.5, return_mlp_hidden=True)
-    d_mlp = model.dims.d_mlp
-    for layer in range(model.dims.n_layers):
-        zeros = (out.activations[f"blocks.{layer}.mlp.hook_post"] == 0).sum(-1)  # [B, T]
-        assert bool((zeros == d_mlp // 2).all())
+    ids = ids_for(2, 9)
+    spec = 0.5 if kind == "fraction" else ActivationThresholds(0.5, dense_thresholds(model, ids))
+    handles = input_sparsity_hooks(hf_model, spec)
+    try:
+        reference = hf_logits(hf_model, ids)
+    finally:
+        for h in handles:
+            h.remove()
+    got = model(ids, activation_sparsity=spec).logits
+    assert (got - reference).abs().max() <= TOL
+    assert (got - model(ids).logits).abs().max() > 1e-3  # the sparsity did something
 
 
-def test_activation_thresholds_keep_large_magnitudes_and_gather_equals_mask(hf_model):
+def test_decoding_with_activation_sparsity_equals_the_uncached_forward(hf_model):
+    """One token at a time (rows read through embedding_bag) equals the batched masked products."""
     model = UnrolledModel(hf_model)
-    ids = ids_for(1, 7)
-    dense = model(ids, return_mlp_hidden=True).activations
-    thresholds = torch.stack([dense[f"blocks.{l}.mlp.hook_post"].abs().median() for l in range(model.dims.n_layers)])
-    spec = ActivationThresholds(0.5, thresholds)
-    out = model(ids, activation_sparsity=spec, return_mlp_hidden=True)
-    for layer in range(model.dims.n_layers):
-        h = out.activations[f"blocks.{layer}.mlp.hook_post"]
-        assert bool(((h == 0) | (h.abs() >= thresholds[layer])).all())
+    ids = ids_for(1, 10, seed=6)
+    for spec in (0.6, ActivationThresholds(0.6, dense_thresholds(model, ids, 0.6))):
+        full = model(ids, activation_sparsity=spec).logits
+        cache, steps = None, []
+        for t in range(ids.shape[1]):
+            out = model(ids[:, t:t + 1], past_key_values=cache, use_cache=True, activation_sparsity=spec)
+            cache, steps = out.past_key_values, steps + [out.logits]
+        assert (torch.cat(steps, dim=1) - full).abs().max() <= TOL
 
 
-def test_gathered_down_projection_equals_the_dense_one(hf_model):
-    """One decoding token reads only the kept rows of the down projection; same result as multiplying zeros."""
-    from anee_lite.core.masks import sparsify_activations, used_rows
+def test_zero_thresholds_change_nothing(hf_model):
+    model = UnrolledModel(hf_model)
+    ids = ids_for(1, 6)
+    zero = ActivationThresholds(0.9, torch.zeros(model.dims.n_layers, 4))  # |x| >= 0 keeps every entry
+    plain = model(ids, use_cache=True)
+    sparse = model(ids, activation_sparsity=zero, use_cache=True)
+    assert (sparse.logits - plain.logits).abs().max() <= TOL
+    step = ids_for(1, 1, seed=9)  # the row-reading path, every row kept
+    got = model(step, activation_sparsity=zero, past_key_values=sparse.past_key_values, use_cache=True).logits
+    assert (got - model(step, past_key_values=plain.past_key_values, use_cache=True).logits).abs().max() <= TOL
+
+
+@given(d_in=st.integers(1, 64), d_out=st.integers(1, 48), share=st.floats(0, 1), seed=st.integers(0, 2**16),
+       threads=st.integers(1, 3))
+@settings(max_examples=60, deadline=None)
+def test_sparse_matvec_equals_the_dense_product_of_the_masked_input(d_in, d_out, share, seed, threads):
+    from anee_lite.core.masks import sparse_input_linear, sparse_matvec
+
+    gen = torch.Generator().manual_seed(seed)
+    x, w, b = torch.randn(d_in, generator=gen), torch.randn(d_in, d_out, generator=gen), torch.randn(d_out)
+    keep = torch.rand(d_in, generator=gen) < share
+    dense = (x * keep) @ w
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # one bag per thread
+    try:
+        kept = keep.nonzero()[:, 0]
+        if kept.numel():
+            assert (sparse_matvec(x, w, kept) - dense).abs().max() <= 1e-4
+        got = sparse_input_linear(x.view(1, 1, d_in), w, b, keep.view(1, 1, d_in))  # [1, 1, d_out]
+        assert got.shape == (1, 1, d_out) and (got[0, 0] - (dense + b)).abs().max() <= 1e-4
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_activation_fraction_keeps_exactly_that_share_per_token(hf_model):
+    from anee_lite.core.masks import keep_inputs
 
     model = UnrolledModel(hf_model)
-    gen = torch.Generator().manual_seed(5)
-    for layer in range(model.dims.n_layers):
-        hidden = sparsify_activations(torch.randn(1, 1, model.dims.d_mlp, generator=gen), layer, 0.6)
-        rows = used_rows(hidden)
-        assert rows.numel() == model.dims.d_mlp - int(0.6 * model.dims.d_mlp)
-        dense = model.arch.mlp_out(layer, hidden)
-        gathered = model.sparse_mlp_out(layer, hidden, Sparsity(activation=0.6))
-        assert (gathered - dense).abs().max() <= 1e-5
-    assert used_rows(torch.randn(1, 2, model.dims.d_mlp)) is None  # several tokens: no gather
+    acts = model(ids_for(), return_linear_inputs=True).activations
+    for name, site in (("ln1.hook_normalized", 0), ("mlp.hook_post", 3)):
+        x = acts[f"blocks.1.{name}"]  # [B, T, d_in]
+        kept = keep_inputs(x, 1, site, 0.5).sum(-1)  # [B, T]
+        assert bool((kept == x.shape[-1] - x.shape[-1] // 2).all())
+
+
+def test_whole_kv_groups_masked_are_not_computed():
+    """A group whose query heads are all off: no K/V in the cache; logits still equal HF surgery."""
+    hf = random_llama(n_layers=3, d_model=48, n_heads=6, n_kv_heads=3, seed=4, attention_bias=True)
+    surgery = copy.deepcopy(hf)
+    model = UnrolledModel(hf)
+    mask = torch.ones(3, 6)
+    mask[0, 0:2] = 0  # group 0 of layer 0
+    mask[1, 2:6] = 0  # groups 1 and 2 of layer 1
+    mask[2, 3] = 0  # half of group 1 of layer 2: still computed
+    for layer, head in (mask == 0).nonzero().tolist():
+        scale_head_in_output_projection(surgery, layer, head, 0.0)
+    ids = ids_for(2, 7)
+    out = model(ids, head_mask=mask, use_cache=True, return_patterns=True)
+    assert (out.logits - hf_logits(surgery, ids)).abs().max() <= TOL
+    cache = out.past_key_values
+    assert [cache.keys[l].shape[1] for l in range(3)] == [2, 1, 3]
+    assert out.activations["blocks.1.attn.hook_pattern"][:, 2:].abs().max() == 0  # heads never computed
+    cache_steps, steps = None, []
+    for t in range(ids.shape[1]):
+        step = model(ids[:, t:t + 1], head_mask=mask, past_key_values=cache_steps, use_cache=True,
+                     exit_layers=torch.tensor([[1], [3]]))
+        cache_steps, steps = step.past_key_values, steps + [step.logits]
+    exits = torch.tensor([[1], [3]]).expand(2, ids.shape[1])
+    full = model(ids, head_mask=mask, exit_layers=exits).logits
+    assert (torch.cat(steps, dim=1) - full).abs().max() <= TOL  # lazily propagated K/V for the kept groups only
+    every_head = torch.zeros(3, 6)
+    logits = model(ids, head_mask=every_head).logits  # no head anywhere: attention adds only its bias
+    assert (logits - hf_logits(scale_all_heads(copy.deepcopy(hf)), ids)).abs().max() <= TOL
+
+
+def scale_all_heads(hf):
+    for layer in range(hf.config.num_hidden_layers):
+        for head in range(hf.config.num_attention_heads):
+            scale_head_in_output_projection(hf, layer, head, 0.0)
+    return hf
 
 
 def test_wrapper_call_accepts_masks():
@@ -251,7 +363,7 @@ def small():
     ({"activation_sparsity": float("nan")}, ValueError, "activation_sparsity must be in"),
     ({"activation_sparsity": -0.1}, ValueError, "activation_sparsity must be in"),
     ({"activation_sparsity": "half"}, TypeError, "activation_sparsity must be a number"),
-    ({"activation_sparsity": ActivationThresholds(0.5, torch.zeros(5))}, ValueError, "thresholds are for 5 layers"),
+    ({"activation_sparsity": ActivationThresholds(0.5, torch.zeros(5, 4))}, ValueError, "thresholds are for 5 layers"),
 ])
 def test_bad_masks_are_refused_naming_the_parameter(small, kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -279,9 +391,14 @@ def test_skip_layers_out_of_range_refused_in_range_accepted(small, layers):
 
 def test_bad_thresholds_are_refused():
     with pytest.raises(ValueError, match="thresholds must be finite"):
-        ActivationThresholds(0.5, torch.tensor([1.0, float("nan")]))
+        ActivationThresholds(0.5, torch.tensor([[1.0, float("nan"), 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="thresholds must be finite and >= 0"):
+        ActivationThresholds(0.5, -torch.ones(2, 4))
     with pytest.raises(ValueError, match="fraction must be in"):
-        ActivationThresholds(1.5, torch.zeros(2))
+        ActivationThresholds(1.5, torch.zeros(2, 4))
+    for shape in ((2,), (2, 3), (2, 4, 1)):  # one column per matrix, nothing else
+        with pytest.raises(TypeError, match=r"\[n_layers, 4\]"):
+            ActivationThresholds(0.5, torch.zeros(shape))
 
 
 # --------------------------------------------------------------------------- SmolLM2

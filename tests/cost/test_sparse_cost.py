@@ -16,14 +16,19 @@ def test_no_sparsity_costs_the_full_model():
 
 def test_tiny_sparse_charges_by_hand():
     # one layer skipped, one query head and its kv group... TINY has H=2, K=1: keep 1 head, the group, 8 neurons
-    cost = sparse_token_cost(TINY, context_len=3, skipped_layers=1, n_heads=1, d_mlp=8, down_rows=2)
-    # Q 8x4, K and V 8x4 each, O 4x8 = 128; gate and up 2 x 8x8, down 2 rows x 8 = 128 + 16
-    assert cost.qkv_o == 128
-    assert cost.mlp == 128 + 16
+    cost = sparse_token_cost(TINY, context_len=3, skipped_layers=1, n_heads=1, d_mlp=8,
+                             kept_inputs=(0.5, 0.25, 0.5, 0.25))
+    # W_QKV: Q 8x4, K and V 8x4 each = 96, half its input rows: 48; W_O 4x8 = 32, a quarter: 8
+    assert cost.qkv_o == 48 + 8
+    # W_mlp_in: gate and up 2 x 8x8 = 128, half: 64; W_out 8x8 = 64, a quarter: 16
+    assert cost.mlp == 64 + 16
     assert cost.attn_scores == 2 * 4 * 3
     assert cost.norms == (2 + 1) * 16
     full_layer_bytes = (128 + 3 * 8 * 8 + 16 + 2 * 4 * 3) * BYTES_PER_PARAM
-    assert cost.bytes_moved == full_layer_bytes - (8 - 2) * 8 * BYTES_PER_PARAM + (80 + 8) * BYTES_PER_PARAM
+    unread = (96 - 48) + (32 - 8) + (128 - 64) + (64 - 16)
+    assert cost.bytes_moved == full_layer_bytes - unread * BYTES_PER_PARAM + (80 + 8) * BYTES_PER_PARAM
+    same = sparse_token_cost(TINY, context_len=3, skipped_layers=1, n_heads=1, d_mlp=8, kept_inputs=0.5)
+    assert same.qkv_o == 0.5 * 128 and same.mlp == 0.5 * 192  # one number: every matrix keeps that share
 
 
 def test_bytes_fraction_of_smollm2_neuron_pruning():
@@ -38,17 +43,19 @@ def test_bytes_fraction_of_smollm2_neuron_pruning():
     ({"skipped_layers": 3}, "skipped_layers"),
     ({"n_heads": 3}, "n_heads"),
     ({"d_mlp": -1}, "d_mlp"),
-    ({"down_rows": 17.0}, "down_rows"),
+    ({"kept_inputs": 1.5}, "kept_inputs"),
+    ({"kept_inputs": (0.5, 0.5)}, "kept_inputs"),
+    ({"kept_inputs": (0.5, 0.5, 0.5, -0.1)}, "kept_inputs"),
 ])
 def test_bad_sparse_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         sparse_token_cost(TINY, context_len=2, **kwargs)
 
 
-@pytest.mark.parametrize("down_rows", ["4", True, float("nan"), [4]])
-def test_down_rows_must_be_a_number(down_rows):
-    with pytest.raises((TypeError, ValueError), match="down_rows"):
-        sparse_token_cost(TINY, context_len=2, down_rows=down_rows)
+@pytest.mark.parametrize("kept", ["0.4", True, float("nan"), [0.4, "a", 0.4, 0.4], {0.4}])
+def test_kept_inputs_must_be_numbers(kept):
+    with pytest.raises((TypeError, ValueError), match="kept_inputs"):
+        sparse_token_cost(TINY, context_len=2, kept_inputs=kept)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
@@ -68,8 +75,26 @@ def test_pruned_model_decoding_flops_match_the_counter(name):
     assert got == matmul_flops(expected, dims=dims)
 
 
+def _embedding_bag_flops(weight_shape, indices_shape, *args, out_shape=None, **kwargs) -> int:
+    """A multiply-add per kept row and output column: what reading only the kept rows computes."""
+    return 2 * indices_shape[0] * weight_shape[1]
+
+
+def counted_flops_with_rows(fn) -> int:
+    """FlopCounterMode's matrix products plus the rows that embedding_bag multiplies (torch does not count it)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ops = {torch.ops.aten._embedding_bag_forward_only: _embedding_bag_flops,
+           torch.ops.aten._embedding_bag: _embedding_bag_flops}
+    with FlopCounterMode(display=False, custom_mapping=ops) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_activation_sparse_decoding_flops_match_the_counter(name):
+    from anee_lite.core.masks import LINEAR_INPUT_HOOKS, keep_inputs
+
     hf = random_gpt2(n_layer=3, n_positions=128) if name == "gpt2" else random_llama(n_layers=3)
     model = UnrolledModel(hf)
     dims = model.dims
@@ -77,12 +102,14 @@ def test_activation_sparse_decoding_flops_match_the_counter(name):
     spec = calibrate_activation_thresholds(model, prompt, 0.6)
     cache = model(prompt, activation_sparsity=spec, use_cache=True).past_key_values
     step = torch.tensor([[7]])
-    kept_rows = model(step, activation_sparsity=spec, past_key_values=model(
-        prompt, activation_sparsity=spec, use_cache=True).past_key_values, use_cache=True,
-        return_mlp_hidden=True).activations
-    rows = sum(int((kept_rows[f"blocks.{l}.mlp.hook_post"] != 0).sum()) for l in range(dims.n_layers))
-    got = counted_flops(lambda: model(step, activation_sparsity=spec, past_key_values=cache, use_cache=True,
-                                      return_patterns=True))
-    expected = sparse_token_cost(dims, context_len=21, down_rows=rows / dims.n_layers)
+    acts = model(step, activation_sparsity=spec, past_key_values=cache.fork(), use_cache=True,
+                 return_linear_inputs=True).activations
+    kept = [sum(keep_inputs(acts[f"blocks.{l}.{hook}"], l, site, spec).float().mean().item()
+                for l in range(dims.n_layers)) / dims.n_layers for site, hook in enumerate(LINEAR_INPUT_HOOKS)]
+    got = counted_flops_with_rows(lambda: model(step, activation_sparsity=spec, past_key_values=cache,
+                                                use_cache=True, return_patterns=True))
+    expected = sparse_token_cost(dims, context_len=21, kept_inputs=tuple(kept))
     assert got == pytest.approx(matmul_flops(expected, dims=dims))
-    assert got < matmul_flops(token_cost(dims, layers_run=dims.n_layers, context_len=21), dims=dims)
+    assert got < 0.6 * matmul_flops(token_cost(dims, layers_run=dims.n_layers, context_len=21), dims=dims)
+
+

@@ -138,14 +138,39 @@ def test_prune_refuses_what_cannot_be_sliced():
 
 
 def test_calibrated_thresholds_hit_the_fraction_on_their_text(hf_model):
+    from anee_lite.core.masks import LINEAR_INPUT_HOOKS, keep_inputs
+
     model, ids = UnrolledModel(hf_model), ids_for(2, 24)
-    spec = calibrate_activation_thresholds(model, ids, 0.5)
-    acts = model(ids, activation_sparsity=spec, return_mlp_hidden=True).activations
-    for layer in range(model.dims.n_layers):
-        zero_share = (acts[f"blocks.{layer}.mlp.hook_post"] == 0).float().mean().item()
-        assert zero_share == pytest.approx(0.5, abs=0.02)
+    dims = model.dims
+    mlp_mask = torch.ones(dims.n_layers, dims.d_mlp)
+    mlp_mask[:, ::4] = 0  # removed neurons are always zero: the fraction is of the neurons that run
+    for fraction in (0.3, 0.5):
+        spec = calibrate_activation_thresholds(model, ids, fraction, mlp_mask=mlp_mask)
+        acts = model(ids, return_linear_inputs=True, mlp_mask=mlp_mask).activations
+        for layer in range(dims.n_layers):
+            for site, hook in enumerate(LINEAR_INPUT_HOOKS):
+                x = acts[f"blocks.{layer}.{hook}"]
+                if site == 3:
+                    x = x[..., mlp_mask[layer] != 0]
+                zeroed = 1 - keep_inputs(x, layer, site, spec).float().mean().item()
+                assert zeroed == pytest.approx(fraction, abs=0.03), (layer, hook)
     with pytest.raises(ValueError, match="fraction"):
         calibrate_activation_thresholds(model, ids, 1.0)
+
+
+def test_thresholds_read_off_the_quantile_table():
+    from anee_lite.sparsity.calibrate import thresholds_from_quantiles
+
+    table = torch.linspace(0, 1, 101)[:, None, None].expand(101, 2, 4) * torch.tensor([1.0, 2.0, 3.0, 4.0])
+    got = thresholds_from_quantiles(table, 0.255)  # between the 25% and 26% levels
+    assert torch.allclose(got.thresholds, 0.255 * torch.tensor([1.0, 2.0, 3.0, 4.0]).expand(2, 4))
+    assert got.fraction == 0.255
+    assert torch.equal(thresholds_from_quantiles(table, 0.0).thresholds, torch.zeros(2, 4))
+    for bad, error in ((1.0, ValueError), (-0.1, ValueError), ("0.5", TypeError), (float("nan"), ValueError)):
+        with pytest.raises(error, match="fraction"):
+            thresholds_from_quantiles(table, bad)
+    with pytest.raises(ValueError, match="quantiles"):
+        thresholds_from_quantiles(table[:, :, :3], 0.5)
 
 
 def test_mask_cost_equals_the_uniform_charges_and_counts_kv_groups():
@@ -159,7 +184,7 @@ def test_mask_cost_equals_the_uniform_charges_and_counts_kv_groups():
     got = mask_cost(dims, context_len=10, skip_layers=[1], head_mask=head_mask, mlp_mask=mlp_mask,
                     activation_sparsity=0.5)
     uniform = sparse_token_cost(dims, context_len=10, skipped_layers=1, n_heads=1, n_kv_heads=1,
-                                d_mlp=dims.d_mlp // 2, down_rows=dims.d_mlp // 4)
+                                d_mlp=dims.d_mlp // 2, kept_inputs=0.5)
     assert got["flops_fraction"] == pytest.approx(uniform.flops / full.flops)
     assert got["bytes_fraction"] == pytest.approx(uniform.bytes_moved / full.bytes_moved)
     assert mask_cost(dims, context_len=10)["flops_fraction"] == pytest.approx(1.0)

@@ -215,38 +215,83 @@ class Architecture:
 
     # --- the shared per-layer functions -------------------------------------------------------------------------
 
-    def attn_qkv(self, layer: int, resid_pre: Tensor, pos_info) -> tuple[Tensor, Tensor, Tensor]:
-        """[B, T, d] -> q [B, H, T, D], k and v [B, K, T, D] (normed, projected, rotated)."""
-        blk, dims = self.blocks[layer], self.dims
-        x = self.norm(resid_pre, blk.ln1_w, blk.ln1_b)  # [B, T, d]
-        q, k, v = linear(x, blk.W_QKV, blk.b_QKV).split(blk.qkv_widths, dim=-1)  # [B, T, (H + 2K) * D] -> 3 parts
-        q, k, v = split_heads(q, dims.n_heads), split_heads(k, dims.n_kv_heads), split_heads(v, dims.n_kv_heads)
-        return self.rotate(q, pos_info), self.rotate(k, pos_info), v  # [B, H, T, D], [B, K, T, D] x 2
+    def attn_qkv(self, layer: int, resid_pre: Tensor, pos_info, *, project=None,
+                 groups: list[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """[B, T, d] -> q [B, H', T, D], k and v [B, K', T, D] (normed, projected, rotated).
 
-    def attn_kv(self, layer: int, resid: Tensor, pos_info) -> tuple[Tensor, Tensor]:
-        """Keys and values only [B, K, T, D]: what an exited token still owes to deeper layers."""
-        blk, K = self.blocks[layer], self.dims.n_kv_heads
-        q_width = blk.qkv_widths[0]
-        b_kv = None if blk.b_QKV is None else blk.b_QKV[q_width:]
-        x = self.norm(resid, blk.ln1_w, blk.ln1_b)  # [B, T, d]
-        k, v = linear(x, blk.W_QKV[:, q_width:], b_kv).split(blk.qkv_widths[1:], dim=-1)  # the K, V columns only
-        return self.rotate(split_heads(k, K), pos_info), split_heads(v, K)  # [B, K, T, D] each
-
-    def attn_out(self, layer: int, z: Tensor) -> Tensor:
-        """[B, T, H * D] mixed values (heads side by side) -> [B, T, d] written to the residual stream."""
+        ``project(x, W, b)`` multiplies by a weight (default :func:`linear`; activation sparsity passes
+        its own). ``groups``: compute only these key/value groups and their query heads (None: all),
+        reading just their columns of ``W_QKV``.
+        """
         blk = self.blocks[layer]
-        return linear(z, blk.W_O, blk.b_O)  # [B, T, H * D] @ [H * D, d] -> [B, T, d]
+        x = self.norm(resid_pre, blk.ln1_w, blk.ln1_b)  # [B, T, d]
+        project = project or linear
+        if groups is None:
+            qkv = project(x, blk.W_QKV, blk.b_QKV).split(blk.qkv_widths, dim=-1)  # [B, T, (H + 2K) * D] -> 3 parts
+        else:
+            qkv = [project_columns(x, blk.W_QKV, blk.b_QKV, self.group_columns(part, groups), project)
+                   for part in range(3)]  # [B, T, H' * D], [B, T, K' * D] x 2
+        q, k, v = (split_heads(t, self.dims.d_head) for t in qkv)
+        return self.rotate(q, pos_info), self.rotate(k, pos_info), v  # [B, H', T, D], [B, K', T, D] x 2
 
-    def mlp_hidden(self, layer: int, resid_mid: Tensor) -> Tensor:
+    def attn_kv(self, layer: int, resid: Tensor, pos_info, *, project=None,
+                groups: list[int] | None = None) -> tuple[Tensor, Tensor]:
+        """Keys and values only [B, K', T, D]: what an exited token still owes to deeper layers."""
+        blk = self.blocks[layer]
+        x = self.norm(resid, blk.ln1_w, blk.ln1_b)  # [B, T, d]
+        if groups is None:  # the K and V columns are one block: one product
+            kv = project_columns(x, blk.W_QKV, blk.b_QKV, [(blk.qkv_widths[0], blk.W_QKV.shape[1])], project or linear)
+            k, v = kv.chunk(2, dim=-1)  # [B, T, 2 K D] -> [B, T, K D] x 2
+        else:
+            k, v = (project_columns(x, blk.W_QKV, blk.b_QKV, self.group_columns(part, groups), project or linear)
+                    for part in (1, 2))  # [B, T, K' * D] each
+        return self.rotate(split_heads(k, self.dims.d_head), pos_info), split_heads(v, self.dims.d_head)
+
+    def attn_out(self, layer: int, z: Tensor, *, project=None, groups: list[int] | None = None) -> Tensor:
+        """[B, T, H' * D] mixed values (heads side by side) -> [B, T, d] written to the residual stream.
+
+        With ``groups``, ``z`` holds only those groups' heads, which multiply their rows of ``W_O``.
+        """
+        blk = self.blocks[layer]
+        project = project or linear
+        if groups is None:
+            return project(z, blk.W_O, blk.b_O)  # [B, T, H * D] @ [H * D, d] -> [B, T, d]
+        out, start = None, 0
+        for rows in self.group_columns(0, groups):  # the kept heads' rows of W_O, a block per run of groups
+            width = rows[1] - rows[0]
+            part = project(z[..., start:start + width], blk.W_O[rows[0]:rows[1]], None)  # [B, T, width] -> [B, T, d]
+            out, start = part if out is None else out + part, start + width
+        if out is None:  # no head left: the output projection adds only its bias
+            out = z.new_zeros(*z.shape[:-1], blk.W_O.shape[1])  # [B, T, d]
+        return out if blk.b_O is None else out + blk.b_O
+
+    def group_columns(self, part: int, groups) -> list[tuple[int, int]]:
+        """[start, stop) columns of ``W_QKV`` for ``groups``' queries (part 0), keys (1) or values (2).
+
+        A group's query heads sit side by side, so each run of consecutive groups is one block of
+        columns (no copy: a column slice of an [in, out] matrix is a view BLAS reads directly).
+        """
+        D, K = self.dims.d_head, self.dims.n_kv_heads
+        width = (self.dims.n_heads // K if part == 0 else 1) * D  # columns one group owns in this part
+        offset = sum(self.blocks[0].qkv_widths[:part])
+        spans: list[tuple[int, int]] = []
+        for g in groups:
+            if spans and spans[-1][1] == offset + g * width:
+                spans[-1] = (spans[-1][0], offset + (g + 1) * width)  # extend the run
+            else:
+                spans.append((offset + g * width, offset + (g + 1) * width))
+        return spans
+
+    def mlp_hidden(self, layer: int, resid_mid: Tensor, *, project=None) -> Tensor:
         """[B, T, d] -> [B, T, d_mlp]: the MLP's hidden activations (its input norm included)."""
         blk = self.blocks[layer]
         x = self.norm(resid_mid, blk.ln2_w, blk.ln2_b)  # [B, T, d]
-        return self.mlp_activation(linear(x, blk.W_mlp_in, blk.b_mlp_in))  # -> [B, T, d_mlp]
+        return self.mlp_activation((project or linear)(x, blk.W_mlp_in, blk.b_mlp_in))  # -> [B, T, d_mlp]
 
-    def mlp_out(self, layer: int, hidden: Tensor) -> Tensor:
+    def mlp_out(self, layer: int, hidden: Tensor, *, project=None) -> Tensor:
         """[B, T, d_mlp] hidden activations -> [B, T, d] written to the residual stream."""
         blk = self.blocks[layer]
-        return linear(hidden, blk.W_out, blk.b_out)  # [B, T, d_mlp] @ [d_mlp, d] -> [B, T, d]
+        return (project or linear)(hidden, blk.W_out, blk.b_out)  # [B, T, d_mlp] @ [d_mlp, d] -> [B, T, d]
 
     def final_norm(self, resid: Tensor) -> Tensor:
         """[B, T, d] -> [B, T, d]: the norm before the unembedding."""
@@ -276,10 +321,16 @@ def _side_by_side(parts: list[Tensor]) -> Tensor | None:
     return first.as_strided((first.shape[1], total), (total, 1), start)  # [in, sum(out_i)]
 
 
-def split_heads(x: Tensor, n_heads: int) -> Tensor:
-    """[B, T, n * D] -> [B, n, T, D]."""
-    B, T, _ = x.shape
-    return x.view(B, T, n_heads, -1).transpose(1, 2)  # [B, T, n, D] -> [B, n, T, D]
+def split_heads(x: Tensor, d_head: int) -> Tensor:
+    """[B, T, n * D] -> [B, n, T, D] (n may be 0: a layer whose heads are all switched off)."""
+    B, T, width = x.shape
+    return x.view(B, T, width // d_head, d_head).transpose(1, 2)  # [B, T, n, D] -> [B, n, T, D]
+
+
+def project_columns(x: Tensor, w: Tensor, b: Tensor | None, spans: list[tuple[int, int]], project) -> Tensor:
+    """[..., in] -> [..., sum of span widths]: ``project`` on each [start, stop) column block of ``w``, side by side."""
+    parts = [project(x, w[:, a:z], None if b is None else b[a:z]) for a, z in spans]  # [..., z - a] each
+    return torch.cat(parts, dim=-1) if parts else x.new_zeros(*x.shape[:-1], 0)
 
 
 def linear(x: Tensor, w_in_out: Tensor, bias: Tensor | None = None) -> Tensor:
