@@ -8,8 +8,10 @@ from torch import Tensor
 from .core.budget import budget_exit_layer
 from .core.config import ANEEConfig
 from .core.generation import GenerationResult, greedy_generate
+from .core.masks import ActivationThresholds
 from .core.model import ForwardOutput, UnrolledModel
-from .core.validation import check_flag, check_hf_model, check_int
+from .core.validation import check_flag, check_fraction, check_hf_model, check_int
+from .sparsity.calibrate import model_quantiles, thresholds_from_quantiles
 
 
 class ANEEWrapper:
@@ -45,6 +47,7 @@ class ANEEWrapper:
         self.tokenizer = tokenizer
         self.model = UnrolledModel(hf_model, share_weights=share_weights, device=self.config.device)
         self._tuned_lens = None  # loaded on the first draft_lens="tuned" request
+        self._activation_quantiles = None  # loaded or calibrated on the first activation_sparsity fraction
         check_int("min_layers", self.config.min_layers, low=0, high=self.n_layers)
 
     @property
@@ -69,8 +72,10 @@ class ANEEWrapper:
         """Forward pass under a budget: ``out["logits"]`` [B, T, vocab] and ``out["stats"]``.
 
         ``exit_layers=`` or ``controller=`` (see :meth:`UnrolledModel.forward`) replace the budget;
-        other keyword arguments (``use_cache``, ``return_resid``, ...) pass through.
+        other keyword arguments (``use_cache``, ``return_resid``, ...) pass through; an
+        ``activation_sparsity`` fraction uses the calibrated thresholds (:meth:`activation_thresholds`).
         """
+        forward_kwargs = self._with_thresholds(forward_kwargs)
         if "exit_layers" in forward_kwargs or "controller" in forward_kwargs:
             if energy_budget is not None or min_layers is not None or exit_budget_threshold is not None:
                 raise ValueError("energy_budget, min_layers and exit_budget_threshold do not apply with "
@@ -78,6 +83,27 @@ class ANEEWrapper:
             return self.model.forward(input_ids, attention_mask, **forward_kwargs)
         n = self.exit_layer(energy_budget, min_layers, exit_budget_threshold)
         return self.model.forward(input_ids, attention_mask, exit_layers=n, **forward_kwargs)
+
+    def activation_thresholds(self, fraction: float) -> ActivationThresholds:
+        """TEAL thresholds that zero ``fraction`` of the input of every matrix (calibration text, not yours).
+
+        Shipped for smollm2-135m; any other model is calibrated once, on first use, on the shipped
+        Python-docs calibration text (a progress bar shows it). On other text the share zeroed
+        differs a little: the thresholds are magnitudes, compared per token, not a per-token sort.
+        """
+        fraction = check_fraction("activation_sparsity", fraction)
+        if fraction >= 1:
+            raise ValueError(f"activation_sparsity must be in [0, 1): the share of each input zeroed, got {fraction}")
+        if self._activation_quantiles is None:
+            self._activation_quantiles = model_quantiles(self.model, self.config.model_name, self.tokenizer)
+        return thresholds_from_quantiles(self._activation_quantiles, fraction)
+
+    def _with_thresholds(self, knobs: dict) -> dict:
+        """The forward's keywords with an ``activation_sparsity`` fraction turned into calibrated thresholds."""
+        fraction = knobs.get("activation_sparsity")
+        if fraction is None or isinstance(fraction, ActivationThresholds) or fraction == 0:
+            return knobs
+        return {**knobs, "activation_sparsity": self.activation_thresholds(fraction)}
 
     def draft_lens(self, draft_lens: str | None, draft_layers: int | None):
         """The lens object a speculative draft reads through: None (logit lens) or the shipped tuned lens."""
@@ -132,7 +158,9 @@ class ANEEWrapper:
         ``draft_lens`` is "logit" (default) or "tuned" (the tuned lens shipped for smollm2-135m, at
         layers 9, 12, ..., 27 only).
         ``masks``: the forward's sparsity keywords (``skip_layers``, ``head_mask``, ``mlp_mask``,
-        ``activation_sparsity``), applied at every step (not with speculation).
+        ``activation_sparsity``), applied at every step (not with speculation); an
+        ``activation_sparsity`` fraction such as 0.5 uses the calibrated thresholds
+        (:meth:`activation_thresholds`), so decoding reads about half of every block's weights.
 
         Returns prompt + continuation decoded with ``skip_special_tokens=True`` (a list for a list
         of prompts), or the :class:`GenerationResult` with per-token layers and timings if
@@ -161,6 +189,8 @@ class ANEEWrapper:
             exit_layers = None
         else:
             exit_layers = self.exit_layer(energy_budget, min_layers, exit_budget_threshold)
+        if isinstance(masks, dict):
+            masks = self._with_thresholds(masks)
         result = greedy_generate(self.model, ids, mask, max_new_tokens=max_new_tokens, exit_layers=exit_layers,
                                  controller=controller, use_cache=use_cache, eos_token_id=tokenizer.eos_token_id,
                                  pad_token_id=tokenizer.pad_token_id, draft_layers=draft_layers,

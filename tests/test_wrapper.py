@@ -235,3 +235,64 @@ def test_every_budget_knob_defaults_to_the_config():
         assert params["min_layers"].default == config.min_layers, fn.__name__
         if "exit_budget_threshold" in params:
             assert params["exit_budget_threshold"].default == config.exit_budget_threshold, fn.__name__
+
+
+def test_an_activation_sparsity_fraction_uses_calibrated_thresholds(tiny):
+    """Calibrated once on the shipped calibration text; generate and the call both use those thresholds."""
+    from anee_lite.io.texts import eval_ids
+    from anee_lite.sparsity import calibrate_activation_thresholds
+
+    got = tiny.activation_thresholds(0.5)
+    expected = calibrate_activation_thresholds(tiny.model, eval_ids(tiny.tokenizer, "python_docs_calibration", 1024),
+                                               0.5)
+    assert got.fraction == 0.5 and torch.allclose(got.thresholds, expected.thresholds)
+    prompt = "The cat sat on the"
+    assert tiny.generate(prompt=prompt, max_new_tokens=6, masks={"activation_sparsity": 0.5}) == tiny.generate(
+        prompt=prompt, max_new_tokens=6, masks={"activation_sparsity": got})
+    ids = tiny.encode(prompt)[0]
+    assert torch.equal(tiny(ids, activation_sparsity=0.5)["logits"], tiny(ids, activation_sparsity=got)["logits"])
+    assert tiny(ids, activation_sparsity=0.0)["logits"].equal(tiny(ids)["logits"])
+
+
+@pytest.mark.parametrize("fraction, error", [(1.0, ValueError), (-0.2, ValueError), ("half", TypeError),
+                                             (float("nan"), ValueError), (True, TypeError)])
+def test_bad_activation_sparsity_fractions_are_refused(tiny, fraction, error):
+    with pytest.raises(error, match="activation_sparsity"):
+        tiny.generate(prompt="a", max_new_tokens=1, masks={"activation_sparsity": fraction})
+    with pytest.raises(error, match="activation_sparsity"):
+        tiny.activation_thresholds(fraction)
+
+
+def test_shipped_activation_quantiles_fit_smollm2_and_nothing_else(tmp_path, tiny):
+    from anee_lite.io.assets import activation_quantiles_path
+    from anee_lite.sparsity.calibrate import load_quantiles, save_quantiles
+
+    shipped = activation_quantiles_path()
+    assert shipped.exists()
+    with pytest.raises(ValueError, match="other sizes|quantiles"):
+        load_quantiles(shipped, tiny.model)  # a 2-layer GPT-2 is not SmolLM2
+    table = torch.rand(101, tiny.n_layers, 4).sort(dim=0).values
+    path = tmp_path / "q.safetensors"
+    save_quantiles(path, table, tiny.model)
+    assert torch.equal(load_quantiles(path, tiny.model), table)
+    save_quantiles(path, table * float("nan"), tiny.model)
+    with pytest.raises(ValueError, match="damaged"):
+        load_quantiles(path, tiny.model)
+    for junk in (b"", b"not a safetensors file"):
+        path.write_bytes(junk)
+        with pytest.raises(ValueError, match=str(path)):
+            load_quantiles(path, tiny.model)
+
+
+@pytest.mark.slow
+def test_smollm2_shipped_thresholds_zero_about_that_share_of_held_out_inputs(smollm2_hf):
+    from anee_lite.core.masks import LINEAR_INPUT_HOOKS, keep_inputs
+    from anee_lite.io.texts import eval_ids
+
+    hf, tok = smollm2_hf
+    wrapper = ANEEWrapper(ANEEConfig(model_name="smollm2-135m"), hf_model=hf, tokenizer=tok)
+    spec = wrapper.activation_thresholds(0.5)
+    acts = wrapper.model(eval_ids(tok, "python_docs_heldout", 128), return_linear_inputs=True).activations
+    shares = [1 - keep_inputs(acts[f"blocks.{l}.{h}"], l, s, spec).float().mean().item()
+              for l in range(wrapper.n_layers) for s, h in enumerate(LINEAR_INPUT_HOOKS)]
+    assert 0.4 <= sum(shares) / len(shares) <= 0.6  # calibrated on other text: close to, not exactly, 0.5

@@ -111,11 +111,15 @@ class Sparsity:
         if spec is None:
             return linear
         site = LINEAR_INPUTS.index(matrix)
-        fraction = spec.fraction if isinstance(spec, ActivationThresholds) else spec
+        if isinstance(spec, ActivationThresholds):  # a Python float: no tensor indexing per product
+            fraction, threshold = spec.fraction, float(spec.thresholds[layer, site])
+        else:
+            fraction, threshold = spec, None
         skip_rows = fraction >= ROW_SKIP_MIN_SPARSITY
 
         def project(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-            return sparse_input_linear(x, w, b, keep_inputs(x, layer, site, spec), skip_rows=skip_rows)
+            keep = x.abs() >= threshold if threshold is not None else keep_inputs(x, layer, site, spec)  # [..., in]
+            return sparse_input_linear(x, w, b, keep, skip_rows=skip_rows)
 
         return project
 

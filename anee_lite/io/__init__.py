@@ -1,6 +1,6 @@
 """Getting models and data: hub and offline loading (with its verified cache), shipped assets and texts, atomic file writes."""
 
-from .assets import DATA_DIR, lens_path, probe_path
+from .assets import DATA_DIR, activation_quantiles_path, lens_path, probe_path
 from .loading import (
     OFFLINE_ALIAS,
     ModelUnavailableError,
@@ -17,6 +17,7 @@ __all__ = [
     "OFFLINE_ALIAS",
     "ModelUnavailableError",
     "OfflineCacheError",
+    "activation_quantiles_path",
     "eval_ids",
     "eval_text",
     "hub_reachable",

@@ -1,4 +1,4 @@
-"""The tuned lens and exit probe shipped for smollm2-135m, and how to find them."""
+"""The tuned lens, exit probe and activation-sparsity quantiles shipped for smollm2-135m, and how to find them."""
 
 from __future__ import annotations
 
@@ -19,6 +19,11 @@ def lens_path(folder: Path = DATA_DIR, model_name: str = OFFLINE_ALIAS) -> Path:
 def probe_path(folder: Path = DATA_DIR, model_name: str = OFFLINE_ALIAS) -> Path:
     """Where the exit probe for ``model_name`` lives."""
     return _asset(folder, model_name, "exit_probe")
+
+
+def activation_quantiles_path(folder: Path = DATA_DIR, model_name: str = OFFLINE_ALIAS) -> Path:
+    """Where the activation-sparsity quantile table for ``model_name`` lives."""
+    return _asset(folder, model_name, "activation_quantiles")
 
 
 def _asset(folder, model_name, kind: str) -> Path:

@@ -12,20 +12,28 @@ The magnitudes of each input are summarised once as a table of quantiles (:func:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..core.masks import LINEAR_INPUT_HOOKS, LINEAR_INPUTS, ActivationThresholds
 from ..core.model import UnrolledModel
 from ..core.validation import check_flag, check_fraction, check_input_ids, check_int
+from ..io.assets import activation_quantiles_path, is_smollm2
+from ..io.texts import eval_ids
 
+CALIBRATION_TEXT = "python_docs_calibration"  # never a held-out text
+CALIBRATION_TOKENS = 1024
 QUANTILE_LEVELS = 101  # the table holds the 0%, 1%, ..., 100% quantiles of every input's magnitude
 SAMPLES_PER_CHUNK = 1 << 15  # magnitudes kept per (layer, matrix) and chunk: quantiles to about 0.3%
 
 
 @torch.no_grad()
-def input_quantiles(model: UnrolledModel, input_ids: Tensor, *, chunk: int = 128, skip_layers=None,
+def input_quantiles(model: UnrolledModel, input_ids: Tensor, *, chunk: int | None = None, skip_layers=None,
                     head_mask: Tensor | None = None, mlp_mask: Tensor | None = None,
                     progress: bool = False) -> Tensor:
     """Quantiles of the magnitude of every matrix's input, layer by layer: [QUANTILE_LEVELS, n_layers, 4].
@@ -33,7 +41,8 @@ def input_quantiles(model: UnrolledModel, input_ids: Tensor, *, chunk: int = 128
     Args:
         model: the unrolled model.
         input_ids: [B, T] calibration tokens, cut into pieces of ``chunk`` tokens (each its own context).
-        chunk: tokens per forward call (>= 1); bounds the memory of the recorded activations.
+        chunk: tokens per forward call, 1..n_ctx (default: 128, or n_ctx if shorter); bounds the
+            memory of the recorded activations.
         skip_layers, head_mask, mlp_mask: the other knobs it will run with. Only the entries that
             still run count: a skipped layer's row is zero, a removed head's or neuron's entries
             (always zero) are left out, so the fraction is of what runs.
@@ -45,7 +54,7 @@ def input_quantiles(model: UnrolledModel, input_ids: Tensor, *, chunk: int = 128
         at most :data:`SAMPLES_PER_CHUNK` per chunk when there are more).
     """
     input_ids = check_input_ids(input_ids, model.dims.d_vocab).to(model.device)  # [B, T]
-    chunk = check_int("chunk", chunk, low=1)
+    chunk = min(128, model.dims.n_ctx) if chunk is None else check_int("chunk", chunk, low=1, high=model.dims.n_ctx)
     check_flag("progress", progress)
     dims = model.dims
     gen = torch.Generator().manual_seed(0)
@@ -128,3 +137,49 @@ def calibrate_activation_thresholds(model: UnrolledModel, input_ids: Tensor, fra
     table = input_quantiles(model, input_ids, skip_layers=skip_layers, head_mask=head_mask, mlp_mask=mlp_mask,
                             progress=progress)
     return thresholds_from_quantiles(table, fraction)
+
+
+def save_quantiles(path, table: Tensor, model: UnrolledModel, text: str = CALIBRATION_TEXT) -> None:
+    """Store a quantile table with the sizes of the model it belongs to (safetensors)."""
+    dims = model.dims
+    save_file({"quantiles": table.contiguous()}, str(path),
+              metadata={"n_layers": str(dims.n_layers), "d_model": str(dims.d_model), "d_mlp": str(dims.d_mlp),
+                        "calibration_text": text})
+
+
+def load_quantiles(path, model: UnrolledModel) -> Tensor:
+    """A quantile table saved by :func:`save_quantiles`, checked against ``model`` [levels, n_layers, 4]."""
+    path = Path(path)
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (OSError, SafetensorError) as error:
+        raise ValueError(f"{path} is not a readable activation-quantile file: {error}") from error
+    table = tensors.get("quantiles")
+    dims = model.dims
+    sizes = {"n_layers": dims.n_layers, "d_model": dims.d_model, "d_mlp": dims.d_mlp}
+    if table is None or set(tensors) != {"quantiles"} or table.dim() != 3 \
+            or tuple(table.shape[1:]) != (dims.n_layers, len(LINEAR_INPUTS)):
+        raise ValueError(f"{path} must hold one tensor 'quantiles' [levels, {dims.n_layers}, {len(LINEAR_INPUTS)}]")
+    if any(meta.get(k) != str(v) for k, v in sizes.items()):
+        raise ValueError(f"{path} was calibrated for a model of other sizes ({meta}), not this one ({sizes})")
+    if not bool(torch.isfinite(table).all()) or bool((table < 0).any()):
+        raise ValueError(f"{path} holds negative or non-finite magnitudes: the file is damaged")
+    return table.float()
+
+
+def model_quantiles(model: UnrolledModel, model_name: str | None, tokenizer, *, progress: bool = True) -> Tensor:
+    """The quantile table for this model: shipped for smollm2-135m, else calibrated now on the shipped text.
+
+    Calibrating reads :data:`CALIBRATION_TOKENS` tokens of the Python-docs calibration text (never a
+    held-out one) in chunks, with a progress bar; it takes a few seconds for a small model.
+    """
+    shipped = activation_quantiles_path()
+    if is_smollm2(model_name) and shipped.exists():
+        return load_quantiles(shipped, model)
+    if tokenizer is None:
+        raise ValueError("activation sparsity by fraction needs thresholds calibrated on text: pass a tokenizer "
+                         "(or calibrate_activation_thresholds(model, ids, fraction) and pass its result)")
+    ids = eval_ids(tokenizer, CALIBRATION_TEXT, CALIBRATION_TOKENS)  # [1, T]
+    return input_quantiles(model, ids, progress=progress)
