@@ -163,7 +163,7 @@ def sparse_matvec(x: Tensor, w: Tensor, kept: Tensor) -> Tensor:
     without copying them; the kept rows are split into one bag per thread so both cores stream.
     """
     n_bags = max(1, min(torch.get_num_threads(), kept.numel()))
-    offsets = torch.arange(n_bags, device=kept.device) * (kept.numel() // n_bags)  # [n_bags] bag starts
+    offsets = torch.tensor([i * (kept.numel() // n_bags) for i in range(n_bags)], device=kept.device)  # bag starts
     bags = F.embedding_bag(kept, w, offsets, mode="sum", per_sample_weights=x[kept])  # [n_bags, d_out]
     return bags.sum(0)  # [d_out]
 

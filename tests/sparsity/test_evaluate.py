@@ -77,3 +77,44 @@ def test_table_and_best_lever():
     best = best_levers(results)
     assert best[(0.9, "python_docs_heldout")]["lever"] == "layer skipping"
     assert best[(0.9, "kjv_heldout")]["lever"] == "static exit"
+
+
+def test_matvec_table_times_every_fraction_and_says_what_runs():
+    from anee_lite.core.masks import ROW_SKIP_MIN_SPARSITY
+    from anee_lite.sparsity.speed import matvec_table
+
+    rows = matvec_table(32, 16, (0.0, 0.5, 0.9), repeats=1, inner=2)
+    assert [r["fraction"] for r in rows] == [0.0, 0.5, 0.9]
+    for r in rows:
+        assert r["dense_us"] > 0 and r["rows_us"] > 0 and r["gather_us"] > 0 and r["select_us"] > 0
+        assert r["rows_speedup"] == pytest.approx(r["dense_us"] / r["rows_us"])
+        assert r["used"] == ("rows" if r["fraction"] >= ROW_SKIP_MIN_SPARSITY else "dense")
+    with pytest.raises(ValueError, match="fractions"):
+        matvec_table(8, 8, (0.5, 1.5), repeats=1, inner=1)
+    with pytest.raises(TypeError, match="fractions"):
+        matvec_table(8, 8, "0.5", repeats=1, inner=1)
+    with pytest.raises(ValueError, match="d_in"):
+        matvec_table(0, 8)
+
+
+def test_decode_speed_times_the_wrappers_generate():
+    from conftest import VOCAB, random_llama
+
+    from anee_lite import ANEEConfig, ANEEWrapper
+    from anee_lite.sparsity.speed import decode_speed
+
+    class CharTokenizer:
+        eos_token_id, pad_token_id = None, 0
+
+        def __call__(self, text):
+            return {"input_ids": [1 + ord(c) % (VOCAB - 1) for c in text]}
+
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(chr(65 + i % 26) for i in ids)
+
+    wrapper = ANEEWrapper(ANEEConfig(min_layers=0), hf_model=random_llama(n_layers=2), tokenizer=CharTokenizer())
+    got = decode_speed(wrapper, "abc", [0.0, 0.3], max_new_tokens=3, rounds=2)
+    assert set(got) == {0.0, 0.3} and got[0.0]["speedup"] == 1.0
+    assert got[0.3]["speedup"] == pytest.approx(got[0.0]["seconds_per_token"] / got[0.3]["seconds_per_token"])
+    assert got[0.0]["text"] == wrapper.tokenizer.decode(
+        wrapper.generate(prompt="abc", max_new_tokens=3, return_result=True).sequences[0, 3:].tolist())
