@@ -84,3 +84,13 @@ def test_plain_environment_packages_are_declared_in_pyproject():
     undeclared = {_name(dep) for dep in plain} - declared
     assert not undeclared, f"environment.yml installs {undeclared}, unknown to pyproject.toml"
 
+
+
+def test_the_seeds_module_paths_still_import():
+    """ANEE v0.0.1's users wrote these imports; they name the same objects as the package's top level."""
+    import anee_lite
+    from anee_lite.config import ANEEConfig
+    from anee_lite.wrapper import ANEEWrapper
+
+    assert ANEEConfig is anee_lite.ANEEConfig and ANEEWrapper is anee_lite.ANEEWrapper
+    assert ANEEConfig(energy_budget=0.5).energy_budget == 0.5
