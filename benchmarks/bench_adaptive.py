@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
 import torch
+from machine import machine
 
 from anee_lite.adaptive.calibration import build_replay, text_chunks
 from anee_lite.adaptive.evaluate import build_controller, decode_teacher_forced
@@ -86,6 +88,7 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=256)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    about = machine()  # the load before the run: its own threads raise it while it runs
     start = time.perf_counter()
     hf_model, tokenizer = load_pretrained("smollm2-135m")
     model = UnrolledModel(hf_model)
@@ -97,7 +100,7 @@ def main() -> None:
     held = {k: chunks(v, args.eval_tokens) for k, v in HELDOUT.items()}
     replays = {k: build_replay(model, ch) for k, ch in held.items()}  # full-depth states: one forward per text
     wall = chunks(HELDOUT["in domain"], args.wall_tokens) if args.wall_tokens else None
-    results = {"args": {k: str(v) for k, v in vars(args).items()}, "controllers": {}}
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, **about, "controllers": {}}
     print(f"model loaded in {time.perf_counter() - start:.0f} s; {sum(c.shape[1] for c in cal)} calibration "
           f"tokens, delta {args.delta}")
     texts = {"calibration": cal, **held}
@@ -136,6 +139,7 @@ def main() -> None:
             row["targets"][str(top)]["wall_time_ratio_in_domain"] = run["seconds"] / run["full_seconds"]
         results["controllers"][name] = row
         if args.json:
+            results["load_after"] = list(os.getloadavg())
             write_atomically(args.json, json.dumps(results, indent=1))  # after each controller: Ctrl-C keeps those done
         print(f"\n{name}: every text decoded under {len(grid)} thresholds in {row['decode_seconds']:.0f} s")
         print("  real-decoding curve (threshold: agreement/cost on calibration | in domain | out of domain)")

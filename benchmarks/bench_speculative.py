@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
+from machine import machine, refuse_unless_quiet
 from tqdm.auto import tqdm
 
 from anee_lite import UnrolledModel, greedy_generate
@@ -39,6 +42,7 @@ from anee_lite.io.loading import load_pretrained
 
 TEXTS = {"in-domain (python_docs_heldout)": "python_docs_heldout", "out-of-domain (kjv_heldout)": "kjv_heldout"}
 N_PROMPT = 40
+SHIPPED = Path(__file__).resolve().parents[1] / "anee_lite" / "data" / "smollm2-135m_speculative_bench.json"
 
 
 def time_variants(model, ids, variants: dict, n_new: int, repeats: int) -> dict:
@@ -85,7 +89,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, nargs="+", default=[1, 3], help="draft lengths K to time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     parser.add_argument("--out", default=None, help="write every number as JSON here")
+    parser.add_argument("--force", action="store_true", help="overwrite the shipped JSON even from a busy machine")
     args = parser.parse_args()
+    about = machine()
+    shipped = args.out is not None and Path(args.out).resolve() == SHIPPED.resolve()
+    refuse_unless_quiet(about["load_before"], shipped=shipped, force=args.force)
     if args.repeats < 1 or args.new_tokens < 2:
         parser.error("--repeats must be >= 1 and --new-tokens >= 2")
     torch.set_num_threads(args.threads)
@@ -94,7 +102,7 @@ def main() -> None:
     model = UnrolledModel(hf)
     tuned, tuned_layers = load_lens(model, "smollm2-135m", "tuned")
     logit, _ = load_lens(model, "smollm2-135m", "logit")
-    report = {"threads": args.threads, "new_tokens": args.new_tokens, "repeats": args.repeats, "texts": {}}
+    report = {"threads": args.threads, "new_tokens": args.new_tokens, "repeats": args.repeats, **about, "texts": {}}
     for title, name in TEXTS.items():
         ids = eval_ids(tokenizer, name, N_PROMPT)
         rates = acceptance_by_depth(model, {"logit": logit, "tuned": tuned}, ids, args.new_tokens)
@@ -134,6 +142,7 @@ def main() -> None:
         print(f"\nbest: {best['setting']} at {best['speedup']:.2f}x measured ({best['predicted']:.2f}x predicted)")
         report["texts"][name] = {"acceptance": rates, "rows": rows}
     if args.out:
+        report["load_after"] = list(os.getloadavg())
         write_atomically(args.out, json.dumps(report, indent=1))
 
 
