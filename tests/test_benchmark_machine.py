@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import machine  # noqa: E402  (a benchmark helper module, not part of the package)
+import machine
 
 
 def test_machine_records_the_load_before_the_run():
