@@ -103,11 +103,19 @@ def sparsity_explorer(model, influence: Tensor, eval_ids: Tensor, prompt: str = 
     act = widgets.FloatSlider(value=0.0, min=0.0, max=0.9, step=0.1, description="activation_sparsity",
                               readout_format=".1f", **slider)
     prompt_box = _prompt_box(widgets, prompt)
-    buttons = [[_with_class(widgets.ToggleButton(value=True, description=str(h), tooltip=f"layer {l}, head {h}",
-                                                 layout=widgets.Layout(width="30px", height="22px", padding="0")),
-                            f"anee-head-{l}-{h}")
-                for h in range(dims.n_heads)] for l in range(dims.n_layers)]
-    rows = [widgets.HBox([widgets.HTML(f"<code>L{l:02d}</code>", layout=widgets.Layout(width="36px"))] + row)
+    # All buttons share one layout and one style (the first button's), the row labels one layout: a notebook
+    # that stores its widget state then stores a few models for them, not two per button.
+    button_layout, label_layout = widgets.Layout(width="30px", height="22px", padding="0"), widgets.Layout(width="36px")
+    shared = {}
+
+    def head_button(layer: int, head: int):
+        button = widgets.ToggleButton(value=True, description=str(head), tooltip=f"layer {layer}, head {head}",
+                                      layout=button_layout, **shared)
+        shared.setdefault("style", button.style)
+        return _with_class(button, f"anee-head-{layer}-{head}")
+
+    buttons = [[head_button(l, h) for h in range(dims.n_heads)] for l in range(dims.n_layers)]
+    rows = [widgets.HBox([widgets.HTML(f"<code>L{l:02d}</code>", layout=label_layout)] + row)
             for l, row in enumerate(buttons)]
     half = (dims.n_layers + 1) // 2  # two columns of layers keep the grid on one screen
     grid = widgets.HBox([widgets.VBox(rows[:half]), widgets.VBox(rows[half:])])
