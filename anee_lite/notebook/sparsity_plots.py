@@ -110,5 +110,5 @@ def plot_sparsity_pareto(results: dict, text: str = "python_docs_heldout", ax=No
     ax.set(xlabel="FLOPs per decoding token (fraction of the full model)", ylabel="top-1 agreement with full model",
            title=f"Which lever keeps the most at equal cost\n({TEXT_NAMES[text]})", ylim=(0, 1.03))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     return ax
