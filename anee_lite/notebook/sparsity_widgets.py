@@ -24,6 +24,18 @@ from .widgets import _error_html, _prompt_box, _text_html, _with_class
 DEFAULT_PROMPT = "def fibonacci(n):"
 
 
+def activation_spec(model, fraction: float):
+    """What the explorer passes as ``activation_sparsity``: one object for the text and the perplexity alike.
+
+    The wrapper's calibrated thresholds (TEAL: ``model.activation_thresholds(fraction)``, shipped for
+    smollm2-135m) where the wrapper has them, else the fraction itself (a per-token sort); None at 0.
+    """
+    if fraction <= 0:
+        return None
+    thresholds = getattr(model, "activation_thresholds", None)
+    return thresholds(fraction) if thresholds is not None else fraction
+
+
 def sparsity_view(model, prompt: str, head_mask: Tensor, layers_skipped: int, activation_sparsity: float,
                   influence: Tensor, eval_ids: Tensor, max_new_tokens: int = 12,
                   full_perplexity: float | None = None) -> dict:
@@ -34,7 +46,8 @@ def sparsity_view(model, prompt: str, head_mask: Tensor, layers_skipped: int, ac
         prompt: text to continue.
         head_mask: [n_layers, n_heads] 0/1, the head grid's state.
         layers_skipped: how many layers of lowest Block Influence to skip.
-        activation_sparsity: share of each token's MLP activations zeroed, in [0, 1).
+        activation_sparsity: share of the activations entering the linear maps that is zeroed, in [0, 1);
+            one spec (:func:`activation_spec`) serves the generated text and the perplexity.
         influence: [n_layers] Block Influence (which layers go first).
         eval_ids: [1, T] held-out tokens for the perplexity.
         max_new_tokens: tokens to generate.
@@ -42,14 +55,15 @@ def sparsity_view(model, prompt: str, head_mask: Tensor, layers_skipped: int, ac
             on the knobs: the explorer computes it once, not at every click).
 
     Returns:
-        ``skip_layers``, ``text`` (exactly ``model.generate`` with these masks), ``perplexity``,
-        ``full_perplexity``, ``flops_fraction``, ``bytes_fraction`` (what a model pruned to these
-        masks runs per decoding token), ``heads_off`` and the two HTML strings.
+        ``skip_layers``, ``activation`` (the spec passed as ``activation_sparsity``), ``text`` (exactly
+        ``model.generate`` with these masks), ``perplexity`` (the forward with the same masks),
+        ``full_perplexity``, ``flops_fraction``, ``bytes_fraction`` (what a model pruned to these masks
+        runs per decoding token), ``heads_off`` and the two HTML strings.
     """
     dims = model.model.dims
     skip = layers_to_skip(influence, layers_skipped)
-    masks = {"skip_layers": skip, "head_mask": head_mask.float(),
-             "activation_sparsity": activation_sparsity if activation_sparsity > 0 else None}
+    activation = activation_spec(model, activation_sparsity)
+    masks = {"skip_layers": skip, "head_mask": head_mask.float(), "activation_sparsity": activation}
     text = model.generate(prompt=prompt, max_new_tokens=max_new_tokens, masks=masks)
     ppl = perplexity(model.model(eval_ids, **masks).logits, eval_ids)
     full_ppl = full_perplexity if full_perplexity is not None else perplexity(model.model(eval_ids).logits, eval_ids)
@@ -58,9 +72,18 @@ def sparsity_view(model, prompt: str, head_mask: Tensor, layers_skipped: int, ac
     heads_off = int((head_mask[[l for l in range(dims.n_layers) if l not in skip]] == 0).sum())
     stats = (f"<b>perplexity {ppl:.2f}</b> (full model {full_ppl:.2f}) · "
              f"<b>FLOPs {fraction['flops_fraction']:.3f}</b> · bytes {fraction['bytes_fraction']:.3f} "
-             f"of the full model per token · skipped layers {skip or 'none'} · {heads_off} heads off")
-    return {"skip_layers": skip, "text": text, "perplexity": ppl, "full_perplexity": full_ppl, **fraction,
+             f"of the full model per token · skipped layers {skip or 'none'} · {heads_off} heads off · "
+             f"activation sparsity {_describe(activation)}")
+    return {"skip_layers": skip, "activation": activation, "text": text, "perplexity": ppl, "full_perplexity": full_ppl, **fraction,
             "heads_off": heads_off, "stats_html": stats, "text_html": _text_html(text)}
+
+
+def _describe(activation) -> str:
+    if activation is None:
+        return "off"
+    if isinstance(activation, float):
+        return f"{activation:.1f} (each token's smallest entries, sorted)"
+    return f"{activation.fraction:.1f} (calibrated thresholds)"
 
 
 def sparsity_explorer(model, influence: Tensor, eval_ids: Tensor, prompt: str = DEFAULT_PROMPT,
@@ -80,11 +103,19 @@ def sparsity_explorer(model, influence: Tensor, eval_ids: Tensor, prompt: str = 
     act = widgets.FloatSlider(value=0.0, min=0.0, max=0.9, step=0.1, description="activation_sparsity",
                               readout_format=".1f", **slider)
     prompt_box = _prompt_box(widgets, prompt)
-    buttons = [[_with_class(widgets.ToggleButton(value=True, description=str(h), tooltip=f"layer {l}, head {h}",
-                                                 layout=widgets.Layout(width="30px", height="22px", padding="0")),
-                            f"anee-head-{l}-{h}")
-                for h in range(dims.n_heads)] for l in range(dims.n_layers)]
-    rows = [widgets.HBox([widgets.HTML(f"<code>L{l:02d}</code>", layout=widgets.Layout(width="36px"))] + row)
+    # All buttons share one layout and one style (the first button's), the row labels one layout: a notebook
+    # that stores its widget state then stores a few models for them, not two per button.
+    button_layout, label_layout = widgets.Layout(width="30px", height="22px", padding="0"), widgets.Layout(width="36px")
+    shared = {}
+
+    def head_button(layer: int, head: int):
+        button = widgets.ToggleButton(value=True, description=str(head), tooltip=f"layer {layer}, head {head}",
+                                      layout=button_layout, **shared)
+        shared.setdefault("style", button.style)
+        return _with_class(button, f"anee-head-{layer}-{head}")
+
+    buttons = [[head_button(l, h) for h in range(dims.n_heads)] for l in range(dims.n_layers)]
+    rows = [widgets.HBox([widgets.HTML(f"<code>L{l:02d}</code>", layout=label_layout)] + row)
             for l, row in enumerate(buttons)]
     half = (dims.n_layers + 1) // 2  # two columns of layers keep the grid on one screen
     grid = widgets.HBox([widgets.VBox(rows[:half]), widgets.VBox(rows[half:])])

@@ -1,15 +1,13 @@
-"""Notebook 06's callbacks and exercise checks, without a browser."""
-
-import math
+"""Notebook 06's explorer callback and widgets, and its benchmark loader, without a browser."""
 
 import pytest
 import torch
 from conftest import VOCAB, random_llama
 
 from anee_lite import ANEEConfig, ANEEWrapper
-from anee_lite.notebook.sparsity_exercises import check_block_influence, check_sparsify
-from anee_lite.notebook.sparsity_widgets import sparsity_explorer, sparsity_view
-from anee_lite.sparsity import block_influence, layers_to_skip
+from anee_lite.core.metrics import perplexity
+from anee_lite.notebook.sparsity_widgets import activation_spec, sparsity_explorer, sparsity_view
+from anee_lite.sparsity import block_influence, calibrate_activation_thresholds, layers_to_skip
 from anee_lite.sparsity.evaluate import mask_cost
 
 
@@ -42,8 +40,6 @@ def test_view_matches_the_library(wrapper):
     masks = {"skip_layers": skip, "head_mask": head_mask, "activation_sparsity": 0.5}
     assert view["skip_layers"] == skip
     assert view["text"] == wrapper.generate(prompt="abc", max_new_tokens=5, masks=masks)
-    from anee_lite.core.metrics import perplexity
-
     assert view["perplexity"] == pytest.approx(perplexity(wrapper.model(ids, **masks).logits, ids))
     assert view["flops_fraction"] == pytest.approx(
         mask_cost(dims, context_len=20, skip_layers=skip, head_mask=head_mask, activation_sparsity=0.5)[
@@ -80,52 +76,80 @@ def test_explorer_builds_and_reacts(wrapper):
         == dims.n_layers * dims.n_heads
 
 
-def test_exercise_checks_accept_right_and_refuse_wrong_answers(capsys):
-    from anee_lite import UnrolledModel
+def test_view_uses_one_set_of_calibrated_thresholds_for_text_and_perplexity():
+    """A wrapper with calibrated thresholds: the text and the perplexity both run under that one object."""
+    wrapper = ANEEWrapper(ANEEConfig(min_layers=0), hf_model=random_llama(n_layers=4), tokenizer=CharTokenizer())
+    ids = torch.randint(0, VOCAB, (1, 24), generator=torch.Generator().manual_seed(3))
+    made = []
 
-    model = UnrolledModel(random_llama(n_layers=3))
-    ids = torch.randint(0, VOCAB, (1, 10), generator=torch.Generator().manual_seed(2))
+    def activation_thresholds(fraction):
+        made.append(calibrate_activation_thresholds(wrapper.model, ids, fraction))
+        return made[-1]
 
-    def right(pre, post):
-        return 1 - torch.nn.functional.cosine_similarity(pre, post, dim=-1).mean()
-
-    check_block_influence(right, model, ids)
-    with pytest.raises(AssertionError, match="cosine"):
-        check_block_influence(lambda pre, post: torch.nn.functional.cosine_similarity(pre, post, dim=-1).mean(),
-                              model, ids)
-
-    def sparsify(h, fraction):
-        k = int(fraction * h.shape[-1])
-        if k == 0:
-            return h
-        kth = h.abs().kthvalue(k, dim=-1, keepdim=True).values
-        return h * (h.abs() > kth)
-
-    check_sparsify(sparsify)
-    with pytest.raises(AssertionError, match="magnitude"):
-        check_sparsify(lambda h, f: h * (h > h.kthvalue(max(1, int(f * 64)), dim=-1, keepdim=True).values))
-    assert "Correct" in capsys.readouterr().out
+    wrapper.activation_thresholds = activation_thresholds  # what the wrapper offers for shipped models
+    influence = block_influence(wrapper.model, ids)
+    head_mask = torch.ones(wrapper.model.dims.n_layers, wrapper.model.dims.n_heads)
+    view = sparsity_view(wrapper, "abcd", head_mask, 0, 0.6, influence, ids, max_new_tokens=6)
+    assert len(made) == 1 and view["activation"] is made[0]
+    masks = {"skip_layers": [], "head_mask": head_mask, "activation_sparsity": made[0]}
+    assert view["text"] == wrapper.generate(prompt="abcd", max_new_tokens=6, masks=masks)
+    assert view["perplexity"] == pytest.approx(perplexity(wrapper.model(ids, **masks).logits, ids))
+    by_sort = perplexity(wrapper.model(ids, **{**masks, "activation_sparsity": 0.6}).logits, ids)
+    assert view["perplexity"] != pytest.approx(by_sort)  # the thresholds, not the per-token sort, made it
+    assert "calibrated thresholds" in view["stats_html"]
+    assert activation_spec(wrapper, 0.0) is None
 
 
-def _boom(*args):
-    raise RuntimeError("boom")
+def test_benchmark_loader_reads_a_run_and_says_when_there_is_none(tmp_path, capsys, monkeypatch):
+    import json
+
+    from anee_lite.notebook.sparsity_results import BENCHMARK_ENV, lever_lines, load_benchmark
+
+    quality = {"agreement": 0.75, "perplexity": 12.5}
+    row = {"lever": "layer skipping", "label": "skip 2 layers", "target": 0.9, "reached": True,
+           "flops_fraction": 0.9, "bytes_fraction": 0.9, "wall_ratio": 0.8,
+           "python_docs_heldout": quality, "kjv_heldout": {"agreement": 0.5, "perplexity": 20.0}}
+    run = {"model": "tiny", "tokens": 16, "repeats": 2, "decode_tokens": 4,
+           "rows": [row, {**row, "lever": "head pruning", "reached": False}]}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(run))
+    monkeypatch.setenv(BENCHMARK_ENV, str(path))
+    assert load_benchmark() == run
+    assert "1 reach their cost point" in capsys.readouterr().out
+    (line,) = lever_lines(run, "layer skipping")
+    assert "docs agreement 0.750" in line and "KJV agreement 0.500" in line and "1.25x" in line
+    assert lever_lines(run, "head pruning") == ["(no reached setting of 'head pruning' in this run)"]
+    assert load_benchmark(tmp_path / "missing.json") is None
+    assert "No benchmark results" in capsys.readouterr().out
+    path.write_text("{")
+    assert load_benchmark(path) is None
+    assert "not valid JSON" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("answer", [_boom, 3, lambda *a: math.nan, lambda *a: torch.zeros(3), lambda *a: "x"])
-def test_exercise_checks_give_one_line_errors_for_wrong_kinds_of_answers(answer):
-    # NaN used to pass check_block_influence: every comparison with it is False.
-    from anee_lite import UnrolledModel
-    from anee_lite.notebook.exercises import ExerciseError
+def test_plots_draw_and_name_wrong_arguments():
+    import matplotlib
 
-    model = UnrolledModel(random_llama(n_layers=2))
-    ids = torch.randint(0, VOCAB, (1, 6), generator=torch.Generator().manual_seed(2))
-    with pytest.raises(ExerciseError):
-        check_block_influence(answer, model, ids)
-    with pytest.raises(ExerciseError):
-        check_sparsify(answer)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
+    from anee_lite.notebook import sparsity_plots as sp
 
-def test_exercise_checks_wait_for_an_answer(capsys):
-    check_block_influence(None, None, None)
-    check_sparsify(lambda h, fraction: None)  # the template's placeholder body
-    assert capsys.readouterr().out.count("not answered yet") == 2
+    sp.plot_block_influence(torch.rand(5), skipped=[2, 3])
+    sp.plot_quality_curves({"a": [(0, 1.0), (2, 0.5)], "b": [(0, 1.0)]}, "layers skipped")
+    sp.plot_head_importance(torch.rand(3, 6), 2, mask=torch.ones(3, 6))
+    sp.plot_activation_magnitudes(torch.randn(2, 7, 16), {"50%": 0.7})
+    row = {"lever": "layer skipping", "reached": True, "flops_fraction": 0.9,
+           "python_docs_heldout": {"agreement": 0.6}, "kjv_heldout": {"agreement": 0.5}}
+    sp.plot_sparsity_pareto({"rows": [row]}, "kjv_heldout")
+    plt.close("all")
+    for call, error, match in [
+        (lambda: sp.plot_block_influence([0.1, 0.2]), TypeError, "influence"),
+        (lambda: sp.plot_quality_curves({"a": [0.5]}, "x"), TypeError, "curves"),
+        (lambda: sp.plot_head_importance(torch.rand(3), 1), TypeError, "scores"),
+        (lambda: sp.plot_head_importance(torch.rand(3, 6), 2, mask=torch.ones(6, 3)), ValueError, "mask"),
+        (lambda: sp.plot_activation_magnitudes(torch.randn(4), [0.5]), TypeError, "thresholds"),
+        (lambda: sp.plot_sparsity_pareto({}), ValueError, "rows"),
+        (lambda: sp.plot_sparsity_pareto({"rows": [row]}, "wiki"), ValueError, "text"),
+    ]:
+        with pytest.raises(error, match=match):
+            call()
