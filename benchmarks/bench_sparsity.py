@@ -171,7 +171,8 @@ def activation_sparsity(wrapper, texts: dict, full: dict, *, quick: bool) -> dic
         w = getattr(model.arch.blocks[0], name)
         shapes[name] = list(w.shape)
     fractions = (0.0, 0.3, 0.5, 0.7) if quick else (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-    matvec = {name: matvec_table(*shape, fractions, repeats=3 if quick else 7) for name, shape in shapes.items()}
+    matvec = {name: matvec_table(*shape, fractions, matrix=name, repeats=3 if quick else 7)
+              for name, shape in shapes.items()}
     levels = (0.0, 0.3, 0.5) if quick else ACTIVATION_FRACTIONS
     speed = decode_speed(wrapper, TIMING_PROMPT, levels, max_new_tokens=8 if quick else 24, rounds=2 if quick else 5)
     rows = []

@@ -24,10 +24,11 @@ LINEAR_INPUTS = ("W_QKV", "W_O", "W_mlp_in", "W_out")
 LINEAR_INPUT_HOOKS = ("ln1.hook_normalized", "attn.hook_z", "ln2.hook_normalized", "mlp.hook_post")
 
 # Reading only the kept rows of a weight pays once at least this share of its input is zero. Below it
-# the gather's bookkeeping costs more than the rows it saves, so the input is masked and multiplied
-# densely (same result). Measured on a 2-core x86 CPU for every matrix of SmolLM2-135M by
-# benchmarks/bench_sparsity.py (the "matvec" table of anee_lite/data/sparsity_benchmark.json).
-ROW_SKIP_MIN_SPARSITY = 0.4
+# the selection's bookkeeping costs more than the rows it saves, so the input is masked and multiplied
+# densely (same result). Measured per matrix on a 2-core x86 CPU for SmolLM2-135M by
+# benchmarks/bench_sparsity.py (the "matvec" table of anee_lite/data/sparsity_benchmark.json): the
+# dense product of the narrow W_QKV streams fastest, the down projection's slowest.
+ROW_SKIP_MIN_SPARSITY = {"W_QKV": 0.5, "W_O": 0.4, "W_mlp_in": 0.3, "W_out": 0.2}
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,7 +116,7 @@ class Sparsity:
             fraction, threshold = spec.fraction, float(spec.thresholds[layer, site])
         else:
             fraction, threshold = spec, None
-        skip_rows = fraction >= ROW_SKIP_MIN_SPARSITY
+        skip_rows = fraction >= ROW_SKIP_MIN_SPARSITY[matrix]
 
         def project(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
             keep = x.abs() >= threshold if threshold is not None else keep_inputs(x, layer, site, spec)  # [..., in]

@@ -195,7 +195,7 @@ class UnrolledModel:
                 zeroes exactly that share of each input (a per-token sort, the oracle), or
                 :class:`~anee_lite.core.masks.ActivationThresholds` keep ``|x| >= threshold[layer, matrix]``
                 (calibrated, cheap). For a single decoding token on the CPU each product then reads
-                only the weight rows of the kept entries (from 40% sparsity on, where that pays).
+                only the weight rows of the kept entries (from the sparsity where that was measured to pay, per matrix: ``ROW_SKIP_MIN_SPARSITY``).
                 A whole key/value group whose query heads ``head_mask`` all removes is not computed:
                 no queries, keys or values, and no cache entries.
                 A cache only continues under the same sparsity knobs that filled it.

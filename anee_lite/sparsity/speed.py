@@ -38,12 +38,13 @@ def _median_seconds(fn, repeats: int, inner: int) -> float:
 
 @torch.no_grad()
 def matvec_table(d_in: int, d_out: int, fractions=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), *,
-                 repeats: int = 7, inner: int = 50, seed: int = 0) -> list[dict]:
+                 matrix: str = "W_mlp_in", repeats: int = 7, inner: int = 50, seed: int = 0) -> list[dict]:
     """Microseconds per product of one input vector with a [d_in, d_out] weight, dense and row-skipping.
 
     Args:
         d_in, d_out: the weight's shape ([in, out], the library's layout).
         fractions: input sparsities to time, each in [0, 1).
+        matrix: which of ``LINEAR_INPUTS`` this shape is (it decides what the forward runs).
         repeats, inner: the median over ``repeats`` timings of ``inner`` products each.
         seed: for the random weights and input.
 
@@ -51,11 +52,13 @@ def matvec_table(d_in: int, d_out: int, fractions=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5,
         One dict per fraction: ``fraction``, ``dense_us``, ``rows_us`` and ``gather_us`` (selection
         included), ``select_us`` (the selection alone), ``rows_speedup`` and ``gather_speedup``
         (dense time over theirs), and ``used``: what the forward runs at that sparsity ("rows" from
-        ``ROW_SKIP_MIN_SPARSITY`` on, else "dense").
+        ``ROW_SKIP_MIN_SPARSITY[matrix]`` on, else "dense").
     """
     d_in, d_out = check_int("d_in", d_in, low=1), check_int("d_out", d_out, low=1)
     repeats, inner = check_int("repeats", repeats, low=1), check_int("inner", inner, low=1)
     fractions = [check_fraction("fractions", f) for f in as_list("fractions", fractions, "a list of sparsities")]
+    if matrix not in ROW_SKIP_MIN_SPARSITY:
+        raise ValueError(f"matrix must be one of {list(ROW_SKIP_MIN_SPARSITY)}, got {matrix!r}")
     gen = torch.Generator().manual_seed(seed)
     weights = [torch.randn(d_in, d_out, generator=gen) for _ in range(COPIES)]  # [d_in, d_out] each
     x = torch.randn(d_in, generator=gen)  # [d_in]
@@ -84,7 +87,7 @@ def matvec_table(d_in: int, d_out: int, fractions=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5,
         rows.append({"fraction": fraction, "dense_us": dense_us, "rows_us": r_us, "gather_us": g_us,
                      "select_us": 1e6 * _median_seconds(select, repeats, inner), "rows_speedup": dense_us / r_us,
                      "gather_speedup": dense_us / g_us,
-                     "used": "rows" if fraction >= ROW_SKIP_MIN_SPARSITY else "dense"})
+                     "used": "rows" if fraction >= ROW_SKIP_MIN_SPARSITY[matrix] else "dense"})
     return rows
 
 

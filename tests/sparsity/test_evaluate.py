@@ -83,18 +83,20 @@ def test_matvec_table_times_every_fraction_and_says_what_runs():
     from anee_lite.core.masks import ROW_SKIP_MIN_SPARSITY
     from anee_lite.sparsity.speed import matvec_table
 
-    rows = matvec_table(32, 16, (0.0, 0.5, 0.9), repeats=1, inner=2)
+    rows = matvec_table(32, 16, (0.0, 0.5, 0.9), matrix="W_O", repeats=1, inner=2)
     assert [r["fraction"] for r in rows] == [0.0, 0.5, 0.9]
     for r in rows:
         assert r["dense_us"] > 0 and r["rows_us"] > 0 and r["gather_us"] > 0 and r["select_us"] > 0
         assert r["rows_speedup"] == pytest.approx(r["dense_us"] / r["rows_us"])
-        assert r["used"] == ("rows" if r["fraction"] >= ROW_SKIP_MIN_SPARSITY else "dense")
+        assert r["used"] == ("rows" if r["fraction"] >= ROW_SKIP_MIN_SPARSITY["W_O"] else "dense")
     with pytest.raises(ValueError, match="fractions"):
         matvec_table(8, 8, (0.5, 1.5), repeats=1, inner=1)
     with pytest.raises(TypeError, match="fractions"):
         matvec_table(8, 8, "0.5", repeats=1, inner=1)
     with pytest.raises(ValueError, match="d_in"):
         matvec_table(0, 8)
+    with pytest.raises(ValueError, match="matrix"):
+        matvec_table(8, 8, (0.5,), matrix="W_U")
 
 
 def test_decode_speed_times_the_wrappers_generate():
