@@ -49,6 +49,7 @@ from anee_lite.sparsity.evaluate import (
     best_levers,
     compute_scores,
     decode_time_ratio,
+    format_activation,
     format_table,
     plan_levers,
     quality,
@@ -219,23 +220,6 @@ def projection_7b() -> list[dict]:
                         "ms_per_token": 1e3 * sim.seconds_per_token, "mj_per_token": 1e3 * sim.joules_per_token,
                         "speedup": dense.seconds_per_token / sim.seconds_per_token})
     return out
-
-
-def format_activation(results: dict) -> str:
-    """The activation-sparsity tables as Markdown."""
-    act = results["activation"]
-    lines = ["| matrix [in, out] | " + " | ".join(f"{r['fraction']:.0%}" for r in act["matvec"]["W_QKV"]) + " |",
-             "|---|" + "---|" * len(act["matvec"]["W_QKV"])]
-    for name, table in act["matvec"].items():
-        lines.append(f"| `{name}` {act['shapes'][name]} | " + " | ".join(f"{r['rows_speedup']:.2f}x" for r in table)
-                     + " |")
-    lines += ["", "| activation sparsity | ms/token | speed-up | agreement in / out | perplexity in / out |",
-              "|---|---|---|---|---|"]
-    for r in act["decode"]:
-        d, k = r["python_docs_heldout"], r["kjv_heldout"]
-        lines.append(f"| {r['fraction']:.0%} | {r['ms_per_token']:.1f} | {r['speedup']:.2f}x | "
-                     f"{d['agreement']:.3f} / {k['agreement']:.3f} | {d['perplexity']:.2f} / {k['perplexity']:.2f} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def candidate_settings(model: UnrolledModel, scores: Scores, lever: str, context
             f, b = _cost(model, context_len, d_mlp=int(mask[0].sum()))
             out.append(Setting(lever, f"prune {pct}% of MLP neurons (Wanda)", {"mlp_mask": mask}, f, b))
     elif lever == "activation sparsity":
-        for pct in range(0, 100, 10):
+        for pct in range(0, 100, 5):
             f, b = _cost(model, context_len, kept_inputs=1 - pct / 100)
             out.append(Setting(lever, f"{pct}% activation sparsity", {"_activation": pct / 100}, f, b))
     else:
@@ -257,6 +257,28 @@ def format_table(results: dict) -> str:
         lines.append(f"| {r['target']} | {r['lever']} | {r['label']} | {r['flops_fraction']:.3f} "
                      f"| {r['bytes_fraction']:.3f} | {wall} | {d['agreement']:.3f} / {k['agreement']:.3f} "
                      f"| {d['perplexity']:.2f} / {k['perplexity']:.2f} |")
+    return "\n".join(lines)
+
+
+def format_activation(results: dict) -> str:
+    """The activation-sparsity tables of a benchmark run as Markdown: row-reading speed-up per matrix, then decoding.
+
+    The first table gives, per matrix shape and input sparsity, the dense product's time over the
+    row-reading product's (selection included), in bold where the forward reads rows; the second
+    the user's decoding path per sparsity.
+    """
+    act = results["activation"]
+    lines = ["| matrix [in, out] | " + " | ".join(f"{r['fraction']:.0%}" for r in act["matvec"]["W_QKV"]) + " |",
+             "|---|" + "---|" * len(act["matvec"]["W_QKV"])]
+    for name, table in act["matvec"].items():
+        cells = [f"**{r['rows_speedup']:.2f}x**" if r["used"] == "rows" else f"{r['rows_speedup']:.2f}x" for r in table]
+        lines.append(f"| `{name}` {act['shapes'][name]} | " + " | ".join(cells) + " |")
+    lines += ["", "| activation sparsity | ms/token | speed-up | agreement in / out | perplexity in / out |",
+              "|---|---|---|---|---|"]
+    for r in act["decode"]:
+        d, k = r["python_docs_heldout"], r["kjv_heldout"]
+        lines.append(f"| {r['fraction']:.0%} | {r['ms_per_token']:.1f} | {r['speedup']:.2f}x | "
+                     f"{d['agreement']:.3f} / {k['agreement']:.3f} | {d['perplexity']:.2f} / {k['perplexity']:.2f} |")
     return "\n".join(lines)
 
 

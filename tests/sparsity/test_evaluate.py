@@ -120,3 +120,20 @@ def test_decode_speed_times_the_wrappers_generate():
     assert got[0.3]["speedup"] == pytest.approx(got[0.0]["seconds_per_token"] / got[0.3]["seconds_per_token"])
     assert got[0.0]["text"] == wrapper.tokenizer.decode(
         wrapper.generate(prompt="abc", max_new_tokens=3, return_result=True).sequences[0, 3:].tolist())
+
+
+def test_format_activation_shows_every_matrix_and_sparsity():
+    from anee_lite.sparsity.evaluate import format_activation
+
+    def mv(f, used):
+        return {"fraction": f, "rows_speedup": 1 + f, "used": used}
+
+    quality = {"agreement": 0.5, "perplexity": 20.0}
+    results = {"activation": {
+        "shapes": {"W_QKV": [4, 12], "W_out": [8, 4]},
+        "matvec": {"W_QKV": [mv(0.0, "dense"), mv(0.5, "rows")], "W_out": [mv(0.0, "dense"), mv(0.5, "rows")]},
+        "decode": [{"fraction": 0.5, "ms_per_token": 12.34, "speedup": 1.25, "python_docs_heldout": quality,
+                    "kjv_heldout": {"agreement": 0.25, "perplexity": 30.0}}]}}
+    text = format_activation(results)
+    assert "| `W_QKV` [4, 12] | 1.00x | **1.50x** |" in text
+    assert "| 50% | 12.3 | 1.25x | 0.500 / 0.250 | 20.00 / 30.00 |" in text
