@@ -28,12 +28,9 @@ def activation_spec(model, fraction: float):
     """What the explorer passes as ``activation_sparsity``: one object for the text and the perplexity alike.
 
     The wrapper's calibrated thresholds (TEAL: ``model.activation_thresholds(fraction)``, shipped for
-    smollm2-135m) where the wrapper has them, else the fraction itself (a per-token sort); None at 0.
+    smollm2-135m, calibrated on first use for other models); None at 0.
     """
-    if fraction <= 0:
-        return None
-    thresholds = getattr(model, "activation_thresholds", None)
-    return thresholds(fraction) if thresholds is not None else fraction
+    return None if fraction <= 0 else model.activation_thresholds(fraction)
 
 
 def sparsity_view(model, prompt: str, head_mask: Tensor, layers_skipped: int, activation_sparsity: float,
@@ -79,11 +76,7 @@ def sparsity_view(model, prompt: str, head_mask: Tensor, layers_skipped: int, ac
 
 
 def _describe(activation) -> str:
-    if activation is None:
-        return "off"
-    if isinstance(activation, float):
-        return f"{activation:.1f} (each token's smallest entries, sorted)"
-    return f"{activation.fraction:.1f} (calibrated thresholds)"
+    return "off" if activation is None else f"{activation.fraction:.1f} (calibrated thresholds)"
 
 
 def sparsity_explorer(model, influence: Tensor, eval_ids: Tensor, prompt: str = DEFAULT_PROMPT,

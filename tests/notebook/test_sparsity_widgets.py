@@ -37,7 +37,7 @@ def test_view_matches_the_library(wrapper):
     head_mask[2, 1] = 0
     view = sparsity_view(wrapper, "abc", head_mask, 1, 0.5, influence, ids, max_new_tokens=5)
     skip = layers_to_skip(influence, 1)
-    masks = {"skip_layers": skip, "head_mask": head_mask, "activation_sparsity": 0.5}
+    masks = {"skip_layers": skip, "head_mask": head_mask, "activation_sparsity": wrapper.activation_thresholds(0.5)}
     assert view["skip_layers"] == skip
     assert view["text"] == wrapper.generate(prompt="abc", max_new_tokens=5, masks=masks)
     assert view["perplexity"] == pytest.approx(perplexity(wrapper.model(ids, **masks).logits, ids))
@@ -86,7 +86,7 @@ def test_view_uses_one_set_of_calibrated_thresholds_for_text_and_perplexity():
         made.append(calibrate_activation_thresholds(wrapper.model, ids, fraction))
         return made[-1]
 
-    wrapper.activation_thresholds = activation_thresholds  # what the wrapper offers for shipped models
+    wrapper.activation_thresholds = activation_thresholds  # counts the calls (the real one is tested elsewhere)
     influence = block_influence(wrapper.model, ids)
     head_mask = torch.ones(wrapper.model.dims.n_layers, wrapper.model.dims.n_heads)
     view = sparsity_view(wrapper, "abcd", head_mask, 0, 0.6, influence, ids, max_new_tokens=6)
