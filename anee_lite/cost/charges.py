@@ -168,7 +168,9 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
             reuses the logits its last lens check already computed (that check is in ``lens_checks``).
         kept_inputs: activation sparsity: the mean share of each matrix's input entries kept, one
             number for all four matrices of a layer or one per ``LINEAR_INPUTS`` entry (None: all).
-            A zero input entry's weight row is neither multiplied nor streamed.
+            A zero input entry's weight row is neither multiplied nor streamed (what reading only the
+            kept rows needs; the CPU forward does so from ``ROW_SKIP_MIN_SPARSITY`` on, and below it
+            multiplies the masked input densely because that is faster there).
     """
     layers_run = check_int("layers_run", layers_run, low=0, high=dims.n_layers)
     context_len = check_int("context_len", context_len, low=1)

@@ -93,13 +93,16 @@ def counted_flops_with_rows(fn) -> int:
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
 def test_activation_sparse_decoding_flops_match_the_counter(name):
-    from anee_lite.core.masks import LINEAR_INPUT_HOOKS, keep_inputs
+    from anee_lite.core.masks import LINEAR_INPUT_HOOKS, ROW_SKIP_MIN_SPARSITY, keep_inputs
 
     hf = random_gpt2(n_layer=3, n_positions=128) if name == "gpt2" else random_llama(n_layers=3)
     model = UnrolledModel(hf)
     dims = model.dims
     prompt = torch.randint(0, VOCAB, (1, 20), generator=torch.Generator().manual_seed(0))
-    spec = calibrate_activation_thresholds(model, prompt, 0.6)
+    # above every matrix's ROW_SKIP_MIN_SPARSITY, so each product reads only its kept rows (below it the
+    # forward multiplies a masked input densely: a speed choice the device-free cost model does not make)
+    assert 0.75 >= max(ROW_SKIP_MIN_SPARSITY.values())
+    spec = calibrate_activation_thresholds(model, prompt, 0.75)
     cache = model(prompt, activation_sparsity=spec, use_cache=True).past_key_values
     step = torch.tensor([[7]])
     acts = model(step, activation_sparsity=spec, past_key_values=cache.fork(), use_cache=True,
@@ -110,6 +113,6 @@ def test_activation_sparse_decoding_flops_match_the_counter(name):
                                                 use_cache=True, return_patterns=True))
     expected = sparse_token_cost(dims, context_len=21, kept_inputs=tuple(kept))
     assert got == pytest.approx(matmul_flops(expected, dims=dims))
-    assert got < 0.6 * matmul_flops(token_cost(dims, layers_run=dims.n_layers, context_len=21), dims=dims)
+    assert got < 0.5 * matmul_flops(token_cost(dims, layers_run=dims.n_layers, context_len=21), dims=dims)
 
 
