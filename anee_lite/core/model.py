@@ -324,6 +324,8 @@ class UnrolledModel:
 
         With ``return_linear_inputs`` the two normed inputs are recorded as they enter their matrices.
         """
+        if call.sparsity.activation is None and not call.record_linear_inputs:
+            return _PLAIN_PRODUCTS  # the hot path of plain decoding: nothing to build per layer
         project = [call.sparsity.projector(layer, matrix) for matrix in LINEAR_INPUTS]
         if call.record_linear_inputs:
             for i, hook in ((0, "ln1.hook_normalized"), (2, "ln2.hook_normalized")):
@@ -349,6 +351,9 @@ class UnrolledModel:
         if groups is None:
             return head_mask
         return head_mask.view(self.dims.n_kv_heads, -1)[groups].reshape(-1)  # [K, H / K] -> [H']
+
+
+_PLAIN_PRODUCTS = (None,) * len(LINEAR_INPUTS)  # None: each per-layer function's own dense product
 
 
 def _recording(project, activations: dict, name: str):
