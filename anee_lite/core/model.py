@@ -19,6 +19,7 @@ from .cache import KVCache
 from .controller import Controller, as_controller
 from .masks import LINEAR_INPUTS, ActivationThresholds, Sparsity, mask_heads
 from .validation import (
+    check_cache_flag,
     check_controller_stop,
     check_flags,
     check_forward_inputs,
@@ -146,7 +147,7 @@ class UnrolledModel:
         exit_layers: Tensor | int | None = None,
         controller: Controller | None = None,
         past_key_values: KVCache | None = None,
-        use_cache: bool = False,
+        use_cache: bool | None = None,
         return_resid: bool = False,
         return_patterns: bool = False,
         return_mlp_hidden: bool = False,
@@ -170,9 +171,12 @@ class UnrolledModel:
                 :class:`~anee_lite.core.controller.Controller` (or a plain function of the same call).
                 A token that stops at a check which computed its logits (a lens-based check) takes
                 them as its output: unembedded once.
-            past_key_values: a cache from an earlier call on the same model and batch. A call that
-                does not finish (an error, Ctrl-C) leaves it exactly as it was.
-            use_cache: return a cache for the next call.
+            past_key_values: a cache from an earlier call on the same model and batch; this call
+                appends its tokens to it (in place). A call that does not finish (an error, Ctrl-C)
+                leaves it exactly as it was.
+            use_cache: return a cache for the next call (default: True when ``past_key_values`` is
+                given, else False). ``use_cache=False`` with a ``past_key_values`` is refused: the
+                given cache would still grow.
             return_resid: store ``blocks.{l}.hook_resid_pre/mid/post`` in ``activations``.
             return_patterns: store ``blocks.{l}.attn.hook_pattern`` [B, H, T, T_k] (slower attention).
             return_mlp_hidden: store ``blocks.{l}.mlp.hook_post`` [B, T, d_mlp], the MLP hidden
@@ -204,7 +208,8 @@ class UnrolledModel:
         controller = as_controller(controller)
         input_ids, key_mask, exit_layers = check_forward_inputs(
             self, input_ids, attention_mask, exit_layers, past_key_values, controller, logits_to_keep)
-        check_flags(use_cache=use_cache, return_resid=return_resid, return_patterns=return_patterns,
+        use_cache = check_cache_flag(use_cache, past_key_values)
+        check_flags(return_resid=return_resid, return_patterns=return_patterns,
                     return_mlp_hidden=return_mlp_hidden, return_linear_inputs=return_linear_inputs)
         sparsity = Sparsity(*check_sparsity(self.dims, skip_layers, head_mask, mlp_mask, activation_sparsity))
         B, T = input_ids.shape

@@ -51,6 +51,18 @@ def check_flag(name: str, value) -> bool:
     return value
 
 
+def check_cache_flag(use_cache, past_key_values) -> bool:
+    """``use_cache`` resolved: None means "if a cache is given"; False with a cache is refused (it would grow)."""
+    if use_cache is None:
+        return past_key_values is not None
+    check_flag("use_cache", use_cache)
+    if not use_cache and past_key_values is not None:
+        raise ValueError("use_cache=False with past_key_values: the forward appends this call's tokens to the "
+                         "given cache, so it would grow although no cache is wanted; pass use_cache=True (or "
+                         "leave it out) to continue the cache, or drop past_key_values to run without one")
+    return use_cache
+
+
 def check_flags(**flags) -> None:
     """Each keyword must be a real bool."""
     for name, value in flags.items():
@@ -89,6 +101,9 @@ def _check_int_tensor(name: str, t, shape: tuple[int, ...] | None) -> Tensor:
 def check_input_ids(input_ids, d_vocab: int) -> Tensor:
     """[B, T] token ids of any integer dtype, each in [0, d_vocab) -> a torch.long tensor."""
     input_ids = _check_int_tensor("input_ids", input_ids, None)
+    if not input_ids.dtype.is_signed:  # uint8 wraps past 255: most vocabularies' ids cannot exist in it
+        raise TypeError(f"input_ids must hold a signed integer dtype such as torch.long (ids can reach d_vocab - 1 "
+                        f"= {d_vocab - 1}), got {input_ids.dtype}")
     if input_ids.device.type == "meta":
         raise ValueError("input_ids must hold real token ids, got a tensor on the 'meta' device (it has no values)")
     if input_ids.dim() != 2:
@@ -198,6 +213,9 @@ def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, c
             key_mask = torch.cat([cache.attention_mask, key_mask], dim=1)
     else:
         key_mask = check_attention_mask(attention_mask, (B, n_past + T)).to(input_ids.device)
+        if not bool(key_mask.any()):  # a row may start as padding (chunked prefill), but not every position
+            raise ValueError("attention_mask holds no real token (all 0): every position would be masked, "
+                             "so there is nothing to attend to; mark real tokens with 1")
         if cache is not None and not torch.equal(key_mask[:, :n_past], cache.attention_mask):
             raise ValueError("attention_mask's first columns must repeat the mask of the tokens in past_key_values")
 

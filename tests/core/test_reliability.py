@@ -165,8 +165,8 @@ def test_one_controller_used_by_two_threads_at_once_is_refused(model):
     model(ids, controller=slow)  # free again once the other call is done
 
 
-@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.int16])
-def test_integer_ids_of_any_width_give_the_same_logits(model, dtype):
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int32, torch.int16])
+def test_integer_ids_of_any_signed_width_give_the_same_logits(model, dtype):
     ids = torch.randint(0, VOCAB, (2, 6))
     assert torch.equal(model(ids.to(dtype)).logits, model(ids).logits)
 
@@ -195,6 +195,9 @@ def test_odd_but_valid_tensors_give_the_same_logits(model):
     (torch.ones(1, 3, dtype=torch.long), torch.ones(3, dtype=torch.long), ValueError, "attention_mask must have shape"),
     (torch.ones(1, 1, 3, dtype=torch.long), None, ValueError, r"\[batch, tokens\]"),
     (torch.full((1, 3), -5), None, ValueError, "token ids in"),
+    (torch.ones(1, 3, dtype=torch.uint8), None, TypeError, "input_ids must hold a signed integer dtype"),
+    (torch.ones(2, 3, dtype=torch.long), torch.zeros(2, 3), ValueError, "attention_mask holds no real token"),
+    (torch.ones(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.bool), ValueError, "attention_mask holds no"),
 ])
 def test_bad_ids_and_masks_are_refused(model, ids, mask, error, match):
     with pytest.raises(error, match=match):
@@ -205,6 +208,27 @@ def test_bad_ids_and_masks_are_refused(model, ids, mask, error, match):
 def test_flags_must_be_bools(model, flag):
     with pytest.raises(TypeError, match=flag):
         model(torch.ones(1, 2, dtype=torch.long), **{flag: "no"})
+
+
+def test_a_given_cache_grows_unless_use_cache_false_which_is_refused(model):
+    ids = torch.randint(0, VOCAB, (1, 4))
+    cache = model(ids, use_cache=True).past_key_values
+    with pytest.raises(ValueError, match="use_cache=False with past_key_values"):
+        model(ids[:, :1], past_key_values=cache, use_cache=False)
+    assert len(cache) == 4  # refused before any work: the cache did not grow
+    out = model(ids[:, :1], past_key_values=cache)  # use_cache left out: the given cache is continued
+    assert out.past_key_values is cache and len(cache) == 5
+    assert model(ids).past_key_values is None  # no cache given, none asked for
+
+
+def test_a_left_padded_row_may_start_with_a_chunk_of_padding_only(model):
+    """Chunked prefill of a left-padded batch: one row's first chunk is padding, the batch's mask is not."""
+    ids = torch.randint(0, VOCAB, (2, 4))
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    first = model(ids[:, :2], mask[:, :2], use_cache=True)
+    whole = model(ids, mask)
+    rest = model(ids[:, 2:], mask, past_key_values=first.past_key_values)
+    assert torch.allclose(rest.logits, whole.logits[:, 2:], atol=1e-5)
 
 
 # --- generation --------------------------------------------------------------------------------------------
