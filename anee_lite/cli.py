@@ -134,7 +134,8 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
     calibration_path = None if args.threshold is not None else (
         args.calibration_text or str(DATA_DIR / "python_docs_calibration.txt"))
     # Minutes of evaluation must not end in a path error, nor overwrite the text they read.
-    check_output_path(parser, "--json", args.json, {"--text": args.text, "--calibration-text": calibration_path})
+    check_output_path(parser, "--json", args.json, {"--text": args.text, "--calibration-text": calibration_path},
+                      args.model)
     text = read("--text", args.text)
     calibration = None if calibration_path is None else read("--calibration-text", calibration_path)
     from .adaptive.evaluate import build_controller, evaluate, finite_or_none, format_result
@@ -168,11 +169,20 @@ def write_json(parser: argparse.ArgumentParser, path: str, data: dict) -> None:
     print(f"wrote {path}")
 
 
-def check_output_path(parser: argparse.ArgumentParser, option: str, path: str, inputs: dict[str, str | None]) -> None:
-    """Refuse (exit 2) an output path that cannot be written or that is one of the input files."""
+def check_output_path(parser: argparse.ArgumentParser, option: str, path: str, inputs: dict[str, str | None],
+                      model: str | None = None) -> None:
+    """Refuse (exit 2) an output path that cannot be written, is a folder, is one of the input files, or
+    lies inside the model's folder (a local model folder, or the offline model's cache for its alias).
+
+    Every command that writes a file checks each output path here before loading anything.
+    """
     p = Path(path)
     if p.is_dir():
         parser.error(f"{option}: {path} is a folder; give a file name such as {p / 'results.json'}")
+    for folder in _model_folders(model):
+        if p.resolve().is_relative_to(folder):
+            parser.error(f"{option}: {path} is inside the model folder {folder}; writing there could overwrite "
+                         "the model's own files (config, weights, tokenizer): choose a path outside it")
     folder = p.parent
     if not folder.is_dir():
         parser.error(f"{option}: the folder {folder} does not exist; create it first or choose another path")
@@ -186,6 +196,19 @@ def check_output_path(parser: argparse.ArgumentParser, option: str, path: str, i
     for other, input_path in inputs.items():
         if input_path is not None and p.exists() and Path(input_path).exists() and os.path.samefile(p, input_path):
             parser.error(f"{option}: {path} is the {other} file; writing the results there would destroy it")
+
+
+def _model_folders(model: str | None) -> list[Path]:
+    """The folders a ``--model`` value reads from: a local folder, or the offline cache for the alias."""
+    if not model:
+        return []
+    from .io.assets import is_smollm2
+    from .io.loading import offline_model_cache_dir
+
+    folders = [Path(model).resolve()] if Path(model).is_dir() else []
+    if is_smollm2(model):
+        folders.append(offline_model_cache_dir().resolve())
+    return folders
 
 
 def _budget(value: str) -> float:
@@ -232,7 +255,7 @@ def run_simulate(args, parser: argparse.ArgumentParser) -> None:
     for option in ("model", "device", "json"):
         if getattr(args, option) is None:
             parser.error(f"simulate: --{option} is required (unless --list-devices)")
-    check_output_path(parser, "--json", args.json, {"--device": args.device})
+    check_output_path(parser, "--json", args.json, {"--device": args.device}, args.model)
     try:
         profile = get_profile(args.device)
     except (ValueError, TypeError) as err:

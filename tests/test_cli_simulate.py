@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from anee_lite.cli import main
 from anee_lite.cost.devices import PROFILES, device_names
@@ -91,3 +93,49 @@ def test_json_onto_the_device_profile_is_refused_and_the_profile_kept(tiny_gpt2_
         main(["simulate", "--model", str(tiny_gpt2_folder), "--device", str(profile), "--json", str(profile)])
     assert exc.value.code == 2 and "--device file" in capsys.readouterr().err
     assert profile.read_text() == before
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer_config.json", "model.safetensors", "new.json"])
+def test_json_inside_the_model_folder_is_refused_and_the_model_kept(name, tiny_gpt2_folder, capsys, monkeypatch):
+    import anee_lite.io.loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before --json was checked")
+
+    monkeypatch.setattr(anee_lite.io.loading, "load_pretrained", refuse)
+    before = {p.name: p.read_bytes() for p in tiny_gpt2_folder.iterdir() if p.is_file()}
+    for command in (["simulate", "--device", "t4"], ["evaluate", "--controller", "static", "--text", __file__]):
+        with pytest.raises(SystemExit) as exc:
+            main([*command, "--model", str(tiny_gpt2_folder), "--json", str(tiny_gpt2_folder / name)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "inside the model folder" in err and "--json" in err
+    assert {p.name: p.read_bytes() for p in tiny_gpt2_folder.iterdir() if p.is_file()} == before
+
+
+@given(parts=st.lists(st.sampled_from(["a", "..", ".", "sub", "config.json"]), min_size=1, max_size=4))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_path_that_resolves_into_the_model_folder_is_refused(parts, tiny_gpt2_folder, tmp_path, capsys):
+    from anee_lite.cli import build_parser, check_output_path
+
+    target = tiny_gpt2_folder.joinpath(*parts)
+    inside = target.resolve().is_relative_to(tiny_gpt2_folder.resolve())
+    parser = build_parser()
+    try:
+        check_output_path(parser, "--json", str(target), {}, str(tiny_gpt2_folder))
+    except SystemExit as exc:
+        assert exc.code == 2
+        err = capsys.readouterr().err
+        assert inside or "does not exist" in err or "is a folder" in err
+        return
+    assert not inside  # written only outside the model folder
+
+
+def test_json_into_the_offline_models_cache_is_refused(tmp_path, monkeypatch, capsys):
+    from anee_lite.io.loading import offline_model_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = offline_model_cache_dir()
+    cache.mkdir(parents=True)
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--model", "smollm2-135m", "--device", "t4", "--json", str(cache / "config.json")])
+    assert exc.value.code == 2 and "inside the model folder" in capsys.readouterr().err
