@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 import tempfile
 import time
@@ -282,7 +283,7 @@ def run_simulate(args, parser: argparse.ArgumentParser) -> None:
                              dtype=args.dtype, kernels=args.kernels)
     data = {"model": args.model, "layers": dims.n_layers if layers is None else layers,
             "n_layers": dims.n_layers, "kernels": args.kernels, "validated": profile.validated,
-            **result.as_dict()}
+            **result.as_dict(), "context": context}  # the keys each step attends over, as asked (not the cache before it)
     shares = result.bound_shares()
     print(f"{args.model} on {profile.name} ({args.dtype}, batch {args.batch}, context {context}, "
           f"{data['layers']}/{dims.n_layers} layers): {1e3 * result.seconds_per_token:.3f} ms/token, "
@@ -290,7 +291,11 @@ def run_simulate(args, parser: argparse.ArgumentParser) -> None:
           f"time {shares['memory']:.0%} memory-bound, {shares['compute']:.0%} compute-bound, "
           f"{shares['overhead']:.0%} overhead" + ("" if profile.validated else " (profile not validated)"))
     if not result.fits_in_memory:
-        print(f"warning: the weights ({result.weight_bytes / 2**30:.1f} GiB) do not fit in {profile.name}'s memory")
+        need = result.weight_bytes + result.kv_cache_bytes + result.activation_bytes
+        print(f"warning: this does not fit in {profile.name}'s {profile.memory_bytes / 2**30:.0f} GiB: "
+              f"{need / 2**30:.1f} GiB needed (weights {result.weight_bytes / 2**30:.1f}, KV cache "
+              f"{result.kv_cache_bytes / 2**30:.1f}, activations {result.activation_bytes / 2**30:.1f} GiB at batch "
+              f"{args.batch}, context {context})", file=sys.stderr)
     write_json(parser, args.json, data)
 
 

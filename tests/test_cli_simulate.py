@@ -139,3 +139,17 @@ def test_json_into_the_offline_models_cache_is_refused(tmp_path, monkeypatch, ca
     with pytest.raises(SystemExit) as exc:
         main(["simulate", "--model", "smollm2-135m", "--device", "t4", "--json", str(cache / "config.json")])
     assert exc.value.code == 2 and "inside the model folder" in capsys.readouterr().err
+
+
+def test_json_reports_the_context_asked_for_and_flags_what_does_not_fit(tiny_gpt2_folder, tmp_path, capsys):
+    out = tmp_path / "sim.json"
+    assert main(["simulate", "--model", str(tiny_gpt2_folder), "--device", "t4", "--context", "16",
+                 "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["context"] == 16 and data["fits_in_memory"] is True
+    capsys.readouterr()
+    assert main(["simulate", "--model", str(tiny_gpt2_folder), "--device", "t4", "--batch", "100000000000",
+                 "--json", str(out)]) == 0
+    data, err = json.loads(out.read_text()), capsys.readouterr().err
+    assert data["fits_in_memory"] is False and data["kv_cache_bytes"] > 16 * 2**30
+    assert "warning" in err and "does not fit" in err and "KV cache" in err

@@ -242,7 +242,9 @@ class SimulationResult:
     memory_bandwidth: float  # achievable bytes/s used
     peak_flops: float  # achievable FLOP/s used (for this dtype)
     weight_bytes: float  # the model's matrices and norms at this dtype (an untied input embedding not counted)
-    fits_in_memory: bool
+    kv_cache_bytes: float  # keys and values of every layer for every row at the plan's last position
+    activation_bytes: float  # the largest pass's live activations: residual, MLP hidden, attention scores, logits
+    fits_in_memory: bool  # weights + KV cache + activations <= the device's memory
     ops: list  # OpTiming of every op of the plan, summed by name over the passes
 
     @property
@@ -289,6 +291,21 @@ def model_weight_bytes(dims: ModelDims, dtype: str) -> float:
     return matrices * BYTES_PER_WEIGHT[check_dtype(dtype)] + (dims.n_layers * params["norms"] + dims.d_model) * small
 
 
+def kv_cache_bytes(dims: ModelDims, *, batch: int, positions: int, dtype: str) -> float:
+    """Keys and values of every layer for ``batch`` rows of ``positions`` tokens (fp16 unless fp32 weights)."""
+    small = BYTES_PER_PARAM if dtype == "fp32" else 2
+    return 2 * dims.n_layers * batch * positions * dims.n_kv_heads * dims.d_head * small
+
+
+def activation_bytes(dims: ModelDims, *, batch: int, tokens: int, context: int, dtype: str) -> float:
+    """What one pass keeps alive at once, roughly: the residual stream, the MLP's hidden (and gate) activations,
+    one layer's attention scores over the context, and the logits of every position (fp32)."""
+    small = BYTES_PER_PARAM if dtype == "fp32" else 2
+    rows = batch * tokens
+    per_layer = rows * (2 * dims.d_model + 2 * dims.d_mlp) + batch * dims.n_heads * tokens * context
+    return per_layer * small + rows * dims.d_vocab * BYTES_PER_PARAM
+
+
 def simulate_plan(dims: ModelDims, profile: DeviceProfile, plan: list[Step], *, context: int = 0, batch: int = 1,
                   dtype: str = "fp32", kernels: str = "eager") -> SimulationResult:
     """Run a plan on a device.
@@ -330,13 +347,16 @@ def simulate_plan(dims: ModelDims, profile: DeviceProfile, plan: list[Step], *, 
         raise ValueError("the plan emits no token (every Step has emitted=0)")
     ops = list(totals.values())
     weight_bytes = model_weight_bytes(dims, dtype)
+    kv_bytes = kv_cache_bytes(dims, batch=batch, positions=context, dtype=dtype)
+    act_bytes = max(activation_bytes(dims, batch=batch, tokens=s.tokens, context=context, dtype=dtype) for s in plan)
     return SimulationResult(
         device=profile.name, dtype=dtype, batch=batch, context=context - sum(s.tokens for s in plan),
         steps=len(plan), tokens_emitted=emitted,
         seconds=sum(o.seconds for o in ops), joules=sum(o.joules for o in ops), bytes=sum(o.bytes for o in ops),
         flops=sum(o.flops for o in ops), memory_bandwidth=profile.bytes_per_second(),
-        peak_flops=profile.flops_per_second(dtype), weight_bytes=weight_bytes,
-        fits_in_memory=weight_bytes <= profile.memory_bytes, ops=ops)
+        peak_flops=profile.flops_per_second(dtype), weight_bytes=weight_bytes, kv_cache_bytes=kv_bytes,
+        activation_bytes=act_bytes, fits_in_memory=weight_bytes + kv_bytes + act_bytes <= profile.memory_bytes,
+        ops=ops)
 
 
 def _op_key(name: str) -> str:
@@ -419,12 +439,20 @@ def draft_verify_plan(n_layers: int, *, draft_layers: int, draft_tokens: int, ac
     return one_round * rounds
 
 
-def simulate_decode(dims: ModelDims, profile: DeviceProfile, *, layers: int | None = None, context: int = 128,
+def simulate_decode(dims: ModelDims, profile: DeviceProfile, *, layers: int | None = None, context: int | None = None,
                     batch: int = 1, dtype: str = "fp32", weight_fraction: float = 1.0,
                     kernels: str = "eager") -> SimulationResult:
-    """One decoding step attending over ``context`` keys (its own included), every row running ``layers``."""
+    """One decoding step attending over ``context`` keys (its own included; default 128, or n_ctx if the
+    model's window is shorter), every row running ``layers``."""
+    if not isinstance(dims, ModelDims):
+        raise TypeError(f"dims must be the model's ModelDims (model.dims), got {type(dims).__name__}")
+    if not isinstance(profile, DeviceProfile):
+        raise TypeError(f"profile must be a DeviceProfile (e.g. get_profile('t4')), got {type(profile).__name__}")
+    check_int("batch", batch, low=1)
+    check_dtype(dtype)
+    _dispatches(dims, kernels)  # an unknown kernels value is named before the context is judged
     layers = dims.n_layers if layers is None else layers
-    context = check_int("context", context, low=1, high=dims.n_ctx)
+    context = min(128, dims.n_ctx) if context is None else check_int("context", context, low=1, high=dims.n_ctx)
     return simulate_plan(dims, profile, [Step(layers=layers, weight_fraction=weight_fraction)],
                          context=context - 1, batch=batch, dtype=dtype, kernels=kernels)
 

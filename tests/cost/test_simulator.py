@@ -245,3 +245,28 @@ def test_a_step_cannot_emit_more_tokens_than_it_runs():
         simulate_plan(SMOLLM2, TOY, [Step(layers=3, tokens=1, emitted=3)])
     verify = Step(layers=30, tokens=5, emitted=5)  # every draft accepted plus the bonus token
     assert simulate_plan(SMOLLM2, TOY, [verify]).tokens_emitted == 5
+
+
+def test_memory_check_counts_kv_cache_and_activations_by_hand():
+    dims = ModelDims("llama", 64, 4, 2, 16, 128, 3, 100, 512)
+    r = simulate_decode(dims, PROFILES["t4"], context=10, batch=2, dtype="fp16")
+    assert r.kv_cache_bytes == 2 * 3 * 2 * 10 * 2 * 16 * 2  # K and V, layers, rows, positions, kv width, fp16
+    rows = 2 * 1
+    assert r.activation_bytes == (rows * (2 * 64 + 2 * 128) + 2 * 4 * 1 * 10) * 2 + rows * 100 * 4
+    assert r.fits_in_memory
+    huge = simulate_decode(SMOLLM2, PROFILES["t4"], batch=100_000_000, dtype="fp16")
+    assert huge.weight_bytes < PROFILES["t4"].memory_bytes  # the weights alone would fit...
+    assert not huge.fits_in_memory  # ...but a hundred million rows of KV cache do not
+
+
+def test_decode_default_context_fits_a_short_model_and_bad_arguments_are_named_first():
+    short = ModelDims("gpt2", 64, 4, 4, 16, 256, 2, 100, 64)  # a 64-token window: the default 128 cannot apply
+    assert simulate_decode(short, PROFILES["t4"]).context == 63  # 64 keys attended, 63 already cached
+    with pytest.raises(TypeError, match="profile"):
+        simulate_decode(short, "t4")
+    with pytest.raises(ValueError, match="batch"):
+        simulate_decode(short, PROFILES["t4"], batch=0)
+    with pytest.raises(ValueError, match="dtype"):
+        simulate_decode(short, PROFILES["t4"], dtype="fp8")
+    with pytest.raises(ValueError, match="context"):
+        simulate_decode(short, PROFILES["t4"], context=65)
