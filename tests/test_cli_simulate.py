@@ -153,3 +153,23 @@ def test_json_reports_the_context_asked_for_and_flags_what_does_not_fit(tiny_gpt
     data, err = json.loads(out.read_text()), capsys.readouterr().err
     assert data["fits_in_memory"] is False and data["kv_cache_bytes"] > 16 * 2**30
     assert "warning" in err and "does not fit" in err and "KV cache" in err
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("bad.yaml", b"name: [unclosed\n  peak: {", "is not valid YAML"),
+    ("bad.yml", b"\tname: tab", "is not valid YAML"),
+    ("latin.yaml", "name: caf\xe9\n".encode("latin-1"), "not a text file in UTF-8"),
+    ("latin.json", b'{"name": "\xff\xfe"}', "not a text file in UTF-8"),
+    ("list.yaml", b"- 1\n- 2\n", "must be a mapping"),
+    ("fields.json", b'{"name": "x"}', "missing fields"),
+])
+def test_damaged_device_profiles_are_usage_errors_naming_the_file(name, content, message, tiny_gpt2_folder,
+                                                                   tmp_path, capsys):
+    pytest.importorskip("yaml")
+    profile = tmp_path / name
+    profile.write_bytes(content)
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--model", str(tiny_gpt2_folder), "--device", str(profile),
+              "--json", str(tmp_path / "out.json")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and str(profile) in err and message in err and "Traceback" not in err

@@ -302,14 +302,23 @@ def load_profile(path: str | os.PathLike) -> DeviceProfile:
     p = pathlib.Path(path)
     if not p.is_file():
         raise ValueError(f"no such device profile file: {p}")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{p} is not a text file in UTF-8 ({exc.reason} at byte {exc.start}): "
+                         "a device profile is JSON or YAML text") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read the device profile {p}: {exc.strerror or exc}") from None
     if p.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
             raise ValueError("reading a YAML device profile needs PyYAML (pip install pyyaml), "
                              "or write the profile as JSON") from None
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}") from None
     else:
         try:
             data = json.loads(text)
@@ -317,7 +326,7 @@ def load_profile(path: str | os.PathLike) -> DeviceProfile:
             raise ValueError(f"{p} is not valid JSON: {exc}") from None
     try:
         return profile_from_dict(data)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{p}: {exc}") from None
 
 
