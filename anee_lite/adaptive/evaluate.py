@@ -64,7 +64,7 @@ def build_controller(model: UnrolledModel, model_name: str | None, name: str, *,
         if not (is_smollm2(model_name) and probe_path().exists()):
             raise ValueError(f"the {name!r} controller needs a trained exit probe; one ships only for "
                              f"smollm2-135m, not {model_name!r} (train one with anee_lite.adaptive.probe.train_probe)")
-        probe = ExitProbe.load(probe_path())
+        probe = ExitProbe.load(probe_path(), model)
     return make_controller(name, lens_obj, threshold, probe=probe, exit_layers_allowed=allowed, **kwargs)
 
 

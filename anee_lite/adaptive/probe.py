@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..io.files import layer_tensors, read_safetensors
 from ..lens.tuned import check_residual_data
 
 # d_model-long reductions to build the features: the RMS norm's sum of squares and the cosine's three.
@@ -74,29 +75,25 @@ class ExitProbe:
                                                 "lens": self.lens_kind})
 
     @classmethod
-    def load(cls, path: str | Path) -> ExitProbe:
-        """Read a probe written by :meth:`save`."""
-        from safetensors import SafetensorError, safe_open
-
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"no exit-probe file at {path} (write one with ExitProbe.save)")
-        weights, biases = {}, {}
+    def load(cls, path: str | Path, model=None) -> ExitProbe:
+        """Read a probe written by :meth:`save`; with ``model``, check it was trained for one of its width."""
+        tensors, meta = read_safetensors(path, "exit_probe")
+        parts = layer_tensors(path, tensors, ("weight", "bias"))
         try:
-            f = safe_open(str(path), framework="pt")
-        except SafetensorError as exc:
-            raise ValueError(f"{path} is not an exit-probe file (not a safetensors file: {exc})") from None
-        with f:
-            meta = f.metadata() or {}
-            if meta.get("kind") != "exit_probe":
-                raise ValueError(f"{path} is not an exit-probe file (metadata kind={meta.get('kind')!r})")
-            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                _, layer, part = key.split(".")
-                t = f.get_tensor(key)
-                if part == "weight":
-                    weights[int(layer)] = t
-                else:
-                    biases[int(layer)] = t[0]
-        return cls(weights, biases, meta.get("lens", "tuned"))
+            probe = cls(parts["weight"], {l: b.reshape(-1)[0] for l, b in parts["bias"].items()},
+                        meta.get("lens", "tuned"))
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"{path} is not a usable exit probe: {exc}") from None
+        if model is not None:
+            probe.check_fits(model, path)
+        return probe
+
+    def check_fits(self, model, where="the probe") -> None:
+        """Refuse a probe trained for a model of another width or depth (it would fail deep in a product)."""
+        width = int(next(iter(self.weights.values())).shape[0]) - 1  # weights are [d_model + 1]
+        if width != model.dims.d_model or max(self.layers) >= model.dims.n_layers:
+            raise ValueError(f"{where} was trained for a model with d_model={width} and layers {self.layers}; "
+                             f"this model has d_model={model.dims.d_model} and {model.dims.n_layers} layers")
 
 
 def fit_logistic(x: Tensor, y: Tensor, *, weight_decay: float = 1e-3, steps: int = 100) -> tuple[Tensor, Tensor]:

@@ -23,6 +23,7 @@ from torch import Tensor
 from ..core.metrics import kl_divergence
 from ..core.model import UnrolledModel, check_unrolled
 from ..core.validation import check_chunks, check_flag, check_fraction, check_int, check_layers
+from ..io.files import layer_tensors, read_safetensors
 from .logit import LogitLens
 
 
@@ -89,21 +90,23 @@ class TunedLens(LogitLens):
 
     @classmethod
     def load(cls, model: UnrolledModel, path: str | Path) -> TunedLens:
-        """Read translators written by :meth:`save` (float32 in memory)."""
-        from safetensors import safe_open
-
-        weights, biases = {}, {}
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("kind") != "tuned_lens":
-                raise ValueError(f"{path} is not a tuned-lens file (metadata kind={meta.get('kind')!r})")
-            if int(meta.get("d_model", -1)) != model.dims.d_model:
-                raise ValueError(f"{path} was trained for d_model={meta.get('d_model')}, "
-                                 f"but this model has d_model={model.dims.d_model}")
-            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                _, layer, part = key.split(".")
-                (weights if part == "weight" else biases)[int(layer)] = f.get_tensor(key).float()
-        return cls(model, weights, biases)
+        """Read translators written by :meth:`save` (float32 in memory), checked against ``model``."""
+        tensors, meta = read_safetensors(path, "tuned_lens")
+        if meta.get("d_model") != str(model.dims.d_model):
+            raise ValueError(f"{path} was trained for d_model={meta.get('d_model')}, "
+                             f"but this model has d_model={model.dims.d_model}")
+        parts = layer_tensors(path, tensors, ("weight", "bias"))
+        d = model.dims.d_model
+        weights = {l: w.float() for l, w in parts["weight"].items()}
+        biases = {l: b.float() for l, b in parts["bias"].items()}
+        bad = [l for l in weights if tuple(weights[l].shape) != (d, d)] + [l for l in biases if tuple(biases[l].shape) != (d,)]
+        if bad or set(weights) != set(biases) or not weights:
+            raise ValueError(f"{path} must hold a [{d}, {d}] weight and a [{d}] bias per layer; layers {sorted(set(bad))} "
+                             f"do not, or the weights' and biases' layers differ")
+        try:
+            return cls(model, weights, biases)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path} does not fit this model: {exc}") from None
 
 
 @torch.no_grad()

@@ -12,11 +12,8 @@ The magnitudes of each input are summarised once as a table of quantiles (:func:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -24,6 +21,7 @@ from ..core.masks import LINEAR_INPUT_HOOKS, LINEAR_INPUTS, ActivationThresholds
 from ..core.model import UnrolledModel
 from ..core.validation import check_flag, check_fraction, check_input_ids, check_int
 from ..io.assets import activation_quantiles_path, is_smollm2
+from ..io.files import read_safetensors
 from ..io.texts import eval_ids
 
 CALIBRATION_TEXT = "python_docs_calibration"  # never a held-out text
@@ -143,19 +141,13 @@ def save_quantiles(path, table: Tensor, model: UnrolledModel, text: str = CALIBR
     """Store a quantile table with the sizes of the model it belongs to (safetensors)."""
     dims = model.dims
     save_file({"quantiles": table.contiguous()}, str(path),
-              metadata={"n_layers": str(dims.n_layers), "d_model": str(dims.d_model), "d_mlp": str(dims.d_mlp),
-                        "calibration_text": text})
+              metadata={"kind": "activation_quantiles", "n_layers": str(dims.n_layers), "d_model": str(dims.d_model),
+                        "d_mlp": str(dims.d_mlp), "calibration_text": text})
 
 
 def load_quantiles(path, model: UnrolledModel) -> Tensor:
     """A quantile table saved by :func:`save_quantiles`, checked against ``model`` [levels, n_layers, 4]."""
-    path = Path(path)
-    try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-    except (OSError, SafetensorError) as error:
-        raise ValueError(f"{path} is not a readable activation-quantile file: {error}") from error
+    tensors, meta = read_safetensors(path, "activation_quantiles")
     table = tensors.get("quantiles")
     dims = model.dims
     sizes = {"n_layers": dims.n_layers, "d_model": dims.d_model, "d_mlp": dims.d_mlp}
@@ -164,8 +156,8 @@ def load_quantiles(path, model: UnrolledModel) -> Tensor:
         raise ValueError(f"{path} must hold one tensor 'quantiles' [levels, {dims.n_layers}, {len(LINEAR_INPUTS)}]")
     if any(meta.get(k) != str(v) for k, v in sizes.items()):
         raise ValueError(f"{path} was calibrated for a model of other sizes ({meta}), not this one ({sizes})")
-    if not bool(torch.isfinite(table).all()) or bool((table < 0).any()):
-        raise ValueError(f"{path} holds negative or non-finite magnitudes: the file is damaged")
+    if bool((table < 0).any()):
+        raise ValueError(f"{path} holds negative magnitudes: the file is damaged")
     return table.float()
 
 

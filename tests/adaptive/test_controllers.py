@@ -25,7 +25,8 @@ class IdentityLens(LogitLens):
     """A lens whose logits are the residual itself, so hand-made residuals have known probabilities."""
 
     def __init__(self, n_layers=N_LAYERS):
-        self.model = SimpleNamespace(dims=SimpleNamespace(n_layers=n_layers))
+        # d_model 3: the hand-made residuals below are rows of 3 token probabilities
+        self.model = SimpleNamespace(dims=SimpleNamespace(n_layers=n_layers, d_model=3))
         self.layers = list(range(1, n_layers))
 
     def logits(self, layer, resid):

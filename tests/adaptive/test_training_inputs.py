@@ -150,6 +150,8 @@ def test_exit_probe_construction_and_load_are_checked(tmp_path):
     with pytest.raises(ValueError, match="1-d tensors of one length"):
         ExitProbe({1: torch.zeros(5), 2: torch.zeros(6)}, {1: torch.tensor(0.0), 2: torch.tensor(0.0)})
     with pytest.raises(FileNotFoundError, match="no exit-probe file"):
+        ExitProbe.load(tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="is a folder, not an exit-probe file"):
         ExitProbe.load(tmp_path)
     (tmp_path / "notes.txt").write_text("not a probe")
     with pytest.raises(ValueError, match="not an exit-probe file"):

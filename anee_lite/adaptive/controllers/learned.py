@@ -26,6 +26,7 @@ class LearnedExit(RemembersPrevious, ExitController):
         if missing:
             raise ValueError(f"exit_layers_allowed must be layers the probe was trained at {probe.layers}, "
                              f"got extra layers {missing}")
+        probe.check_fits(lens.model)
         if probe.lens_kind != lens.kind:
             raise ValueError(f"the probe was trained for a {probe.lens_kind} lens readout, got a {lens.kind} lens")
 
