@@ -353,7 +353,8 @@ def _load_listed_files(folder: pathlib.Path, dtype: torch.dtype):
     what transformers loads without failing the checksums.
     """
     listed = json.loads((folder / _MANIFEST).read_text())["files"]
-    with tempfile.TemporaryDirectory(prefix="anee-lite-cache-view-") as view:
+    _remove_dead_views()
+    with tempfile.TemporaryDirectory(prefix=f"{_VIEW_PREFIX}{os.getpid()}-") as view:
         for name in listed:
             _link_or_copy(folder / name, pathlib.Path(view) / name)
         model, tokenizer = _load_hf(view, OFFLINE_ALIAS, dtype, local_files_only=True)
@@ -362,6 +363,34 @@ def _load_listed_files(folder: pathlib.Path, dtype: torch.dtype):
     model.name_or_path = str(folder)
     tokenizer.name_or_path = str(folder)
     return model, tokenizer
+
+
+_VIEW_PREFIX = "anee-lite-cache-view-"  # + the loading process's pid: a dead process's view can be told apart
+
+
+def _remove_dead_views() -> None:
+    """Remove the temporary link folders of loads whose process died (``kill -9``); never a live process's."""
+    if os.name != "posix":  # os.kill(pid, 0) only asks whether a process exists on POSIX
+        return
+    pattern = re.compile(rf"^{re.escape(_VIEW_PREFIX)}(\d+)-")
+    try:
+        entries = list(pathlib.Path(tempfile.gettempdir()).iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() and not _process_alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, only whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but belongs to someone else
+        return True
+    return True
 
 
 def _link_or_copy(source: pathlib.Path, target: pathlib.Path) -> None:

@@ -297,3 +297,54 @@ def test_killing_the_real_conversion_at_a_random_moment(tmp_path, monkeypatch, t
     load_pretrained(OFFLINE_ALIAS, dtype=torch.float32)
     assert neighbours(folder) == [], f"killed after {delay:.1f} s"
     assert loading._verify_cache(folder, loading._find_gguf()) is None
+
+
+# --- the temporary folder of links of a load killed mid-way ------------------------------------------------
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_dead_loads_link_folder_is_removed_by_the_next_load(fake_offline, tmp_path, monkeypatch):
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(loading.tempfile, "tempdir", str(temp))
+    load_pretrained(OFFLINE_ALIAS)  # builds the cache
+    dead = temp / f"{loading._VIEW_PREFIX}{dead_pid()}-abc123"
+    live = temp / f"{loading._VIEW_PREFIX}{os.getpid()}-def456"  # this very process: alive
+    foreign = temp / "someone-elses-folder"
+    for folder in (dead, live, foreign):
+        folder.mkdir()
+        (folder / "config.json").symlink_to(fake_offline.folder / "config.json")
+    load_pretrained(OFFLINE_ALIAS)
+    assert not dead.exists() and live.exists() and foreign.exists()
+    assert (fake_offline.folder / "config.json").exists()  # the links went, not what they pointed to
+    assert sorted(p.name for p in temp.iterdir()) == sorted([live.name, foreign.name])  # its own view removed too
+
+
+@pytest.mark.slow
+def test_a_load_killed_with_sigkill_leaves_a_folder_the_next_load_removes(fake_offline, tmp_path, tiny_gpt2_folder):
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    subprocess.run([sys.executable, str(CHILD), str(tmp_path / "xdg"), str(fake_offline.gguf), str(tiny_gpt2_folder)],
+                   env=env, check=True, capture_output=True)  # builds the cache
+    stuck = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, tempfile, time; sys.argv = ['x', sys.argv[1], sys.argv[2], sys.argv[3]];"
+        "from anee_lite.io import loading;"
+        "loading._find_gguf = lambda: __import__('pathlib').Path(sys.argv[2]);"
+        "orig = loading._load_hf\n"
+        "def slow(*a, **k):\n    print('viewing', flush=True); time.sleep(60)\n"
+        "loading._load_hf = slow; loading.load_pretrained(loading.OFFLINE_ALIAS)"),
+        str(tmp_path / "xdg"), str(fake_offline.gguf), str(tiny_gpt2_folder)], env=env, stdout=subprocess.PIPE)
+    assert stuck.stdout.readline().strip() == b"viewing"  # inside the load, its link folder made
+    stuck.send_signal(signal.SIGKILL)
+    stuck.wait()
+    assert [p.name for p in temp.iterdir() if p.name.startswith(loading._VIEW_PREFIX)]  # left behind
+    subprocess.run([sys.executable, str(CHILD), str(tmp_path / "xdg"), str(fake_offline.gguf), str(tiny_gpt2_folder)],
+                   env=env, check=True, capture_output=True)
+    assert not [p.name for p in temp.iterdir() if p.name.startswith(loading._VIEW_PREFIX)]
