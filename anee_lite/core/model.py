@@ -7,6 +7,7 @@ which runs the blocks one by one and lets each token stop after its own number o
 from __future__ import annotations
 
 import functools
+import types
 import uuid
 from dataclasses import dataclass, field
 
@@ -117,8 +118,9 @@ class UnrolledModel:
             ``save_pretrained``; changing it later does not change this model). True: no copy, for
             tight memory: ``hf_model``'s linear weights are replaced by views of the library's
             [in, out] matrices (same values and ``requires_grad``; HF outputs unchanged), so the two
-            share memory; ``save_pretrained`` then fails on the non-contiguous views, and
-            ``hf_model.half()`` or ``.to()`` afterwards un-shares them.
+            share memory. Those views are not contiguous, which safetensors cannot write, so its
+            ``save_pretrained`` is given one that writes contiguous copies (same files as before the
+            sharing); ``hf_model.half()`` or ``.to()`` afterwards un-shares them.
         device: where the copied weights live (default: the model's device; with
             ``share_weights=True`` it must be the model's device).
     """
@@ -128,6 +130,8 @@ class UnrolledModel:
             raise TypeError(f"share_weights must be True or False, got {share_weights!r}")
         check_hf_model("hf_model", hf_model)
         self.arch: Architecture = from_hf(hf_model, share_weights=share_weights, device=device)
+        if share_weights:  # HF's own save_pretrained would fail on the transposed views ("view size...")
+            hf_model.save_pretrained = types.MethodType(_save_contiguous, hf_model)
         self.dims: ModelDims = self.arch.dims
         self.device = self.arch.W_U.device
         # Marks the caches this model writes; unlike id(self), never reused by another model.
@@ -400,6 +404,13 @@ class _ReusedLogits:
         if bool(rest.any()):
             self.logits[rest] = model.readout_logits(controller, resid[rest][None], exit_layers[rest][None])[0]
         return self.logits
+
+
+def _save_contiguous(hf_model, save_directory, *args, state_dict=None, **kwargs):
+    """HF's ``save_pretrained`` for a model whose weights the library shares: contiguous copies are written."""
+    state = hf_model.state_dict() if state_dict is None else state_dict
+    return type(hf_model).save_pretrained(hf_model, save_directory, *args,
+                                          state_dict={k: v.contiguous() for k, v in state.items()}, **kwargs)
 
 
 def check_unrolled(model, name: str = "model") -> UnrolledModel:

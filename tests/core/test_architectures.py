@@ -225,3 +225,23 @@ def test_gpt2_variants_the_forward_does_not_compute_are_refused(field):
     hf = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=16, **field))
     with pytest.raises(ValueError, match="not supported"):
         UnrolledModel(hf)
+
+
+def test_save_pretrained_works_on_a_shared_model_and_on_its_copies(hf_model, tmp_path):
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    before = {k: v.clone() for k, v in hf_model.state_dict().items()}
+    model = UnrolledModel(hf_model, share_weights=True)
+    hf_model.save_pretrained(tmp_path / "shared")  # raised "view size is not compatible" before
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "shared")
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in before.items())
+    twin = copy.deepcopy(hf_model)  # the copy saves its own weights, not the original's
+    with torch.no_grad():
+        twin.lm_head.weight.add_(1.0)
+    twin.save_pretrained(tmp_path / "twin")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "twin")
+    assert torch.equal(again.lm_head.weight, twin.lm_head.weight)
+    assert not torch.equal(again.lm_head.weight, hf_model.lm_head.weight)
+    assert torch.equal(model.arch.W_U.t(), hf_model.lm_head.weight)  # still shared after saving
