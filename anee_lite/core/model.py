@@ -20,7 +20,6 @@ from .cache import KVCache
 from .controller import Controller, as_controller
 from .masks import LINEAR_INPUTS, ActivationThresholds, Sparsity, mask_heads
 from .validation import (
-    check_cache_flag,
     check_controller_stop,
     check_flags,
     check_forward_inputs,
@@ -167,6 +166,7 @@ class UnrolledModel:
         Args:
             input_ids: [B, T] token ids (only the new tokens when a cache is passed).
             attention_mask: [B, T_past + T] 1 for real tokens, 0 for (left) padding; None = all real.
+                Every row needs a real token, except while a cache is filled chunk by chunk.
             exit_layers: [B, T] or one int: how many layers each token runs, 0..n_layers
                 (None = all; 0 = none, the logits come from the embedding alone). An exited token's
                 residual is frozen; deeper layers still get its keys/values by state propagation,
@@ -210,9 +210,8 @@ class UnrolledModel:
         """
         n_layers = self.dims.n_layers
         controller = as_controller(controller)
-        input_ids, key_mask, exit_layers = check_forward_inputs(
-            self, input_ids, attention_mask, exit_layers, past_key_values, controller, logits_to_keep)
-        use_cache = check_cache_flag(use_cache, past_key_values)
+        input_ids, key_mask, exit_layers, use_cache = check_forward_inputs(
+            self, input_ids, attention_mask, exit_layers, past_key_values, controller, logits_to_keep, use_cache)
         check_flags(return_resid=return_resid, return_patterns=return_patterns,
                     return_mlp_hidden=return_mlp_hidden, return_linear_inputs=return_linear_inputs)
         sparsity = Sparsity(*check_sparsity(self.dims, skip_layers, head_mask, mlp_mask, activation_sparsity))

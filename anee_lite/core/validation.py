@@ -101,9 +101,10 @@ def _check_int_tensor(name: str, t, shape: tuple[int, ...] | None) -> Tensor:
 def check_input_ids(input_ids, d_vocab: int) -> Tensor:
     """[B, T] token ids of any integer dtype, each in [0, d_vocab) -> a torch.long tensor."""
     input_ids = _check_int_tensor("input_ids", input_ids, None)
-    if not input_ids.dtype.is_signed:  # uint8 wraps past 255: most vocabularies' ids cannot exist in it
-        raise TypeError(f"input_ids must hold a signed integer dtype such as torch.long (ids can reach d_vocab - 1 "
-                        f"= {d_vocab - 1}), got {input_ids.dtype}")
+    # Ids converted to uint8 or int8 wrap past 255 or 127 into other, valid-looking ids: the dtype itself must fit.
+    if not input_ids.dtype.is_signed or torch.iinfo(input_ids.dtype).max < d_vocab - 1:
+        raise TypeError(f"input_ids must hold a signed integer dtype such as torch.long that can hold every id up to "
+                        f"d_vocab - 1 = {d_vocab - 1}, got {input_ids.dtype}")
     if input_ids.device.type == "meta":
         raise ValueError("input_ids must hold real token ids, got a tensor on the 'meta' device (it has no values)")
     if input_ids.dim() != 2:
@@ -187,8 +188,10 @@ def check_hf_model(name: str, hf_model) -> None:
                         f"got {type(hf_model).__name__}{hint}")
 
 
-def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, controller, logits_to_keep):
-    """Validate the forward's arguments; return ids, the full bool key mask [B, T_past + T], exit layers [B, T]."""
+def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, controller, logits_to_keep,
+                         use_cache=None):
+    """Validate the forward's arguments; return ids, the full bool key mask [B, T_past + T], exit layers [B, T]
+    and ``use_cache`` resolved (:func:`check_cache_flag`)."""
     dims = model.dims
     input_ids = check_input_ids(input_ids, dims.d_vocab).to(model.device)
     B, T = input_ids.shape
@@ -206,6 +209,7 @@ def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, c
     if n_past + T > dims.n_ctx:
         raise ValueError(f"sequence of {n_past + T} tokens does not fit the model's context window "
                          f"of {dims.n_ctx} tokens (n_ctx)")
+    use_cache = check_cache_flag(use_cache, cache)
 
     if attention_mask is None:
         key_mask = torch.ones(B, T, dtype=torch.bool, device=input_ids.device)
@@ -213,9 +217,13 @@ def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, c
             key_mask = torch.cat([cache.attention_mask, key_mask], dim=1)
     else:
         key_mask = check_attention_mask(attention_mask, (B, n_past + T)).to(input_ids.device)
-        if not bool(key_mask.any()):  # a row may start as padding (chunked prefill), but not every position
+        if not bool(key_mask.any()):
             raise ValueError("attention_mask holds no real token (all 0): every position would be masked, "
                              "so there is nothing to attend to; mark real tokens with 1")
+        empty = (~key_mask.any(dim=1)).nonzero().flatten().tolist()
+        if empty and not use_cache:  # only a cache filled chunk by chunk may begin a left-padded row with padding
+            raise ValueError(f"attention_mask rows {empty} hold no real token (all 0): their outputs would mean "
+                             "nothing; drop those rows, or fill a cache (use_cache=True) chunk by chunk")
         if cache is not None and not torch.equal(key_mask[:, :n_past], cache.attention_mask):
             raise ValueError("attention_mask's first columns must repeat the mask of the tokens in past_key_values")
 
@@ -239,7 +247,7 @@ def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, c
         raise TypeError(f"controller must be callable as controller(layer, resid, active) -> [B, T] bool, "
                         f"got {type(controller).__name__}")
     check_reads_this_model("controller", controller, model)
-    return input_ids, key_mask, exit_layers
+    return input_ids, key_mask, exit_layers, use_cache
 
 
 def check_attention_mask(attention_mask, shape: tuple[int, int]) -> Tensor:

@@ -100,7 +100,13 @@ def test_config(kwargs):
         assert getattr(cfg, name) == value or (isinstance(value, int) and getattr(cfg, name) == float(value))
 
 
-ID_DTYPES = [torch.long, torch.int32, torch.int16, torch.uint8, torch.bool, torch.float32]
+ID_DTYPES = [torch.long, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool, torch.float32]
+
+
+def holds_the_vocabulary(dtype, d_vocab: int) -> bool:
+    """Signed integers wide enough for every id: uint8 or a narrow int8 would wrap ids into other valid ones."""
+    return not dtype.is_floating_point and dtype != torch.bool and dtype.is_signed \
+        and torch.iinfo(dtype).max >= d_vocab - 1
 
 
 @FAST
@@ -113,13 +119,29 @@ def test_input_ids(shape, dtype, low, span, model):
         out = model(ids)
     except Exception as exc:  # noqa: BLE001
         refused(exc, "input_ids")
-        ok_dtype = dtype not in (torch.bool, torch.float32, torch.uint8)  # uint8 cannot hold ids past 255
         in_range = values.numel() == 0 or (int(values.min()) >= 0 and int(values.max()) < VOCAB
                                            and torch.equal(ids.long(), values))
-        assert not (len(shape) == 2 and values.numel() > 0 and ok_dtype and in_range)
+        assert not (len(shape) == 2 and values.numel() > 0 and holds_the_vocabulary(dtype, VOCAB) and in_range)
         return
-    assert len(shape) == 2 and ids.numel() > 0 and dtype not in (torch.bool, torch.float32, torch.uint8)
+    assert len(shape) == 2 and ids.numel() > 0 and holds_the_vocabulary(dtype, VOCAB)
     assert torch.equal(out.logits, model(ids.long()).logits)
+
+
+@FAST
+@given(dtype=st.sampled_from([torch.long, torch.int32, torch.int16, torch.int8, torch.uint8]),
+       d_vocab=st.integers(1, 100_000), value=st.integers(0, 127))
+def test_input_ids_dtype_must_hold_the_vocabulary(dtype, d_vocab, value):
+    """Whatever the values, a dtype that cannot hold every id of the vocabulary is refused by name."""
+    from anee_lite.core.validation import check_input_ids
+
+    ids = torch.tensor([[min(value, d_vocab - 1)]]).to(dtype)
+    try:
+        got = check_input_ids(ids, d_vocab)
+    except TypeError as exc:
+        refused(exc, "input_ids")
+        assert not holds_the_vocabulary(dtype, d_vocab)
+        return
+    assert holds_the_vocabulary(dtype, d_vocab) and got.dtype == torch.long and int(got) == min(value, d_vocab - 1)
 
 
 @FAST
@@ -135,10 +157,10 @@ def test_attention_mask(rows, dtype, extra_col):
         out = LLAMA(ids, typed)
     except Exception as exc:  # noqa: BLE001
         refused(exc, "attention_mask")
-        assert extra_col or not bool(((typed == 0) | (typed == 1)).all()) or not bool(typed.bool().any())
+        assert extra_col or not bool(((typed == 0) | (typed == 1)).all()) or not bool(typed.bool().any(1).all())
         return
     assert not extra_col and bool(((typed == 0) | (typed == 1)).all())  # float 0/1 too, as HF accepts
-    assert bool(typed.bool().any())  # a mask with no real token at all is refused
+    assert bool(typed.bool().any(1).all())  # without a cache, a row with no real token is refused
     for b in range(len(rows)):  # a left-padded row gives the logits of its tokens alone
         n_pad = int((typed[b] == 0).long().cumprod(0).sum())
         if 0 < n_pad < 4 and bool(typed[b, n_pad:].bool().all()):

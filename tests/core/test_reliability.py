@@ -198,10 +198,28 @@ def test_odd_but_valid_tensors_give_the_same_logits(model):
     (torch.ones(1, 3, dtype=torch.uint8), None, TypeError, "input_ids must hold a signed integer dtype"),
     (torch.ones(2, 3, dtype=torch.long), torch.zeros(2, 3), ValueError, "attention_mask holds no real token"),
     (torch.ones(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.bool), ValueError, "attention_mask holds no"),
+    (torch.ones(2, 3, dtype=torch.long), torch.tensor([[1, 1, 1], [0, 0, 0]]), ValueError,
+     r"attention_mask rows \[1\] hold no real token"),
+    (torch.ones(3, 2, dtype=torch.long), torch.tensor([[0, 0], [0, 1], [0, 0]]), ValueError,
+     r"attention_mask rows \[0, 2\] hold no real token"),
 ])
 def test_bad_ids_and_masks_are_refused(model, ids, mask, error, match):
     with pytest.raises(error, match=match):
         model(ids, mask)
+
+
+def test_ids_of_a_dtype_narrower_than_the_vocabulary_are_refused():
+    """300 ids do not fit int8: id 300 would have arrived as 44, a valid-looking id of another token."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    wide = UnrolledModel(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=16,
+                                                    vocab_size=300)).eval())
+    ids = torch.tensor([[300 % 256, 7]])
+    for dtype in (torch.int8, torch.uint8):
+        with pytest.raises(TypeError, match=r"input_ids must hold a signed integer dtype .* d_vocab - 1 = 299"):
+            wide(ids.to(dtype))
+    assert torch.equal(wide(ids.to(torch.int16)).logits, wide(ids).logits)  # int16 holds 0..299
 
 
 @pytest.mark.parametrize("flag", ["use_cache", "return_resid", "return_patterns"])
