@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..io.files import layer_tensors, read_safetensors
+from ..io.files import layer_tensors, read_safetensors, write_safetensors
 from ..lens.tuned import check_residual_data
 
 # d_model-long reductions to build the features: the RMS norm's sum of squares and the cosine's three.
@@ -64,25 +64,25 @@ class ExitProbe:
         return torch.sigmoid(x @ self.weights[layer].to(x.dtype) + self.biases[layer].to(x.dtype))
 
     def save(self, path: str | Path, model_name: str = "") -> None:
-        """Write the probe to a safetensors file."""
-        from safetensors.torch import save_file
-
+        """Write the probe to a safetensors file, atomically and with a checksum
+        (:func:`~anee_lite.io.files.write_safetensors`)."""
         tensors = {}
         for layer in self.layers:
             tensors[f"layer.{layer}.weight"] = self.weights[layer].float().contiguous()
             tensors[f"layer.{layer}.bias"] = self.biases[layer].float().reshape(1).contiguous()
-        save_file(tensors, str(path), metadata={"kind": "exit_probe", "model": model_name,
-                                                "lens": self.lens_kind})
+        n_features = int(next(iter(self.weights.values())).shape[0])  # d_model + 1
+        write_safetensors(path, tensors, "exit_probe",
+                          {"model": model_name, "lens": self.lens_kind, "d_model": str(n_features - 1)})
 
     @classmethod
     def load(cls, path: str | Path, model=None) -> ExitProbe:
         """Read a probe written by :meth:`save`; with ``model``, check it was trained for one of its width."""
-        tensors, meta = read_safetensors(path, "exit_probe")
+        tensors, meta = read_safetensors(path, "exit_probe", None if model is None else model.dims)
         parts = layer_tensors(path, tensors, ("weight", "bias"))
-        try:
-            probe = cls(parts["weight"], {l: b.reshape(-1)[0] for l, b in parts["bias"].items()},
+        try:  # a bias of another size is left for __init__ to refuse, not cut to its first entry
+            probe = cls(parts["weight"], {l: b.reshape(()) if b.numel() == 1 else b for l, b in parts["bias"].items()},
                         meta.get("lens", "tuned"))
-        except (TypeError, ValueError, IndexError) as exc:
+        except (TypeError, ValueError) as exc:
             raise ValueError(f"{path} is not a usable exit probe: {exc}") from None
         if model is not None:
             probe.check_fits(model, path)

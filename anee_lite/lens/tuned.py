@@ -23,7 +23,7 @@ from torch import Tensor
 from ..core.metrics import kl_divergence
 from ..core.model import UnrolledModel, check_unrolled
 from ..core.validation import check_chunks, check_flag, check_fraction, check_int, check_layers
-from ..io.files import layer_tensors, read_safetensors
+from ..io.files import MODEL_SIZES, layer_tensors, read_safetensors, write_safetensors
 from .logit import LogitLens
 
 
@@ -78,23 +78,20 @@ class TunedLens(LogitLens):
         return d * d if layer in self.weights else 0
 
     def save(self, path: str | Path, model_name: str = "") -> None:
-        """Write the translators (W as fp16, b as fp32) to a safetensors file."""
-        from safetensors.torch import save_file
-
+        """Write the translators (W as fp16, b as fp32) to a safetensors file, atomically, with a checksum and the
+        sizes of the model they belong to (:func:`~anee_lite.io.files.write_safetensors`)."""
         tensors = {}
         for layer in self.layers:
             tensors[f"layer.{layer}.weight"] = self.weights[layer].detach().to(torch.float16).contiguous()
             tensors[f"layer.{layer}.bias"] = self.biases[layer].detach().float().contiguous()
-        save_file(tensors, str(path), metadata={"kind": "tuned_lens", "model": model_name,
-                                                "d_model": str(self.model.dims.d_model)})
+        dims = self.model.dims
+        write_safetensors(path, tensors, "tuned_lens",
+                          {"model": model_name, **{k: str(getattr(dims, k)) for k in MODEL_SIZES}})
 
     @classmethod
     def load(cls, model: UnrolledModel, path: str | Path) -> TunedLens:
         """Read translators written by :meth:`save` (float32 in memory), checked against ``model``."""
-        tensors, meta = read_safetensors(path, "tuned_lens")
-        if meta.get("d_model") != str(model.dims.d_model):
-            raise ValueError(f"{path} was trained for d_model={meta.get('d_model')}, "
-                             f"but this model has d_model={model.dims.d_model}")
+        tensors, _ = read_safetensors(path, "tuned_lens", check_unrolled(model).dims)
         parts = layer_tensors(path, tensors, ("weight", "bias"))
         d = model.dims.d_model
         weights = {l: w.float() for l, w in parts["weight"].items()}

@@ -33,3 +33,9 @@ def test_keeps_the_files_permissions(tmp_path):
     target.chmod(0o664)
     write_atomically(target, "y")
     assert target.stat().st_mode & 0o777 == 0o664
+
+
+def test_writes_bytes_as_they_are(tmp_path):
+    target = tmp_path / "weights.safetensors"
+    write_atomically(target, b"\x00\xffbinary")
+    assert target.read_bytes() == b"\x00\xffbinary" and os.listdir(tmp_path) == ["weights.safetensors"]
