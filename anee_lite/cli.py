@@ -173,14 +173,17 @@ def write_json(parser: argparse.ArgumentParser, path: str, data: dict) -> None:
 def check_output_path(parser: argparse.ArgumentParser, option: str, path: str, inputs: dict[str, str | None],
                       model: str | None = None) -> None:
     """Refuse (exit 2) an output path that cannot be written, is a folder, is one of the input files, or
-    lies inside the model's folder (a local model folder, or the offline model's cache for its alias).
+    lies inside a folder the model is read from (:func:`~anee_lite.io.loading.model_folders`: a local model
+    folder; the offline model's cache and GGUF for its alias; a hub model's folder in HuggingFace's cache).
 
     Every command that writes a file checks each output path here before loading anything.
     """
+    from .io.loading import model_folders
+
     p = Path(path)
     if p.is_dir():
         parser.error(f"{option}: {path} is a folder; give a file name such as {p / 'results.json'}")
-    for folder in _model_folders(model):
+    for folder in model_folders(model):
         if p.resolve().is_relative_to(folder):
             parser.error(f"{option}: {path} is inside the model folder {folder}; writing there could overwrite "
                          "the model's own files (config, weights, tokenizer): choose a path outside it")
@@ -197,19 +200,6 @@ def check_output_path(parser: argparse.ArgumentParser, option: str, path: str, i
     for other, input_path in inputs.items():
         if input_path is not None and p.exists() and Path(input_path).exists() and os.path.samefile(p, input_path):
             parser.error(f"{option}: {path} is the {other} file; writing the results there would destroy it")
-
-
-def _model_folders(model: str | None) -> list[Path]:
-    """The folders a ``--model`` value reads from: a local folder, or the offline cache for the alias."""
-    if not model:
-        return []
-    from .io.assets import is_smollm2
-    from .io.loading import offline_model_cache_dir
-
-    folders = [Path(model).resolve()] if Path(model).is_dir() else []
-    if is_smollm2(model):
-        folders.append(offline_model_cache_dir().resolve())
-    return folders
 
 
 def _budget(value: str) -> float:

