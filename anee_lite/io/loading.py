@@ -380,11 +380,14 @@ def _load_listed_files(folder: pathlib.Path, dtype: torch.dtype):
     what transformers loads without failing the checksums.
     """
     listed = json.loads((folder / _MANIFEST).read_text())["files"]
-    _remove_dead_views()
-    with tempfile.TemporaryDirectory(prefix=f"{_VIEW_PREFIX}{os.getpid()}-") as view:
+    views = _views_base()
+    _remove_dead_leftovers(views)  # views of loads killed before they could remove them (kill -9)
+    with _writer_lock(views, advice=_TEMP_ADVICE) as token:  # held while the view exists: never a live one's
+        view = _leftover_path(views, "tmp", token)
+        view.mkdir(mode=0o700)
         for name in listed:
-            _link_or_copy(folder / name, pathlib.Path(view) / name)
-        model, tokenizer = _load_hf(view, OFFLINE_ALIAS, dtype, local_files_only=True)
+            _link_or_copy(folder / name, view / name)
+        model, tokenizer = _load_hf(str(view), OFFLINE_ALIAS, dtype, local_files_only=True)
     # Say where the files really are, not the temporary view.
     model.config._name_or_path = str(folder)
     model.name_or_path = str(folder)
@@ -392,32 +395,13 @@ def _load_listed_files(folder: pathlib.Path, dtype: torch.dtype):
     return model, tokenizer
 
 
-_VIEW_PREFIX = "anee-lite-cache-view-"  # + the loading process's pid: a dead process's view can be told apart
+def _views_base() -> pathlib.Path:
+    """Where loads make their folder of links: ``.anee-lite-cache-view.tmp-<token>`` in the temp directory, with
+    its writer's lock file beside it, exactly as a cache writer's staging folder (see the leftovers below)."""
+    return pathlib.Path(tempfile.gettempdir()) / "anee-lite-cache-view"
 
 
-def _remove_dead_views() -> None:
-    """Remove the temporary link folders of loads whose process died (``kill -9``); never a live process's."""
-    if os.name != "posix":  # os.kill(pid, 0) only asks whether a process exists on POSIX
-        return
-    pattern = re.compile(rf"^{re.escape(_VIEW_PREFIX)}(\d+)-")
-    try:
-        entries = list(pathlib.Path(tempfile.gettempdir()).iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        match = pattern.match(entry.name)
-        if match and entry.is_dir() and not entry.is_symlink() and not _process_alive(int(match.group(1))):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: nothing is sent, only whether the process exists
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists, but belongs to someone else
-        return True
-    return True
+_TEMP_ADVICE = "set TMPDIR to a writable folder"
 
 
 def _link_or_copy(source: pathlib.Path, target: pathlib.Path) -> None:
@@ -516,9 +500,10 @@ def _check_cache_parent(folder: pathlib.Path, gguf_path: pathlib.Path) -> None:
 
 
 # --------------------------------------------------------------------------- writers' leftovers
-# A writer first creates and flocks ``.<name>.<token>.lock`` next to the cache folder, then works
-# in ``.<name>.tmp-<token>`` and moves the previous folder aside to ``.<name>.old-<token>``; it
-# removes both before it deletes its lock file. So a ``tmp``/``old`` entry whose lock file is gone
+# A writer (a conversion next to the cache folder, or a load's folder of links in the temp directory)
+# first creates and flocks ``.<name>.<token>.lock``, then works in ``.<name>.tmp-<token>`` (a conversion
+# also moves the previous folder aside to ``.<name>.old-<token>``); it removes both before it deletes
+# its lock file. The kernel drops an flock when its process dies, however it dies. So a ``tmp``/``old`` entry whose lock file is gone
 # or no longer locked belongs to a dead writer (killed, crashed, power cut), and any load may
 # remove it; a locked one belongs to a live writer and is left alone.
 
@@ -532,18 +517,15 @@ def _lock_path(folder: pathlib.Path, token: str) -> pathlib.Path:
 
 
 @contextlib.contextmanager
-def _writer_lock(folder: pathlib.Path):
-    """Create and hold this writer's lock file; yield its token."""
+def _writer_lock(folder: pathlib.Path, advice: str = _CACHE_ADVICE):
+    """Create and hold this writer's lock file; yield its token. ``advice``: what to do when it cannot be made."""
     while True:
         token = uuid.uuid4().hex
         path = _lock_path(folder, token)
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except OSError as exc:
-            raise OfflineCacheError(
-                f"Cannot write in the offline model cache folder {folder.parent} ({exc.strerror or exc}); "
-                f"{_CACHE_ADVICE}"
-            ) from exc
+            raise OfflineCacheError(f"Cannot write in {folder.parent} ({exc.strerror or exc}); {advice}") from exc
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
         # A cleaner may have taken the file for a dead writer's between os.open and flock: start again.

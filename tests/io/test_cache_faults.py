@@ -302,35 +302,49 @@ def test_killing_the_real_conversion_at_a_random_moment(tmp_path, monkeypatch, t
 # --- the temporary folder of links of a load killed mid-way ------------------------------------------------
 
 
-def dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
+def view_entries(temp: pathlib.Path) -> list[str]:
+    """The loads' folders of links and their lock files in the temp directory ``temp``."""
+    return sorted(p.name for p in temp.iterdir() if p.name.startswith(".anee-lite-cache-view."))
 
 
-def test_a_dead_loads_link_folder_is_removed_by_the_next_load(fake_offline, tmp_path, monkeypatch):
+def test_dead_loads_link_folders_are_removed_by_the_next_load_live_ones_kept(fake_offline, tmp_path, monkeypatch):
+    """Each load holds an flock on its view's lock file; the kernel drops it when the process dies, however."""
     temp = tmp_path / "temp"
     temp.mkdir()
     monkeypatch.setattr(loading.tempfile, "tempdir", str(temp))
     load_pretrained(OFFLINE_ALIAS)  # builds the cache
-    dead = temp / f"{loading._VIEW_PREFIX}{dead_pid()}-abc123"
-    live = temp / f"{loading._VIEW_PREFIX}{os.getpid()}-def456"  # this very process: alive
+    assert view_entries(temp) == []  # a finished load leaves nothing
+    views = loading._views_base()
+    dead, orphan, here, there = (loading._leftover_path(views, "tmp", c * 32) for c in "abcd")
+    loading._lock_path(views, "a" * 32).write_text("pid 99999999\n")  # its process died: nobody holds the flock
     foreign = temp / "someone-elses-folder"
-    for folder in (dead, live, foreign):
+    for folder in (dead, orphan, foreign):
         folder.mkdir()
         (folder / "config.json").symlink_to(fake_offline.folder / "config.json")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(loading._lock_path(views, "d" * 32)), str(there)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"  # a load running in another process
+        with loading._writer_lock(views) as token:  # and one in this process
+            here = loading._leftover_path(views, "tmp", token)
+            here.mkdir()
+            load_pretrained(OFFLINE_ALIAS)
+            assert not dead.exists() and not orphan.exists() and here.is_dir() and there.is_dir()
+            assert foreign.is_dir() and (fake_offline.folder / "config.json").is_file()  # links went, not targets
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert view_entries(temp) == sorted([there.name, loading._lock_path(views, "d" * 32).name])  # killed, not cleaned
     load_pretrained(OFFLINE_ALIAS)
-    assert not dead.exists() and live.exists() and foreign.exists()
-    assert (fake_offline.folder / "config.json").exists()  # the links went, not what they pointed to
-    assert sorted(p.name for p in temp.iterdir()) == sorted([live.name, foreign.name])  # its own view removed too
+    assert view_entries(temp) == [] and foreign.is_dir()
 
 
 @pytest.mark.slow
 def test_a_load_killed_with_sigkill_leaves_a_folder_the_next_load_removes(fake_offline, tmp_path, tiny_gpt2_folder):
     temp = tmp_path / "temp"
     temp.mkdir()
-    env = {**os.environ, "TMPDIR": str(temp), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    env = {**os.environ, "TMPDIR": str(temp), "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}  # this checkout's code
     subprocess.run([sys.executable, str(CHILD), str(tmp_path / "xdg"), str(fake_offline.gguf), str(tiny_gpt2_folder)],
                    env=env, check=True, capture_output=True)  # builds the cache
     stuck = subprocess.Popen([sys.executable, "-c", (
@@ -344,7 +358,7 @@ def test_a_load_killed_with_sigkill_leaves_a_folder_the_next_load_removes(fake_o
     assert stuck.stdout.readline().strip() == b"viewing"  # inside the load, its link folder made
     stuck.send_signal(signal.SIGKILL)
     stuck.wait()
-    assert [p.name for p in temp.iterdir() if p.name.startswith(loading._VIEW_PREFIX)]  # left behind
+    assert view_entries(temp)  # left behind: the folder of links and its lock file
     subprocess.run([sys.executable, str(CHILD), str(tmp_path / "xdg"), str(fake_offline.gguf), str(tiny_gpt2_folder)],
                    env=env, check=True, capture_output=True)
-    assert not [p.name for p in temp.iterdir() if p.name.startswith(loading._VIEW_PREFIX)]
+    assert view_entries(temp) == []
