@@ -220,8 +220,8 @@ def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, c
         if not bool(key_mask.any()):
             raise ValueError("attention_mask holds no real token (all 0): every position would be masked, "
                              "so there is nothing to attend to; mark real tokens with 1")
-        empty = (~key_mask.any(dim=1)).nonzero().flatten().tolist()
-        if empty and not use_cache:  # only a cache filled chunk by chunk may begin a left-padded row with padding
+        empty = [] if use_cache else rows_without_a_real_token(key_mask)
+        if empty:  # only a cache filled chunk by chunk may begin a left-padded row with padding
             raise ValueError(f"attention_mask rows {empty} hold no real token (all 0): their outputs would mean "
                              "nothing; drop those rows, or fill a cache (use_cache=True) chunk by chunk")
         if cache is not None and not torch.equal(key_mask[:, :n_past], cache.attention_mask):
@@ -265,10 +265,15 @@ def check_attention_mask(attention_mask, shape: tuple[int, int]) -> Tensor:
     return attention_mask.bool()  # [B, T]
 
 
+def rows_without_a_real_token(key_mask: Tensor) -> list[int]:
+    """The rows of a bool [B, T] mask that are all padding."""
+    return (~key_mask.any(dim=1)).nonzero().flatten().tolist()
+
+
 def check_prompt_mask(attention_mask, shape: tuple[int, int]) -> Tensor:
     """A prompt's mask for generation: left padding only, at least one real token per row -> bool [B, T]."""
     key_mask = check_attention_mask(attention_mask, shape)  # [B, T]
-    empty = (~key_mask.any(dim=1)).nonzero().flatten().tolist()
+    empty = rows_without_a_real_token(key_mask)
     if empty:
         raise ValueError(f"attention_mask rows {empty} hold no real token (all 0): every prompt needs at least one")
     right = (~key_mask[:, -1]).nonzero().flatten().tolist()
