@@ -216,7 +216,7 @@ def _budget(value: str) -> float:
 
 def add_simulate_parser(commands) -> None:
     from .cost.devices import DTYPES
-    from .cost.simulator import KERNELS
+    from .cost.simulator import DEFAULT_DECODE_CONTEXT, KERNELS
 
     sim = commands.add_parser("simulate", help="time and energy per token of a model on a device profile")
     sim.add_argument("--list-devices", action="store_true", help="print the known devices, one a line, and exit")
@@ -228,7 +228,8 @@ def add_simulate_parser(commands) -> None:
                        help="the seed's energy_budget in [0, 1] (min_layers=2, exit_budget_threshold=0.1)")
     sim.add_argument("--batch", type=_int_at_least(1), default=1, help="rows decoded together; default 1")
     sim.add_argument("--context", type=_int_at_least(1), default=None,
-                     help="keys each decoded token attends over; default 128 (or the context window if shorter)")
+                     help=f"keys each decoded token attends over; default {DEFAULT_DECODE_CONTEXT} (or the "
+                          "context window if shorter)")
     sim.add_argument("--dtype", choices=DTYPES, default="fp32", help="weight dtype; default fp32")
     sim.add_argument("--kernels", choices=KERNELS, default="eager",
                      help="eager: PyTorch operator calls as anee-lite makes them; fused: one kernel per op")
@@ -253,7 +254,7 @@ def run_simulate(args, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--device: {err}")
     from .core.budget import budget_exit_layer
     from .core.model import UnrolledModel
-    from .cost.simulator import simulate_decode
+    from .cost.simulator import decode_context, simulate_decode
     from .io.loading import load_pretrained
 
     try:
@@ -263,9 +264,10 @@ def run_simulate(args, parser: argparse.ArgumentParser) -> None:
     dims = UnrolledModel(hf_model, share_weights=True).dims  # our own copy: no need to copy it again
     if args.layers is not None and args.layers > dims.n_layers:
         parser.error(f"--layers must be in [0, {dims.n_layers}] for {args.model}, got {args.layers}")
-    context = min(128, dims.n_ctx) if args.context is None else args.context
-    if context > dims.n_ctx:
-        parser.error(f"--context must be <= {dims.n_ctx} (the model's context window), got {context}")
+    try:
+        context = decode_context(dims, args.context)
+    except ValueError as err:
+        parser.error(f"--context: {err} (the model's context window is {dims.n_ctx} tokens)")
     layers = args.layers
     if args.energy_budget is not None:
         layers = budget_exit_layer(dims.n_layers, args.energy_budget)  # the seed's min_layers and threshold

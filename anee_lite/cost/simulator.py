@@ -131,9 +131,7 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
     context_len = check_int("context_len", context_len, low=tokens)
     batch = check_int("batch", batch, low=1)
     unembedded = tokens if unembedded is None else check_int("unembedded", unembedded, low=0, high=tokens)
-    weight_fraction = check_fraction("weight_fraction", weight_fraction)
-    if weight_fraction == 0:
-        raise ValueError("weight_fraction must be in (0, 1], got 0")
+    weight_fraction = check_weight_fraction(weight_fraction)
     exit_charges = dict(exit_charges or {})
     if exit_charges.pop("unembed", True) is False:  # the output reuses the last lens check's logits
         unembedded = 0
@@ -192,6 +190,14 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
         ops.append(Op("kv_propagation", "matmul", fill.flops, fill.bytes_moved * scale,
                       round(kv_propagated * disp["kv_propagation"]), round(kv_propagated)))
     return ops
+
+
+def check_weight_fraction(weight_fraction) -> float:
+    """The share of matrix weights kept, a number in (0, 1]: no weights at all cannot compute anything."""
+    weight_fraction = check_fraction("weight_fraction", weight_fraction)
+    if weight_fraction == 0:
+        raise ValueError("weight_fraction must be in (0, 1], got 0")
+    return weight_fraction
 
 
 def _bound(compute: float, memory: float, overhead: float) -> str:
@@ -439,20 +445,43 @@ def draft_verify_plan(n_layers: int, *, draft_layers: int, draft_tokens: int, ac
     return one_round * rounds
 
 
-def simulate_decode(dims: ModelDims, profile: DeviceProfile, *, layers: int | None = None, context: int | None = None,
-                    batch: int = 1, dtype: str = "fp32", weight_fraction: float = 1.0,
-                    kernels: str = "eager") -> SimulationResult:
-    """One decoding step attending over ``context`` keys (its own included; default 128, or n_ctx if the
-    model's window is shorter), every row running ``layers``."""
+DEFAULT_DECODE_CONTEXT = 128  # keys a decoding step attends over unless told: a short chat turn
+
+
+def decode_context(dims: ModelDims, context: int | None = None) -> int:
+    """Keys one decoding step attends over (its own included): ``context`` checked against the model's window,
+    or by default :data:`DEFAULT_DECODE_CONTEXT`, or ``n_ctx`` when the window is shorter."""
+    if context is None:
+        return min(DEFAULT_DECODE_CONTEXT, dims.n_ctx)
+    return check_int("context", context, low=1, high=dims.n_ctx)
+
+
+def _check_model_and_device(dims, profile) -> None:
     if not isinstance(dims, ModelDims):
         raise TypeError(f"dims must be the model's ModelDims (model.dims), got {type(dims).__name__}")
     if not isinstance(profile, DeviceProfile):
         raise TypeError(f"profile must be a DeviceProfile (e.g. get_profile('t4')), got {type(profile).__name__}")
+
+
+def _layers(dims: ModelDims, layers: int | None) -> int:
+    return dims.n_layers if layers is None else check_int("layers", layers, low=0, high=dims.n_layers)
+
+
+def simulate_decode(dims: ModelDims, profile: DeviceProfile, *, layers: int | None = None, context: int | None = None,
+                    batch: int = 1, dtype: str = "fp32", weight_fraction: float = 1.0,
+                    kernels: str = "eager") -> SimulationResult:
+    """One decoding step attending over ``context`` keys (its own included; see :func:`decode_context`), every
+    row running ``layers`` (default all). Every argument is checked, in this order, before anything runs.
+
+    ``SimulationResult.context`` is then ``context - 1``: the keys already cached before the step.
+    """
+    _check_model_and_device(dims, profile)
+    layers = _layers(dims, layers)
+    context = decode_context(dims, context)
     check_int("batch", batch, low=1)
     check_dtype(dtype)
-    _dispatches(dims, kernels)  # an unknown kernels value is named before the context is judged
-    layers = dims.n_layers if layers is None else layers
-    context = min(128, dims.n_ctx) if context is None else check_int("context", context, low=1, high=dims.n_ctx)
+    check_weight_fraction(weight_fraction)
+    _dispatches(dims, kernels)
     return simulate_plan(dims, profile, [Step(layers=layers, weight_fraction=weight_fraction)],
                          context=context - 1, batch=batch, dtype=dtype, kernels=kernels)
 
@@ -460,6 +489,7 @@ def simulate_decode(dims: ModelDims, profile: DeviceProfile, *, layers: int | No
 def simulate_prefill(dims: ModelDims, profile: DeviceProfile, *, prompt_tokens: int, layers: int | None = None,
                      batch: int = 1, dtype: str = "fp32", kernels: str = "eager") -> SimulationResult:
     """The prompt's pass; ``seconds`` is the prefill time (``seconds_per_token`` divides by the one token emitted)."""
-    layers = dims.n_layers if layers is None else layers
+    _check_model_and_device(dims, profile)
+    layers = _layers(dims, layers)
     return simulate_plan(dims, profile, prefill_plan(prompt_tokens, layers), batch=batch, dtype=dtype,
                          kernels=kernels)

@@ -270,3 +270,51 @@ def test_decode_default_context_fits_a_short_model_and_bad_arguments_are_named_f
         simulate_decode(short, PROFILES["t4"], dtype="fp8")
     with pytest.raises(ValueError, match="context"):
         simulate_decode(short, PROFILES["t4"], context=65)
+
+
+SHORT = ModelDims("gpt2", 64, 4, 4, 16, 256, 2, 100, 64)  # a 64-token window, below the default context
+ANY = st.one_of(st.none(), st.booleans(), st.integers(-3, 70), st.floats(-0.5, 1.5), st.sampled_from(
+    ["fp16", "fp8", "eager", "fused", "t4", "", "1"]))
+
+
+def first_bad_argument(args: dict) -> str | None:
+    """simulate_decode's documented rules, written out, in the order it checks them."""
+    def integer(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    rules = {
+        "profile": isinstance(args["profile"], DeviceProfile),
+        "layers": args["layers"] is None or (integer(args["layers"]) and 0 <= args["layers"] <= SHORT.n_layers),
+        "context": args["context"] is None or (integer(args["context"]) and 1 <= args["context"] <= SHORT.n_ctx),
+        "batch": integer(args["batch"]) and args["batch"] >= 1,
+        "dtype": args["dtype"] in DTYPES,
+        "weight_fraction": isinstance(args["weight_fraction"], (int, float)) and not isinstance(
+            args["weight_fraction"], bool) and 0 < args["weight_fraction"] <= 1,
+        "kernels": args["kernels"] in ("eager", "fused"),
+    }
+    return next((name for name, ok in rules.items() if not ok), None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(profile=st.sampled_from([TOY, "t4", None]), layers=ANY, context=ANY, batch=ANY, dtype=ANY,
+       weight_fraction=ANY, kernels=ANY)
+def test_decode_names_its_first_bad_argument_whatever_the_others(profile, **kwargs):
+    """No default or later check hides a bad argument: the first one (in signature order) is the one named."""
+    bad = first_bad_argument({"profile": profile, **kwargs})
+    try:
+        result = simulate_decode(SHORT, profile, **kwargs)
+    except (TypeError, ValueError) as exc:
+        assert bad is not None and str(exc).startswith(bad), (bad, exc)
+        return
+    assert bad is None
+    assert result.context + 1 == (kwargs["context"] or SHORT.n_ctx)  # default: the whole 64-token window
+    assert result.ops and all(math.isfinite(o.seconds) for o in result.ops)
+
+
+def test_decode_context_is_one_rule_for_the_library_and_the_cli():
+    from anee_lite.cost.simulator import DEFAULT_DECODE_CONTEXT, decode_context
+
+    assert decode_context(SMOLLM2) == DEFAULT_DECODE_CONTEXT < SMOLLM2.n_ctx
+    assert decode_context(SHORT) == SHORT.n_ctx == 64 and decode_context(SHORT, 7) == 7
+    with pytest.raises(ValueError, match=r"context must be in \[1, 64\], got 65"):
+        decode_context(SHORT, 65)
