@@ -213,6 +213,9 @@ def test_json_reports_the_context_asked_for_and_flags_what_does_not_fit(tiny_gpt
     ("latin.json", b'{"name": "\xff\xfe"}', "not a text file in UTF-8"),
     ("list.yaml", b"- 1\n- 2\n", "must be a mapping"),
     ("fields.json", b'{"name": "x"}', "missing fields"),
+    ("flag.json", json.dumps({**PROFILES["t4"].as_dict(), "validated": "no"}).encode(), "validated must be true or false"),
+    ("name.json", json.dumps({**PROFILES["t4"].as_dict(), "name": 7}).encode(), "name must be a non-empty string"),
+    ("sources.json", json.dumps({**PROFILES["t4"].as_dict(), "sources": ["x"]}).encode(), "sources must map"),
 ])
 def test_damaged_device_profiles_are_usage_errors_naming_the_file(name, content, message, tiny_gpt2_folder,
                                                                    tmp_path, capsys):

@@ -76,6 +76,16 @@ class DeviceProfile:
     sources: dict = field(default_factory=dict)  # field name -> where its number comes from
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise TypeError(f"a device profile's name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.description, str):
+            raise TypeError(f"{self.name}.description must be a string, got {self.description!r}")
+        for name in ("measured", "validated"):  # "no" would read as True
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{self.name}.{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.sources, dict) or not all(isinstance(v, str) for v in self.sources.values()):
+            raise TypeError(f"{self.name}.sources must map field names to where each number comes from (strings), "
+                             f"got {self.sources!r}")
         for name in ("memory_bandwidth", "memory_bytes", "cache_bytes", "joules_per_byte"):
             _check_positive(f"{self.name}.{name}", getattr(self, name))
         for name in ("op_overhead_s", "matmul_overhead_s", "idle_watts"):
