@@ -406,10 +406,24 @@ class _ReusedLogits:
 
 
 def _save_contiguous(hf_model, save_directory, *args, state_dict=None, **kwargs):
-    """HF's ``save_pretrained`` for a model whose weights the library shares: contiguous copies are written."""
+    """HF's ``save_pretrained`` for a model whose weights the library shares: contiguous copies are written.
+
+    One copy per shared view, so tied weights (the embedding and the unembedding) stay one tensor and are
+    saved once, as HF saves them from an unshared model.
+    """
     state = hf_model.state_dict() if state_dict is None else state_dict
+    copies: dict[tuple, Tensor] = {}
+
+    def contiguous(t):
+        if not isinstance(t, Tensor) or t.is_contiguous():
+            return t
+        view = (t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride())  # state_dict detaches: ids differ
+        if view not in copies:
+            copies[view] = t.contiguous()
+        return copies[view]
+
     return type(hf_model).save_pretrained(hf_model, save_directory, *args,
-                                          state_dict={k: v.contiguous() for k, v in state.items()}, **kwargs)
+                                          state_dict={k: contiguous(v) for k, v in state.items()}, **kwargs)
 
 
 def check_unrolled(model, name: str = "model") -> UnrolledModel:

@@ -245,3 +245,21 @@ def test_save_pretrained_works_on_a_shared_model_and_on_its_copies(hf_model, tmp
     assert torch.equal(again.lm_head.weight, twin.lm_head.weight)
     assert not torch.equal(again.lm_head.weight, hf_model.lm_head.weight)
     assert torch.equal(model.arch.W_U.t(), hf_model.lm_head.weight)  # still shared after saving
+
+
+@pytest.mark.parametrize("share", ["model", "wrapper"])
+def test_a_shared_model_saves_the_same_file_as_before_sharing(hf_model, tmp_path, share):
+    """Same tensors under the same names: a tied embedding is still written once, not as a second copy."""
+    from safetensors.torch import load_file
+
+    from anee_lite import ANEEWrapper
+
+    hf_model.save_pretrained(tmp_path / "plain")
+    if share == "model":
+        UnrolledModel(hf_model, share_weights=True)
+    else:
+        ANEEWrapper(hf_model=hf_model, share_weights=True)
+    hf_model.save_pretrained(tmp_path / "shared")
+    plain, shared = (load_file(tmp_path / name / "model.safetensors") for name in ("plain", "shared"))
+    assert sorted(shared) == sorted(plain)
+    assert all(torch.equal(shared[k], plain[k]) for k in plain)
