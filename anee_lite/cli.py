@@ -174,10 +174,12 @@ def check_output_path(parser: argparse.ArgumentParser, option: str, path: str, i
                       model: str | None = None) -> None:
     """Refuse (exit 2) an output path that cannot be written, is a folder, is one of the input files, or
     lies inside a folder the model is read from (:func:`~anee_lite.io.loading.model_folders`: a local model
-    folder; the offline model's cache and GGUF for its alias; a hub model's folder in HuggingFace's cache).
+    folder; the offline model's cache and GGUF for its alias; a hub model's folder in HuggingFace's cache) or
+    inside the shipped data the commands read (texts, tuned lens, exit probe).
 
     Every command that writes a file checks each output path here before loading anything.
     """
+    from .io.assets import DATA_DIR
     from .io.loading import model_folders
 
     p = Path(path)
@@ -200,6 +202,9 @@ def check_output_path(parser: argparse.ArgumentParser, option: str, path: str, i
     for other, input_path in inputs.items():
         if input_path is not None and p.exists() and Path(input_path).exists() and os.path.samefile(p, input_path):
             parser.error(f"{option}: {path} is the {other} file; writing the results there would destroy it")
+    if p.resolve().is_relative_to(DATA_DIR.resolve()):
+        parser.error(f"{option}: {path} is inside anee-lite's shipped data folder {DATA_DIR} (texts, tuned lens, "
+                     "exit probe, results the commands read): choose a path outside it")
 
 
 def _budget(value: str) -> float:

@@ -227,3 +227,19 @@ def test_damaged_device_profiles_are_usage_errors_naming_the_file(name, content,
               "--json", str(tmp_path / "out.json")])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and str(profile) in err and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m_tuned_lens.safetensors", "python_docs_calibration.txt", "new.json"])
+def test_json_into_the_shipped_data_is_refused(name, tiny_gpt2_folder, monkeypatch, capsys):
+    """evaluate reads the shipped lens, probe and calibration text: no command may write over them."""
+    from anee_lite.io.assets import DATA_DIR
+
+    never_load(monkeypatch)
+    before = {p.name: p.stat().st_mtime_ns for p in DATA_DIR.iterdir()}
+    for command in (["simulate", "--device", "t4"], ["evaluate", "--controller", "static", "--text", __file__]):
+        with pytest.raises(SystemExit) as exc:
+            main([*command, "--model", "smollm2-135m", "--json", str(DATA_DIR / name)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "--json" in err, err
+        assert "shipped data folder" in err or "is the --calibration-text file" in err, err  # evaluate reads it
+    assert {p.name: p.stat().st_mtime_ns for p in DATA_DIR.iterdir()} == before
