@@ -147,7 +147,7 @@ def main(argv=None):
     for (target, text), r in sorted(best_levers(results).items()):
         print(f"best at {target} on {text}: {r['lever']} ({r['label']}), agreement {r[text]['agreement']:.3f}")
     if args.plot:
-        from anee_lite.notebook.sparsity_plots import plot_sparsity_pareto
+        from anee_lite.notebook.sparsity import plot_sparsity_pareto
 
         ax = plot_sparsity_pareto(results)
         ax.figure.savefig(args.plot, dpi=110, bbox_inches="tight")

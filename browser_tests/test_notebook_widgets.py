@@ -3,7 +3,7 @@
 Each test opens a copy of a notebook, runs all its cells from the Run menu, moves a widget the way a
 person would (keyboard, mouse drag, typing) and checks that the page then shows what the library
 computes in this test process for the new value. The widgets are found by the contract in
-``anee_lite.notebook.widgets``: slider/text descriptions (``energy_budget``, ``min_layers``,
+``anee_lite.notebook.early_exit_budget`` and ``anee_lite.notebook.logit_lens``: slider/text descriptions (``energy_budget``, ``min_layers``,
 ``exit_budget_threshold``, ``prompt``) and CSS classes (``anee-layers``, ``anee-text``, ``anee-plot``,
 ``anee-lens-plot``, ``anee-lens-tokens``).
 """

@@ -30,7 +30,7 @@ NOTEBOOK = "07_virtual_accelerator.ipynb"
 def expected_line(dims, device: str, energy_budget: float, batch: int, context: int) -> str:
     """The ms/token figure the page must show, from the library in this process."""
     from anee_lite.cost.devices import get_profile
-    from anee_lite.notebook.accelerator import accelerator_view
+    from anee_lite.notebook.virtual_accelerator import accelerator_view
 
     view = accelerator_view(dims, {device: get_profile(device)}, device, energy_budget, batch, context)
     return f"{1e3 * view['seconds_per_token']:.3f} ms/token"

@@ -3,7 +3,7 @@
 The page is opened and run as in ``test_notebook_widgets.py`` (its helpers are reused). The test clicks
 one head button (CSS class ``anee-head-L-H``) off, then moves the ``activation_sparsity`` slider with the
 keyboard, and after each action checks that the ``anee-sparsity-stats`` line and the
-``anee-sparsity-text`` text show what :func:`anee_lite.notebook.sparsity_widgets.sparsity_view` computes in
+``anee-sparsity-text`` text show what :func:`anee_lite.notebook.sparsity.sparsity_view` computes in
 this test process for the page's knob values (the widget contract is in that module's docstring).
 """
 
@@ -41,7 +41,7 @@ def notebook_inputs(wrapper):
 
 def expected(wrapper, inputs, prompt: str, heads_off, layers_skipped: int, activation: float) -> dict:
     """The stats line (as text) and the generated text the page must show for these knobs."""
-    from anee_lite.notebook.sparsity_widgets import sparsity_view
+    from anee_lite.notebook.sparsity import sparsity_view
 
     dims = wrapper.model.dims
     head_mask = torch.ones(dims.n_layers, dims.n_heads)

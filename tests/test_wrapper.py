@@ -226,8 +226,7 @@ def test_every_budget_knob_defaults_to_the_config():
     import inspect
 
     from anee_lite.adaptive.evaluate import quality_vs_budget
-    from anee_lite.notebook.plots import plot_budget_layers
-    from anee_lite.notebook.widgets import budget_explorer
+    from anee_lite.notebook.early_exit_budget import budget_explorer, plot_budget_layers
 
     config = ANEEConfig()
     for fn in (budget_exit_layer, budget_table, quality_vs_budget, plot_budget_layers, budget_explorer):

@@ -1,6 +1,6 @@
 """The logit lens: read the model's prediction off the residual stream after every layer.
 
-Only computation lives here; plots are in :mod:`anee_lite.notebook.plots`.
+Only computation lives here; plots are in :mod:`anee_lite.notebook.logit_lens`.
 """
 
 from __future__ import annotations

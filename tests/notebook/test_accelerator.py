@@ -11,7 +11,13 @@ from anee_lite.core.architectures import ModelDims
 from anee_lite.cost.charges import layer_weight_params
 from anee_lite.cost.devices import PROFILES
 from anee_lite.cost.simulator import simulate_decode
-from anee_lite.notebook import accelerator as acc
+from anee_lite.notebook import virtual_accelerator as acc
+from anee_lite.notebook.exercises import (
+    ExerciseError,
+    check_crossover_batch,
+    check_exit_speedup,
+    check_matvec_intensity,
+)
 
 DIMS = ModelDims("llama", 576, 9, 3, 64, 1536, 30, 49152, 8192)
 
@@ -68,10 +74,14 @@ def test_plots_draw():
 
 
 def test_check_matvec_intensity(capsys):
-    assert acc.check_matvec_intensity(lambda i, o, b: 2 / b)
-    assert not acc.check_matvec_intensity(lambda i, o, b: 1 / b)  # forgot the add
-    assert not acc.check_matvec_intensity(lambda i, o, b: None)
-    assert "Count 2 FLOPs" in capsys.readouterr().out
+    check_matvec_intensity(lambda i, o, b: 2 / b)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="two"):
+        check_matvec_intensity(lambda i, o, b: 1 / b)  # forgot the add
+    with pytest.raises(ExerciseError, match="Count 2 FLOPs"):
+        check_matvec_intensity(lambda i, o, b: 2 / b if i < 1000 else 2)  # tuned to the first shapes
+    check_matvec_intensity(lambda i, o, b: None)
+    assert "not answered yet" in capsys.readouterr().out
 
 
 def test_check_exit_speedup(capsys):
@@ -80,15 +90,34 @@ def test_check_exit_speedup(capsys):
         per, head = (p["qkv_o"] + p["mlp"]) * b, dims.d_model * dims.d_vocab * b
         return (dims.n_layers * per + head) / (layers * per + head)
 
-    assert acc.check_exit_speedup(right, DIMS)
-    assert not acc.check_exit_speedup(lambda dims, layers, b: dims.n_layers / layers, DIMS)  # forgot the head
-    assert "unembedding" in capsys.readouterr().out
+    check_exit_speedup(right, DIMS)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="unembedding"):
+        check_exit_speedup(lambda dims, layers, b: dims.n_layers / layers, DIMS)  # forgot the head
+    with pytest.raises(ExerciseError, match="unembedding"):
+        check_exit_speedup(lambda dims, layers, b: right(dims, max(1, layers - 1), b), DIMS)  # one layer off
 
 
-def test_check_crossover_batch():
+def test_check_crossover_batch(capsys):
     def right(p, b):
         return max(1, math.ceil(p.flops_per_second("fp16") / p.bytes_per_second() * b / 2))
 
-    assert acc.check_crossover_batch(right, PROFILES)
-    assert not acc.check_crossover_batch(lambda p, b: math.ceil(p.peak_flops["fp16"] / p.memory_bandwidth * b / 2),
-                                         PROFILES)  # peaks, not achievable rates
+    check_crossover_batch(right, PROFILES)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="ridge point"):  # peaks, not achievable rates
+        check_crossover_batch(lambda p, b: math.ceil(p.peak_flops["fp16"] / p.memory_bandwidth * b / 2), PROFILES)
+    with pytest.raises(ExerciseError, match="round up"):
+        check_crossover_batch(lambda p, b: math.floor(p.flops_per_second("fp16") / p.bytes_per_second() * b / 2),
+                              PROFILES)
+
+
+def test_accelerator_checks_never_print_the_expected_answer():
+    """A wrong answer's message gives a hint, not the number to type in."""
+    ridges = {str(max(1, math.ceil(p.flops_per_second("fp16") / p.bytes_per_second() * b / 2)))
+              for p in PROFILES.values() for b in (2.0, 1.0)}
+    for check, args, answers in [(check_matvec_intensity, (), {"0.5", "2.0", "4.0"}),
+                                 (check_exit_speedup, (DIMS,), {"1.0", "1.000"}),
+                                 (check_crossover_batch, (PROFILES,), ridges)]:
+        with pytest.raises(ExerciseError) as exc:
+            check(lambda *a: -1, *args)
+        assert not answers & set(str(exc.value).replace(",", " ").split()), (check.__name__, str(exc.value))

@@ -6,7 +6,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from anee_lite.adaptive.calibration import CurvePoint
-from anee_lite.notebook import adaptive_plots
+from anee_lite.notebook import adaptive_exit as adaptive_plots
 
 
 def point(cost, agreement):

@@ -9,7 +9,7 @@ import torch
 
 from anee_lite.core.architectures import ModelDims
 from anee_lite.cost import MAC_PARTS, token_cost
-from anee_lite.notebook.cost_plots import PART_LABELS, plot_cost_breakdown, plot_kv_grid, plot_time_vs_layers
+from anee_lite.notebook.kv_cache_and_cost import PART_LABELS, plot_cost_breakdown, plot_kv_grid, plot_time_vs_layers
 
 DIMS = ModelDims(architecture="llama", d_model=8, n_heads=2, n_kv_heads=1, d_head=4, d_mlp=16, n_layers=4,
                  d_vocab=10, n_ctx=32)
@@ -29,8 +29,8 @@ def test_cost_plots_are_labelled_in_words():
 
 
 def test_wrong_exit_lists_are_refused_before_drawing():
-    from anee_lite.notebook.adaptive_plots import plot_exit_heatmap
-    from anee_lite.notebook.cost_plots import kv_grid
+    from anee_lite.notebook.adaptive_exit import plot_exit_heatmap
+    from anee_lite.notebook.kv_cache_and_cost import kv_grid
 
     assert kv_grid(torch.tensor([2, 1]), 2) == kv_grid([2, 1], 2)  # one sequence's [T] tensor is fine
     cases = [
@@ -47,7 +47,8 @@ def test_wrong_exit_lists_are_refused_before_drawing():
 
 
 def test_attention_and_gauge_plots_refuse_wrong_shapes():
-    from anee_lite.notebook.plots import plot_attention_patterns, plot_layers_executed
+    from anee_lite.notebook.early_exit_budget import plot_layers_executed
+    from anee_lite.notebook.gpt2_internals import plot_attention_patterns
 
     pattern = torch.rand(1, 2, 3, 3)  # a hook_pattern [B, H, T, T]: its [H, T, T] was drawn as an RGB image
     with pytest.raises(ValueError, match="pattern must be one layer's \\[H, T, T\\]"):

@@ -13,7 +13,8 @@ from anee_lite import ANEEConfig, ANEEWrapper
 from anee_lite.adaptive import quality_vs_budget
 from anee_lite.adaptive.evaluate import evaluate
 from anee_lite.io import eval_ids
-from anee_lite.notebook.widgets import budget_view, lens_view
+from anee_lite.notebook.early_exit_budget import budget_view
+from anee_lite.notebook.logit_lens import lens_view
 
 matplotlib.use("Agg")
 
@@ -51,7 +52,7 @@ def test_unrolled_logits_match_huggingface(wrapped):
 
 
 def test_quality_and_views_on_a_text_cut_to_the_context(wrapped):
-    from anee_lite.notebook import plots
+    from anee_lite.notebook import early_exit_budget, logit_lens
 
     n_ctx = wrapped.model.dims.n_ctx
     assert n_ctx < 300  # notebook 03 cuts its 300-token text to the context window like this
@@ -62,9 +63,9 @@ def test_quality_and_views_on_a_text_cut_to_the_context(wrapped):
     view = lens_view(wrapped, PROMPT)
     assert view["lens"].top_tokens.shape[0] == wrapped.n_layers + 1
     assert budget_view(wrapped, PROMPT, 0.5, 1, 0.1, max_new_tokens=3)["n_layers"] == wrapped.n_layers
-    plots.plot_quality_vs_budget(rows)
-    plots.plot_lens_heatmap(view["lens"], view["tokens"], view["top_text"])
-    plots.plot_budget_layers(wrapped.n_layers, [0.0, 0.5, 1.0])
+    early_exit_budget.plot_quality_vs_budget(rows)
+    logit_lens.plot_lens_heatmap(view["lens"], view["tokens"], view["top_text"])
+    early_exit_budget.plot_budget_layers(wrapped.n_layers, [0.0, 0.5, 1.0])
     import matplotlib.pyplot as plt
 
     plt.close("all")

@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from conftest import random_gpt2, random_llama
 
 from anee_lite import UnrolledModel
-from anee_lite.notebook.exercises import ExerciseError
-from anee_lite.notebook.sparsity_exercises import check_block_influence, check_head_ablation, check_sparse_matvec
+from anee_lite.notebook.exercises import ExerciseError, check_block_influence, check_head_ablation, check_sparse_matvec
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
@@ -48,7 +47,7 @@ def test_block_influence_wrong(model, wrong, match, capsys):
 
 def assert_no_expected_value(message: str, model):
     """No Block Influence the check compared with appears in its message (at the precisions it prints)."""
-    from anee_lite.notebook.sparsity_exercises import _random_ids
+    from anee_lite.notebook.exercises.sparsity import _random_ids
     from anee_lite.sparsity import block_influence
 
     for value in block_influence(model, _random_ids(model, (2, 12), seed=6)).tolist():

@@ -6,7 +6,7 @@ from conftest import VOCAB, random_llama
 
 from anee_lite import ANEEConfig, ANEEWrapper
 from anee_lite.core.metrics import perplexity
-from anee_lite.notebook.sparsity_widgets import activation_spec, sparsity_explorer, sparsity_view
+from anee_lite.notebook.sparsity import activation_spec, sparsity_explorer, sparsity_view
 from anee_lite.sparsity import block_influence, calibrate_activation_thresholds, layers_to_skip
 from anee_lite.sparsity.evaluate import mask_cost
 
@@ -103,7 +103,7 @@ def test_view_uses_one_set_of_calibrated_thresholds_for_text_and_perplexity():
 def test_benchmark_loader_reads_a_run_and_says_when_there_is_none(tmp_path, capsys, monkeypatch):
     import json
 
-    from anee_lite.notebook.sparsity_results import BENCHMARK_ENV, lever_lines, load_benchmark
+    from anee_lite.notebook.sparsity import BENCHMARK_ENV, lever_lines, load_benchmark
 
     quality = {"agreement": 0.75, "perplexity": 12.5}
     row = {"lever": "layer skipping", "label": "skip 2 layers", "target": 0.9, "reached": True,
@@ -132,7 +132,7 @@ def test_plots_draw_and_name_wrong_arguments():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from anee_lite.notebook import sparsity_plots as sp
+    from anee_lite.notebook import sparsity as sp
 
     sp.plot_block_influence(torch.rand(5), skipped=[2, 3])
     sp.plot_quality_curves({"a": [(0, 1.0), (2, 0.5)], "b": [(0, 1.0)]}, "layers skipped")

@@ -10,7 +10,8 @@ from anee_lite import ANEEConfig, ANEEWrapper, budget_exit_layer
 from anee_lite.adaptive import quality_vs_budget
 from anee_lite.core.metrics import perplexity, top1_agreement
 from anee_lite.io import eval_ids, eval_text
-from anee_lite.notebook.widgets import budget_explorer, budget_view, lens_explorer, lens_view
+from anee_lite.notebook.early_exit_budget import budget_explorer, budget_view
+from anee_lite.notebook.logit_lens import lens_explorer, lens_view
 
 PROMPT = "The quick brown fox"
 KNOBS = [  # energy_budget, min_layers, exit_budget_threshold
@@ -142,24 +143,24 @@ def test_plots_build(tiny):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from anee_lite.notebook import plots
+    from anee_lite.notebook import early_exit_budget, gpt2_internals, logit_lens
 
     ids = torch.tensor([tiny.tokenizer(PROMPT)["input_ids"]])
     out = tiny.model.forward(ids, return_resid=True, return_patterns=True)
     view = lens_view(tiny, PROMPT)
     rows = quality_vs_budget(tiny, ids, [0.0, 1.0])
     figures = [
-        plots.plot_attention_patterns(out.activations["blocks.0.attn.hook_pattern"][0], view["tokens"]),
-        plots.plot_residual_contributions(out.activations, tiny.n_layers),
-        plots.plot_lens_heatmap(view["lens"], view["tokens"], view["top_text"]),
-        plots.plot_lens_metrics(view["lens"]),
-        plots.plot_layers_executed(1, tiny.n_layers),
-        plots.plot_quality_vs_budget(rows, uniform_perplexity=tiny.model.dims.d_vocab),
+        gpt2_internals.plot_attention_patterns(out.activations["blocks.0.attn.hook_pattern"][0], view["tokens"]),
+        gpt2_internals.plot_residual_contributions(out.activations, tiny.n_layers),
+        logit_lens.plot_lens_heatmap(view["lens"], view["tokens"], view["top_text"]),
+        logit_lens.plot_lens_metrics(view["lens"]),
+        early_exit_budget.plot_layers_executed(1, tiny.n_layers),
+        early_exit_budget.plot_quality_vs_budget(rows, uniform_perplexity=tiny.model.dims.d_vocab),
     ]
     top = view["lens"].log_probs[:, 0, -1].exp().topk(3)  # [rows, 3]
     text = [[tiny.tokenizer.decode([i]) for i in row] for row in top.indices.tolist()]
-    figures.append(plots.plot_lens_top_k(top.values, text, text[-1][0]))
-    figures.append(plots.plot_softmax_saturation([4, 16], [0.5, 0.9], [0.4, 0.4], n_keys=8))
+    figures.append(logit_lens.plot_lens_top_k(top.values, text, text[-1][0]))
+    figures.append(gpt2_internals.plot_softmax_saturation([4, 16], [0.5, 0.9], [0.4, 0.4], n_keys=8))
     assert all(isinstance(f, plt.Figure) for f in figures)
     for f in figures[2:4] + figures[5:]:  # the attention grids label only the outer edge; the gauge has no axes
         for ax in f.axes:
@@ -169,7 +170,8 @@ def test_plots_build(tiny):
 
 
 def test_core_imports_no_plotting_or_widget_library():
-    code = ("import sys, anee_lite, anee_lite.notebook.widgets, anee_lite.adaptive, anee_lite.cost, anee_lite.notebook; "
+    """The library, the notebook package (load_notebook_model) and the exercise checks work without them."""
+    code = ("import sys, anee_lite, anee_lite.adaptive, anee_lite.cost, anee_lite.notebook, anee_lite.notebook.exercises; "
             "print(sorted(m for m in ('matplotlib', 'ipywidgets') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

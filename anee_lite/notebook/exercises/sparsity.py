@@ -1,4 +1,4 @@
-"""The checks behind notebook 06's exercises, in the one convention of :mod:`anee_lite.notebook.exercises`.
+"""The checks behind notebook 06's exercises, in the series' one convention.
 
 Each ``check_*`` runs the learner's function on inputs the notebook never shows (random tokens, random
 layers and heads, random vectors and matrices), compares it with the library (or, for the sparse
@@ -15,10 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..sparsity.scores import block_influence
-from .exercises import ExerciseError, _call, _close, _correct, _exercise, _number, _tensor_like
-
-__all__ = ["check_block_influence", "check_head_ablation", "check_sparse_matvec"]
+from ...sparsity.scores import block_influence
+from ._convention import ExerciseError, call, close, correct, exercise, number, tensor_like
 
 
 def _random_ids(model, shape: tuple[int, int], seed: int) -> Tensor:
@@ -30,7 +28,7 @@ def _random_ids(model, shape: tuple[int, int], seed: int) -> Tensor:
 # ----------------------------------------------------------------------------- Block Influence
 
 
-@_exercise("Block Influence")
+@exercise("Block Influence")
 def check_block_influence(fn: Callable | None, model) -> None:
     """Exercise: ``fn(resid_pre [B, T, d], resid_post [B, T, d]) -> float``, ShortGPT's Block Influence.
 
@@ -43,7 +41,7 @@ def check_block_influence(fn: Callable | None, model) -> None:
     acts = model(ids, return_resid=True).activations
     for layer in range(model.dims.n_layers):
         pre, post = acts[f"blocks.{layer}.hook_resid_pre"], acts[f"blocks.{layer}.hook_resid_post"]  # [B, T, d]
-        got = float(_number(name, _call(name, fn, pre.clone(), post.clone())))
+        got = float(number(name, call(name, fn, pre.clone(), post.clone())))
         if abs(got - float(expected[layer])) <= 1e-4:
             continue
         cos = F.cosine_similarity(pre, post, dim=-1)  # [B, T]
@@ -60,7 +58,7 @@ def check_block_influence(fn: Callable | None, model) -> None:
         raise ExerciseError(f"{name}: wrong value at layer {layer} ({got:.5f}). {hint}Compare each token's "
                             "vector before and after the block: 1 - cosine similarity along d_model (dim=-1), "
                             "averaged over all tokens.")
-    _correct(name, f"(all {model.dims.n_layers} layers, on tokens you have not seen)")
+    correct(name, f"(all {model.dims.n_layers} layers, on tokens you have not seen)")
 
 
 # ----------------------------------------------------------------------------- head ablation
@@ -72,7 +70,7 @@ def _head_mask(model, layer: int, heads) -> Tensor:
     return mask
 
 
-@_exercise("Head ablation")
+@exercise("Head ablation")
 def check_head_ablation(fn: Callable | None, model) -> None:
     """Exercise: ``fn(model, ids [1, T], layer, head) -> logits [1, T, d_vocab]`` without that query head.
 
@@ -90,21 +88,21 @@ def check_head_ablation(fn: Callable | None, model) -> None:
     for layer, head in zip(layers, heads):
         expected = model(ids, head_mask=_head_mask(model, layer, [head])).logits  # [1, T, d_vocab]
         with torch.no_grad():  # an in-place edit of a weight that requires grad is refused under autograd
-            got = _tensor_like(name, _call(name, fn, model, ids.clone(), layer, head), expected)
+            got = tensor_like(name, call(name, fn, model, ids.clone(), layer, head), expected)
         if any(not torch.equal(w, blk.W_O) for w, blk in zip(before, model.arch.blocks)):
             for w, blk in zip(before, model.arch.blocks):
                 blk.W_O.copy_(w)  # put the weights back so that the rest of the notebook runs on the real model
             raise ExerciseError(f"{name}: your function left the model's W_O changed (restored now). Put the "
                                 "weights back before returning (try/finally), or work on a copy.")
-        if _close(got, expected, atol=1e-4):
+        if close(got, expected, atol=1e-4):
             continue
-        if _close(got, model(ids).logits, atol=1e-5):
+        if close(got, model(ids).logits, atol=1e-5):
             raise ExerciseError(f"{name}: layer {layer}, head {head}: your logits are the full model's; nothing was "
                                 "removed.")
         if group > 1:
             kv = head // group
             whole = model(ids, head_mask=_head_mask(model, layer, range(kv * group, (kv + 1) * group))).logits
-            if _close(got, whole, atol=1e-4):
+            if close(got, whole, atol=1e-4):
                 raise ExerciseError(f"{name}: you removed all {group} query heads that share key/value head {kv} "
                                     "(zeroing its keys or values does that: grouped-query attention). Remove "
                                     f"query head {head} only.")
@@ -112,7 +110,7 @@ def check_head_ablation(fn: Callable | None, model) -> None:
                             "masked. W_O is stored [n_heads * d_head, d_model]: head h owns the ROWS "
                             "h * d_head:(h + 1) * d_head. (Zeroing the head's queries is not enough: it then "
                             "attends uniformly and still writes.)")
-    _correct(name, f"(layers {layers}, heads {heads}: the same logits as head_mask)")
+    correct(name, f"(layers {layers}, heads {heads}: the same logits as head_mask)")
 
 
 # ----------------------------------------------------------------------------- sparse matrix-vector product
@@ -131,7 +129,7 @@ def _threshold(x: Tensor, rule) -> float:
     return float(rule)
 
 
-@_exercise("Sparse matvec")
+@exercise("Sparse matvec")
 def check_sparse_matvec(fn: Callable | None) -> None:
     """Exercise: ``fn(x [d_in], W [d_in, d_out], threshold) -> [d_out]``, the product over kept inputs only.
 
@@ -150,19 +148,19 @@ def check_sparse_matvec(fn: Callable | None) -> None:
         poisoned = w.clone()
         poisoned[~keep] = float("nan")  # rows a sparse product never reads
         case = f"d_in={d_in}, d_out={d_out}, threshold={threshold:.4g}"
-        got = _tensor_like(f"{name} ({case})", _call(name, fn, x.clone(), poisoned, threshold), expected)
+        got = tensor_like(f"{name} ({case})", call(name, fn, x.clone(), poisoned, threshold), expected)
         if bool(got.isnan().any()):
             raise ExerciseError(f"{name}: NaN for {case}. The rows of W whose input is dropped hold NaN here, "
                                 "and your product read them: gather the kept rows (x[kept] @ W[kept], "
                                 "index_select, or embedding_bag) instead of multiplying zeros.")
-        if _close(got, expected, atol=1e-4):
+        if close(got, expected, atol=1e-4):
             continue
-        if _close(got, (x * (x.abs() > threshold)) @ w, atol=1e-4):
+        if close(got, (x * (x.abs() > threshold)) @ w, atol=1e-4):
             raise ExerciseError(f"{name}: an entry with |x_i| exactly equal to the threshold must be kept "
                                 "(>=, not >).")
-        if _close(got, (x.abs() * keep) @ w, atol=1e-4):
+        if close(got, (x.abs() * keep) @ w, atol=1e-4):
             raise ExerciseError(f"{name}: the magnitudes choose which rows to keep, but the product uses x_i "
                                 "itself, sign included.")
         raise ExerciseError(f"{name}: wrong values for {case}: keep the inputs with |x_i| >= threshold and "
                             "sum x_i * W[i, :] over them.")
-    _correct(name, f"({len(_MATVEC_CASES)} random cases; it never read a skipped row)")
+    correct(name, f"({len(_MATVEC_CASES)} random cases; it never read a skipped row)")

@@ -1,7 +1,10 @@
-"""Input checks shared by the plot helpers: a wrong argument is a ValueError/TypeError naming it, not a matplotlib trace."""
+"""Pieces the chapters' plots and widgets share: input checks that name the wrong argument (a
+ValueError/TypeError, not a matplotlib trace), token labels, and the wiring of a widget (CSS classes the
+browser tests find, error and text HTML, showing a figure in an Output widget)."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterable, Mapping
 
 from torch import Tensor
@@ -54,3 +57,45 @@ def check_exit_list(exit_layers, n_layers, tokens=None) -> list[int]:
         raise ValueError(f"tokens must hold one label per exit layer: {len(tokens)} tokens for "
                          f"{len(exit_layers)} exit layers")
     return exit_layers
+
+
+def token_label(text: str, width: int = 10) -> str:
+    """A token as a short, visible label: spaces as '·', newlines as '\\n', long ones cut with '…'."""
+    text = text.replace(" ", "·").replace("\n", "\\n").replace("\t", "\\t").replace("$", r"\$")
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)  # other control bytes as \x1d
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def prompt_text(widgets, prompt: str):
+    """The explorers' prompt box (an ipywidgets Text described ``prompt``)."""
+    # continuous_update=False: recompute on Enter or blur, not on every keystroke
+    return widgets.Text(value=prompt, description="prompt", continuous_update=False,
+                        style={"description_width": "initial"}, layout=widgets.Layout(width="600px"))
+
+
+def with_class(widget, css_class: str):
+    """``widget`` with the CSS class ``css_class`` added."""
+    widget.add_class(css_class)  # the browser tests find widgets by these classes
+    return widget
+
+
+def error_html(exc: Exception) -> str:
+    """An error's message as red HTML, for a widget to show instead of a trace."""
+    return f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+
+
+def text_html(text: str) -> str:
+    """Generated text as HTML that shows its spaces and newlines."""
+    # pre-wrap keeps the model's spaces and newlines as generate() returned them.
+    return f"<div style='white-space: pre-wrap; font-family: monospace'>{html.escape(text)}</div>"
+
+
+def show_figure(output, fig) -> None:
+    """Replace what the Output widget ``output`` shows with the figure ``fig``."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    with output:
+        output.clear_output(wait=True)
+        display(fig)
+    plt.close(fig)  # displayed once as an image; an open figure would show again at the cell's end

@@ -1,4 +1,4 @@
-"""Notebook 07 (virtual accelerator): the explorer's callback, its plots, its widgets and the exercise checks.
+"""Notebook 07 (virtual accelerator): the explorer's callback, its plots and its widgets.
 
 The callback :func:`accelerator_view` is a plain function of the knob values, tested without a
 browser; :func:`accelerator_explorer` wires it to ipywidgets (7.7 and 8).
@@ -14,10 +14,9 @@ import html
 import math
 
 from ..core.budget import budget_exit_layer
-from ..cost.charges import layer_weight_params
-from ..cost.devices import BYTES_PER_WEIGHT, DeviceProfile
+from ..cost.devices import DeviceProfile
 from ..cost.simulator import pass_ops, simulate_decode, time_op
-from .widgets import _error_html, _show_figure, _with_class
+from .parts import error_html, show_figure, with_class
 
 BOUND_COLOURS = {"memory": "tab:blue", "compute": "tab:red", "overhead": "tab:gray"}
 
@@ -163,18 +162,18 @@ def accelerator_explorer(dims, profiles: dict, device: str | None = None, energy
     batch_s = widgets.IntSlider(value=batch, min=1, max=256, step=1, description="batch", **slider)
     context_s = widgets.IntSlider(value=min(context, dims.n_ctx), min=1, max=min(dims.n_ctx, 8192), step=1,
                                   description="context", **slider)
-    result_html = _with_class(widgets.HTML(), "anee-sim-result")
-    plot = _with_class(widgets.Output(), "anee-sim-plot")
+    result_html = with_class(widgets.HTML(), "anee-sim-result")
+    plot = with_class(widgets.Output(), "anee-sim-plot")
 
     def update(_change=None):
         try:
             view = accelerator_view(dims, profiles, device_box.value, energy.value, batch_s.value, context_s.value,
                                     dtype, kernels)
         except ValueError as exc:
-            result_html.value = _error_html(exc)
+            result_html.value = error_html(exc)
             return
         result_html.value = view["html"]
-        _show_figure(plot, _breakdown_figure(view["result"]))
+        show_figure(plot, _breakdown_figure(view["result"]))
 
     for control in (device_box, energy, batch_s, context_s):
         control.observe(update, names="value")
@@ -198,57 +197,3 @@ def _breakdown_figure(result):
     ax.tick_params(labelsize=8)
     fig.tight_layout()
     return fig
-
-
-# --------------------------------------------------------------------------- exercises
-
-
-def _report(ok: bool, message: str) -> bool:
-    print(("Correct! " if ok else "Not yet: ") + message)
-    return ok
-
-
-def check_matvec_intensity(matvec_intensity) -> bool:
-    """Exercise 1: ``matvec_intensity(d_in, d_out, bytes_per_weight)`` = FLOPs per weight byte of x @ W."""
-    for d_in, d_out, b in ((576, 1536, 4), (4096, 11008, 2), (64, 10, 0.5), (3, 7, 1)):
-        got, want = matvec_intensity(d_in, d_out, b), 2 * d_in * d_out / (d_in * d_out * b)
-        if not isinstance(got, (int, float)) or not math.isclose(got, want, rel_tol=1e-9):
-            return _report(False, f"for d_in={d_in}, d_out={d_out}, {b} bytes/weight you returned {got!r}, "
-                                  f"expected {want:g}. Count 2 FLOPs (a multiply and an add) per weight, and "
-                                  f"bytes_per_weight bytes read per weight.")
-    return _report(True, "a matrix-vector product does 2 FLOPs per weight whatever its shape: its intensity is "
-                         "2 / bytes_per_weight, far left of every device's ridge point.")
-
-
-def check_exit_speedup(predict_speedup, dims) -> bool:
-    """Exercise 2: ``predict_speedup(dims, layers, bytes_per_weight)`` = full-depth bytes / bytes at ``layers``."""
-    for layers in (dims.n_layers, dims.n_layers // 2, max(1, dims.n_layers // 4), 1):
-        for dtype in ("fp16", "int4"):
-            b = BYTES_PER_WEIGHT[dtype]
-            params = layer_weight_params(dims)
-            per_layer = (params["qkv_o"] + params["mlp"]) * b
-            head = dims.d_model * dims.d_vocab * b
-            want = (dims.n_layers * per_layer + head) / (layers * per_layer + head)
-            got = predict_speedup(dims, layers, b)
-            if not isinstance(got, (int, float)) or not math.isclose(got, want, rel_tol=0.02):
-                return _report(False, f"for {layers} layers at {b} bytes/weight you predicted {got!r}, expected "
-                                      f"{want:.3f}. Count every layer's matrices (layer_weight_params) and the "
-                                      f"unembedding (d_model x d_vocab), which runs whatever the exit.")
-    return _report(True, "in memory-bound decoding, time follows bytes: the unembedding is paid at every exit, "
-                         "so exiting at half depth saves less than half the time.")
-
-
-def check_crossover_batch(crossover_batch, profiles: dict) -> bool:
-    """Exercise 3: ``crossover_batch(profile, bytes_per_weight)``: smallest batch at which a big matmul is
-    compute-bound (intensity = 2 x batch / bytes_per_weight reaches the ridge point, fp16 compute)."""
-    for name, p in profiles.items():
-        for b in (2.0, 1.0):
-            ridge = p.flops_per_second("fp16") / p.bytes_per_second()
-            want = max(1, math.ceil(ridge * b / 2))
-            got = crossover_batch(p, b)
-            if got != want:
-                return _report(False, f"on {name} with {b} bytes/weight you returned {got!r}, expected {want}. The "
-                                      f"ridge point is achievable FLOP/s / achievable bytes/s "
-                                      f"(profile.flops_per_second('fp16') / profile.bytes_per_second()).")
-    return _report(True, "below that batch a bigger batch is almost free (weights are read once for all rows); "
-                         "above it, every extra row costs its FLOPs.")

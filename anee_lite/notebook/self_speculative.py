@@ -1,4 +1,5 @@
-"""Notebook 08 helpers: exercise checks, the draft/verify slider callback and widget, the acceptance plot.
+"""Notebook 08 (self-speculative decoding): the draft/verify slider callback and widget, the acceptance plot,
+the shipped benchmark.
 
 Widget contract (for browser tests): sliders described ``draft_layers`` and ``draft_tokens``, a
 Dropdown described ``draft_lens``, an HTML widget with the CSS class ``anee-speculative``.
@@ -11,67 +12,9 @@ import time
 
 import torch
 
-from ..core.speculative import accepted_drafts, expected_speedup, expected_tokens_per_round
-from .exercises import ExerciseError, _call, _NotAnswered, _number
+from ..core.speculative import expected_speedup
 
 DEFAULT_PROMPT = "def fibonacci(n):\n    "
-_NOT_ANSWERED = "{name}: not answered yet (replace None with your function and run the cell again)"
-
-
-def _answer(name: str, fn, *args):
-    """The learner's ``fn(*args)``; raising, not callable or returning None is a one-line ExerciseError."""
-    try:
-        return _call(name, fn, *args)
-    except _NotAnswered:
-        raise ExerciseError(f"{name}: your function returned None: write its body") from None
-
-
-def check_accept(accept) -> str:
-    """Check a learner's ``accept(drafts, full) -> list`` (the tokens a round emits) against the library.
-
-    ``drafts`` is a list of k drafted ids; ``full`` the k + 1 ids the full model predicts after the last
-    token and after each draft. The round emits the agreeing prefix of drafts plus the full model's token.
-    """
-    if accept is None:
-        return _NOT_ANSWERED.format(name="check_accept")
-    g = torch.Generator().manual_seed(0)
-    cases = [([5, 6, 7], [5, 6, 7, 8]), ([5, 6, 7], [9, 6, 7, 8]), ([5, 6, 7], [5, 9, 7, 8]), ([], [4])]
-    for _ in range(40):
-        k = int(torch.randint(1, 9, (1,), generator=g))
-        full = torch.randint(0, 3, (k + 1,), generator=g)
-        drafts = torch.where(torch.rand(k, generator=g) < 0.7, full[:k], torch.randint(0, 3, (k,), generator=g))
-        cases.append((drafts.tolist(), full.tolist()))
-    for drafts, full in cases:
-        j = int(accepted_drafts(torch.tensor([drafts], dtype=torch.long).reshape(1, -1), torch.tensor([full]))[0])
-        expected = drafts[:j] + [full[j]]
-        got = _answer("check_accept", accept, list(drafts), list(full))
-        try:
-            emitted = None if isinstance(got, (str, bytes)) else list(got)
-        except TypeError:  # not iterable: a number, a 0-d tensor
-            emitted = None
-        if emitted is None:
-            raise ExerciseError(f"check_accept: accept({drafts}, {full}) must return a list of token ids, "
-                                f"got {type(got).__name__}")
-        if emitted != expected:
-            raise AssertionError(f"accept({drafts}, {full}) returned {got}, expected {expected}: keep drafts while "
-                                 f"they equal the full model's token at the same place, then add the full model's "
-                                 f"own token where the first mismatch is (or after the last draft)")
-    return f"check_accept: all {len(cases)} cases agree with the library's rule"
-
-
-def check_expected_tokens(expected_tokens) -> str:
-    """Check a learner's ``expected_tokens(a, k)`` against E = (1 - a^(k+1)) / (1 - a) by simulation-free values."""
-    name = "check_expected_tokens"
-    if expected_tokens is None:
-        return _NOT_ANSWERED.format(name=name)
-    for a in (0.0, 0.1, 0.35, 0.5, 0.8, 0.99, 1.0):
-        for k in (1, 2, 4, 8):
-            got = float(_number(name, _answer(name, expected_tokens, a, k)))  # NaN would pass the test below
-            want = expected_tokens_per_round(a, k)
-            if abs(got - want) > 1e-6 * max(1.0, want):
-                raise AssertionError(f"expected_tokens({a}, {k}) = {got}, expected {want:.6f}: a round emits the "
-                                     f"first draft with chance a, the first two with a^2, ... plus one token always")
-    return "check_expected_tokens: E(a, K) matches the library for 28 (a, K) pairs"
 
 
 def speculative_view(model, prompt: str, draft_layers: int, draft_tokens: int, draft_lens: str = "logit",

@@ -1,10 +1,10 @@
-"""Plots for notebook 05 (adaptive exit). The only module of this part that imports matplotlib."""
+"""Notebook 05 (adaptive exit): Pareto fronts, the lens per layer, where each token exits, calibration."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from .plot_checks import check_exit_list, require_keys, require_same_length
+from .parts import check_exit_list, require_keys, require_same_length
 
 
 def plot_pareto(curves: dict, marks: dict | None = None, title: str = "", ax=None):

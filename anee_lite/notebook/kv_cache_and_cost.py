@@ -1,4 +1,4 @@
-"""Plots for notebook 04 (KV cache and cost). The core never imports this module (it needs matplotlib)."""
+"""Notebook 04 (KV cache and cost): the lazy cache's grid, where a token's cost goes, time against layers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
 from ..cost import MAC_PARTS, CostBreakdown
-from .plot_checks import check_exit_list, require_items, require_same_length
+from .parts import check_exit_list, require_items, require_same_length
 
 COMPUTED, PROPAGATED, NOT_NEEDED = 2, 1, 0
 GRID_COLOURS = ["#eeeeee", "#f4a261", "#2a6f97"]  # not needed, propagated, computed
