@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from conftest import save_screenshot
 
+from anee_lite.notebook.parts import show_whitespace
+
 RUN_ALL_TIMEOUT = 180  # s: kernel start, imports, model load and every cell
 UPDATE_TIMEOUT = 60  # s: one widget callback (regeneration + plot)
 # ipywidgets 8 renders sliders with noUiSlider; ipywidgets 7 used jQuery UI.
@@ -243,7 +245,7 @@ def check_budget_ui(ui: BudgetUI, expect: Expectations, before: dict, action: st
     min_layers, threshold = int(readout(ui.min_layers)), readout(ui.threshold)
     n = expect.layers(value, min_layers, threshold)
     old_n = expect.layers(before["energy_budget"], min_layers, threshold)
-    text = normalise(expect.text(ui.prompt(), ui.max_new_tokens(), value, min_layers, threshold))
+    text = normalise(show_whitespace(expect.text(ui.prompt(), ui.max_new_tokens(), value, min_layers, threshold)))
     total = expect.wrapper.n_layers
 
     def check():

@@ -26,6 +26,8 @@ from test_notebook_widgets import (
     wait_until,
 )
 
+from anee_lite.notebook.parts import show_whitespace
+
 NOTEBOOK = "06_sparsity.ipynb"
 HEAD = (3, 4)  # the head the test switches off: layer 3, query head 4
 
@@ -49,7 +51,7 @@ def expected(wrapper, inputs, prompt: str, heads_off, layers_skipped: int, activ
         head_mask[layer, head] = 0
     view = sparsity_view(wrapper, prompt, head_mask, layers_skipped, activation, *inputs)
     stats = normalise(html.unescape(re.sub(r"<[^>]+>", "", view["stats_html"])))
-    return {"stats": stats, "text": normalise(view["text"])}
+    return {"stats": stats, "text": normalise(show_whitespace(view["text"]))}
 
 
 def test_head_click_and_activation_slider(lab_server, page, wrapper):

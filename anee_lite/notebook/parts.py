@@ -84,10 +84,23 @@ def error_html(exc: Exception) -> str:
     return f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
 
 
+WHITESPACE_MARKS = {"\n": "↵", "\t": "⇥", "\r": "␍"}  # drawn before the character they stand for
+
+
+def show_whitespace(text: str) -> str:
+    """``text`` with a mark before each newline, tab and carriage return, so that generated blank lines
+    read as marks instead of an empty area (what :func:`text_html` shows, as plain text)."""
+    return "".join(WHITESPACE_MARKS.get(c, "") + c for c in text)
+
+
 def text_html(text: str) -> str:
-    """Generated text as HTML that shows its spaces and newlines."""
-    # pre-wrap keeps the model's spaces and newlines as generate() returned them.
-    return f"<div style='white-space: pre-wrap; font-family: monospace'>{html.escape(text)}</div>"
+    """Generated text as HTML: spaces and newlines kept as generate() returned them (pre-wrap), newlines,
+    tabs and carriage returns marked in grey (:data:`WHITESPACE_MARKS`), long outputs scrolled in a box."""
+    marked = "".join(
+        f"<span style='color:#999'>{WHITESPACE_MARKS[c]}</span>{c}" if c in WHITESPACE_MARKS else html.escape(c)
+        for c in text)
+    return ("<div style='white-space: pre-wrap; font-family: monospace; max-height: 16em; overflow-y: auto; "
+            f"border: 1px solid #ddd; padding: 0.3em'>{marked}</div>")
 
 
 def show_figure(output, fig) -> None:

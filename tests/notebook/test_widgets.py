@@ -175,3 +175,15 @@ def test_core_imports_no_plotting_or_widget_library():
             "print(sorted(m for m in ('matplotlib', 'ipywidgets') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_generated_whitespace_is_shown_not_left_blank():
+    """A model that emits newlines shows marks (notebook 03's explorer once showed a large blank area)."""
+    from anee_lite.notebook.parts import show_whitespace, text_html
+
+    text = "def f():\n\n\n\treturn '<b>'\r\n"
+    shown = text_html(text)
+    assert shown.count("↵") == 4 and shown.count("⇥") == 1 and shown.count("␍") == 1
+    assert "&lt;b&gt;" in shown and "<b>" not in shown  # the model's text is never read as HTML
+    assert show_whitespace(text) == "def f():↵\n↵\n↵\n⇥\treturn '<b>'␍\r↵\n"
+    assert show_whitespace(text).replace("↵", "").replace("⇥", "").replace("␍", "") == text  # nothing dropped
