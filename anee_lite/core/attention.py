@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -21,7 +23,8 @@ def attention_mask_4d(key_mask: Tensor, n_past: int, n_new: int) -> Tensor:
     return allowed[:, None]  # [B, 1, T, T_k]
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, want_pattern: bool):
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, want_pattern: bool,
+              edit_pattern: Callable[[Tensor], Tensor] | None = None):
     """Scaled dot-product attention with grouped-query heads; the pattern only when asked for.
 
     Args:
@@ -29,12 +32,14 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool
         mask: [B, 1, T, T_k] bool (True = may attend) or None.
         causal: with no mask, whether to apply the plain causal mask (T == T_k).
         want_pattern: compute the softmax explicitly and return it [B, H, T, T_k].
+        edit_pattern: a function of the pattern returning the one the values are mixed with (a hook);
+            implies ``want_pattern``.
 
     Returns:
         z [B, T, H * D] and the pattern (or None).
     """
     B, H, T, D = q.shape
-    if not want_pattern:
+    if not want_pattern and edit_pattern is None:
         z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
                                            enable_gqa=k.shape[1] != H)  # [B, H, T, D]
         return z.transpose(1, 2).reshape(B, T, H * D), None
@@ -46,5 +51,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     pattern = scores.softmax(dim=-1)  # [B, H, T, T_k]
+    if edit_pattern is not None:
+        pattern = edit_pattern(pattern)  # [B, H, T, T_k]
     z = pattern @ v  # [B, H, T, T_k] @ [B, H, T_k, D] -> [B, H, T, D]
     return z.transpose(1, 2).reshape(B, T, H * D), pattern  # -> [B, T, H * D]

@@ -18,6 +18,7 @@ from .architectures import Architecture, ModelDims, from_hf
 from .attention import attention, attention_mask_4d, position_ids
 from .cache import KVCache
 from .controller import Controller, as_controller
+from .hooks import LayerHooks, check_hooks, run_hook
 from .masks import LINEAR_INPUTS, ActivationThresholds, Sparsity, mask_heads
 from .validation import (
     check_controller_stop,
@@ -83,6 +84,7 @@ class ForwardCall:
     record_mlp_hidden: bool = False  # store blocks.{l}.mlp.hook_post (after mlp_mask) in activations
     record_linear_inputs: bool = False  # store the input of each of the four matrices (calibrating activation sparsity)
     activations: dict[str, Tensor] = field(default_factory=dict)
+    hooks: dict[int, LayerHooks] | None = None  # layer -> {hook point: fn}: the caller's interventions
 
 
 def _all_or_nothing(forward):
@@ -160,6 +162,7 @@ class UnrolledModel:
         head_mask: Tensor | None = None,
         mlp_mask: Tensor | None = None,
         activation_sparsity: float | ActivationThresholds | None = None,
+        hooks: dict | None = None,
     ) -> ForwardOutput:
         """Run the blocks in order; token (b, t) runs ``exit_layers[b, t]`` of them.
 
@@ -207,6 +210,10 @@ class UnrolledModel:
                 A whole key/value group whose query heads ``head_mask`` all removes is not computed:
                 no queries, keys or values, and no cache entries.
                 A cache only continues under the same sparsity knobs that filled it.
+            hooks: ``{name: fn}`` to read or replace activations (:mod:`anee_lite.core.hooks`: the names,
+                TransformerLens's shapes, e.g. ``blocks.3.attn.hook_z`` [B, T, n_heads, d_head]);
+                ``fn(tensor, name)`` returns the replacement or None to keep it. With a cache, the keys
+                and values a hooked layer computes are cached as computed.
         """
         n_layers = self.dims.n_layers
         controller = as_controller(controller)
@@ -215,6 +222,7 @@ class UnrolledModel:
         check_flags(return_resid=return_resid, return_patterns=return_patterns,
                     return_mlp_hidden=return_mlp_hidden, return_linear_inputs=return_linear_inputs)
         sparsity = Sparsity(*check_sparsity(self.dims, skip_layers, head_mask, mlp_mask, activation_sparsity))
+        layer_hooks = check_hooks(self.dims, hooks)
         B, T = input_ids.shape
         if past_key_values is not None and not past_key_values.sparsity.matches(sparsity):
             raise ValueError("past_key_values was filled under other skip_layers/head_mask/mlp_mask/"
@@ -239,6 +247,7 @@ class UnrolledModel:
             sparsity=sparsity,
             record_mlp_hidden=return_mlp_hidden,
             record_linear_inputs=return_linear_inputs,
+            hooks=layer_hooks,
         )
         resid = self.arch.embed(input_ids, positions)  # [B, T] -> [B, T, d_model]
         if controller is not None:
@@ -250,6 +259,9 @@ class UnrolledModel:
         runs[list(sparsity.skip_layers)] = 0
         for layer in range(n_layers):
             if layer in sparsity.skip_layers:  # the identity: no exit decision, no K/V, no cost
+                if layer_hooks and layer in layer_hooks:
+                    for point in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post"):
+                        resid = _hook_running(layer_hooks[layer], layer, point, resid, exit_layers > layer)
                 if return_resid:
                     for hook in ("pre", "mid", "post"):
                         call.activations[f"blocks.{layer}.hook_resid_{hook}"] = resid
@@ -300,25 +312,36 @@ class UnrolledModel:
     def block(self, layer: int, resid_pre: Tensor, call: ForwardCall) -> Tensor:
         """One pre-norm decoder block [B, T, d_model] -> [B, T, d_model], masks applied; inactive tokens keep their residual."""
         arch, sparsity = self.arch, call.sparsity
+        hooks = call.hooks.get(layer) if call.hooks else None  # {hook point: fn} or None: nothing to call
+        if hooks:
+            resid_pre = _hook_running(hooks, layer, "hook_resid_pre", resid_pre, call.active)
         groups = sparsity.kept_groups(layer, self.dims.n_kv_heads)  # None: every key/value group runs
         project = self._projectors(layer, call)
         q, k, v = arch.attn_qkv(layer, resid_pre, call.pos_info, project=project[0], groups=groups)  # [B, H', T, D], [B, K', T, D] x 2
         if call.cache is not None:
             k, v = call.cache.extend(layer, k, v)  # -> [B, K', T_past + T, D]
-        z, pattern = self._attention(q, k, v, call, groups)  # [B, T, H' * D], [B, H, T, T_k] or None
+        z, pattern = self._attention(q, k, v, call, groups, hooks, layer)  # [B, T, H' * D], [B, H, T, T_k] or None
         if sparsity.head_mask is not None and groups != []:
             z = mask_heads(z, self._kept_heads(sparsity.head_mask[layer], groups))  # masked heads' slices zero
+        if hooks and "attn.hook_z" in hooks:
+            z = self._hook_heads(z, groups, lambda full: run_hook(hooks, layer, "attn.hook_z", full))
         if call.record_linear_inputs:
             call.activations[f"blocks.{layer}.attn.hook_z"] = z
         resid_mid = resid_pre + arch.attn_out(layer, z, project=project[1], groups=groups)  # [B, T, d_model]
+        if hooks:
+            resid_mid = run_hook(hooks, layer, "hook_resid_mid", resid_mid)
         hidden = arch.mlp_hidden(layer, resid_mid, project=project[2])  # [B, T, d_mlp]
         if sparsity.mlp_mask is not None:
             hidden = hidden * sparsity.mlp_mask[layer].to(hidden.device, hidden.dtype)  # [B, T, d_mlp] * [d_mlp]
+        if hooks:
+            hidden = run_hook(hooks, layer, "mlp.hook_post", hidden)
         if call.record_mlp_hidden or call.record_linear_inputs:
             call.activations[f"blocks.{layer}.mlp.hook_post"] = hidden
         resid_post = resid_mid + arch.mlp_out(layer, hidden, project=project[3])  # [B, T, d_model]
         if not bool(call.active.all()):
             resid_post = torch.where(call.active[..., None], resid_post, resid_pre)  # exited tokens stay frozen
+        if hooks:
+            resid_post = _hook_running(hooks, layer, "hook_resid_post", resid_post, call.active)
         if call.record_resid:
             call.activations.update({f"blocks.{layer}.hook_resid_pre": resid_pre,
                                      f"blocks.{layer}.hook_resid_mid": resid_mid,
@@ -340,10 +363,16 @@ class UnrolledModel:
                 project[i] = _recording(project[i], call.activations, f"blocks.{layer}.{hook}")
         return project
 
-    def _attention(self, q: Tensor, k: Tensor, v: Tensor, call: ForwardCall, groups: list[int] | None):
+    def _attention(self, q: Tensor, k: Tensor, v: Tensor, call: ForwardCall, groups: list[int] | None,
+                   hooks: LayerHooks | None, layer: int):
         """Attention over the kept groups' heads; the pattern (when asked for) is [B, n_heads, T, T_k], zero for heads never computed."""
+        edit = None
+        if hooks and "attn.hook_pattern" in hooks:
+            def edit(pattern):  # [B, H', T, T_k] -> the hook sees and returns all n_heads
+                return self._hook_heads(pattern.transpose(1, 2), groups, lambda full: run_hook(
+                    hooks, layer, "attn.hook_pattern", full.transpose(1, 2)).transpose(1, 2)).transpose(1, 2)
         if groups is None or groups:
-            z, pattern = attention(q, k, v, call.mask, call.causal, call.record_patterns)  # [B, T, H' * D]
+            z, pattern = attention(q, k, v, call.mask, call.causal, call.record_patterns, edit)  # [B, T, H' * D]
         else:  # every head of the layer is off: nothing to attend with
             z, pattern = q.new_zeros(q.shape[0], q.shape[2], 0), None  # [B, T, 0]
         if call.record_patterns and groups is not None:
@@ -354,6 +383,21 @@ class UnrolledModel:
             pattern = full.view(B, dims.n_heads, T, T_k)
         return z, pattern
 
+    def _hook_heads(self, per_head: Tensor, groups: list[int] | None, hook) -> Tensor:
+        """Run ``hook`` on [B, T, n_heads, ...] built from the computed heads' [B, T, H' * ...] (or [B, T, H', ...]).
+
+        Heads of groups never computed enter as zeros and what the hook returns for them is dropped.
+        """
+        B, T, dims = per_head.shape[0], per_head.shape[1], self.dims
+        heads = per_head.reshape(B, T, -1, *([dims.d_head] if per_head.dim() == 3 else per_head.shape[3:]))
+        if groups is None:
+            return hook(heads).reshape(per_head.shape)  # [B, T, H, ...]
+        group = dims.n_heads // dims.n_kv_heads
+        full = heads.new_zeros(B, T, dims.n_kv_heads, group, *heads.shape[3:])  # [B, T, K, H / K, ...]
+        full[:, :, groups] = heads.reshape(B, T, len(groups), group, *heads.shape[3:])
+        out = hook(full.reshape(B, T, dims.n_heads, *heads.shape[3:]))  # [B, T, H, ...]
+        return out.reshape(full.shape)[:, :, groups].reshape(per_head.shape)  # only the computed heads go on
+
     def _kept_heads(self, head_mask: Tensor, groups: list[int] | None) -> Tensor:
         """[n_heads] -> the mask entries of the heads that were computed (those of the kept groups)."""
         if groups is None:
@@ -362,6 +406,18 @@ class UnrolledModel:
 
 
 _PLAIN_PRODUCTS = (None,) * len(LINEAR_INPUTS)  # None: each per-layer function's own dense product
+
+
+def _hook_running(hooks: LayerHooks, layer: int, point: str, resid: Tensor, active: Tensor) -> Tensor:
+    """A residual [B, T, d_model] through its hook, for the tokens that run ``layer`` (``active`` [B, T]) only.
+
+    An exited token's residual stays frozen whatever the hook returns, so its output, and the keys and values
+    later layers derive from it (now or, via the cache, in a later call), are those of its own exit.
+    """
+    hooked = run_hook(hooks, layer, point, resid)
+    if hooked is resid or bool(active.all()):
+        return hooked
+    return torch.where(active[..., None], hooked, resid)  # [B, T, d_model]
 
 
 def _recording(project, activations: dict, name: str):
