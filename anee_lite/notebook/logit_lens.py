@@ -120,6 +120,33 @@ def plot_lens_metrics(lens: LensResult, batch: int = 0, position: int = -1) -> p
     return fig
 
 
+def plot_patching(restored: Tensor, tokens: list[str], title: str = "") -> plt.Figure:
+    """Activation patching's map: share of the clean logit difference restored per (layer, position).
+
+    Args:
+        restored: [n_layers, T] from :func:`anee_lite.interventions.patching_sweep` (1 = the clean answer back).
+        tokens: the T tokens of the corrupted prompt, for the x axis.
+        title: the figure's title.
+    """
+    if not isinstance(restored, Tensor) or restored.dim() != 2:
+        raise TypeError(f"restored must be a [n_layers, positions] tensor, got "
+                        f"{list(restored.shape) if isinstance(restored, Tensor) else type(restored).__name__}")
+    if not isinstance(tokens, (list, tuple)) or len(tokens) != restored.shape[1]:
+        raise ValueError(f"tokens must list the {restored.shape[1]} positions of restored, got "
+                         f"{len(tokens) if isinstance(tokens, (list, tuple)) else type(tokens).__name__}")
+    values = restored.float().cpu()
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * values.shape[1], 0.5 + 0.18 * values.shape[0]))
+    image = ax.imshow(values.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1, origin="lower")
+    ax.set_xticks(range(len(tokens)))
+    ax.set_xticklabels([token_label(t, 10) for t in tokens], rotation=45, ha="right", fontsize=8)
+    ax.set_xlabel("position (token) whose residual is patched")
+    ax.set_ylabel("layer (residual entering it)")
+    ax.set_title(title or "Share of the clean logit difference restored by patching one residual")
+    fig.colorbar(image, ax=ax, label="restored (1 = clean answer, 0 = corrupted)")
+    fig.tight_layout()
+    return fig
+
+
 def lens_view(model, prompt: str) -> dict:
     """The logit lens of a prompt, with its tokens as the tokenizer splits them.
 

@@ -187,3 +187,22 @@ def test_generated_whitespace_is_shown_not_left_blank():
     assert "&lt;b&gt;" in shown and "<b>" not in shown  # the model's text is never read as HTML
     assert show_whitespace(text) == "def f():↵\n↵\n↵\n⇥\treturn '<b>'␍\r↵\n"
     assert show_whitespace(text).replace("↵", "").replace("⇥", "").replace("␍", "") == text  # nothing dropped
+
+
+def test_the_patching_map_labels_its_axes_and_refuses_mismatched_tokens():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from anee_lite.notebook.logit_lens import plot_patching
+
+    fig = plot_patching(torch.rand(4, 3), ["a", "b", "c"])
+    ax = fig.axes[0]
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="3 positions"):
+        plot_patching(torch.rand(4, 3), ["a", "b"])
+    with pytest.raises(TypeError, match="restored"):
+        plot_patching([[0.5]], ["a"])

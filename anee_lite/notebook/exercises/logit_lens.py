@@ -8,29 +8,54 @@ import torch
 from torch import Tensor
 
 from ...core.metrics import kl_divergence
-from ._convention import ExerciseError, call, close, correct, exercise, tensor_like
+from ._convention import ExerciseError, call, close, correct, exercise, number, tensor_like
+
+
+def _first_stable(ranks: list[int]) -> int:
+    not_top = [row for row, r in enumerate(ranks) if r != 1]
+    return not_top[-1] + 1 if not_top else 0
+
+
+def _rank_lists() -> list[list[int]]:
+    """Rank lists the notebook never prints: on top early then knocked off, on top from the start, never on top,
+    only at the end, and random ones."""
+    gen = torch.Generator().manual_seed(12)
+    lists = [[900, 3, 1, 2, 1, 1], [1, 1, 1], [7, 4, 2], [50, 9, 3, 1], [1, 5, 1, 1, 1, 1, 1], [2]]
+    for _ in range(30):
+        n = int(torch.randint(2, 40, (1,), generator=gen))
+        ranks = torch.randint(1, 4, (n,), generator=gen)  # [n]: 1 = on top
+        ranks[int(torch.randint(0, n, (1,), generator=gen)):] = 1  # stable from a random row ...
+        ranks[int(torch.randint(0, n, (1,), generator=gen))] += int(torch.randint(0, 2, (1,), generator=gen))
+        lists.append(ranks.tolist())  # ... but sometimes knocked off once more
+    return lists
 
 
 @exercise("First stable layer")
-def check_first_stable_layer(answer: int | None, ranks) -> None:
-    """Exercise: the first row from which the final token has rank 1 (top) in every later row.
+def check_first_stable_layer(fn: Callable | None) -> None:
+    """Exercise: ``fn(ranks) -> int``, the first row from which the final token has rank 1 (top) in every later row.
 
-    Args:
-        answer: the learner's row (layers run).
-        ranks: 1-based rank of the final token at each row (0 = embeddings .. n_layers).
+    ``ranks[l]`` is the 1-based rank of the final token after ``l`` layers (row 0 = the embeddings). When it
+    is never on top for good, the answer is ``len(ranks)`` (no row qualifies). Tried on rank lists the
+    notebook never prints.
     """
     name = "First stable layer"
-    ranks = [int(r) for r in ranks]
-    if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(ranks):
-        raise ExerciseError(f"{name}: expected a whole number of layers in [0, {len(ranks) - 1}], got {answer!r}")
-    not_top = [row for row, r in enumerate(ranks) if r != 1]
-    expected = not_top[-1] + 1 if not_top else 0
-    if answer < expected:
-        raise ExerciseError(f"{name}: after {answer} layers it is on top, but it drops to rank "
-                            f"{ranks[expected - 1]} after {expected - 1} layers: it must stay on top.")
-    if answer > expected:
-        raise ExerciseError(f"{name}: it is already on top for good after {answer - 1} layers; look earlier.")
-    correct(name, f"after {expected} of {len(ranks) - 1} layers.")
+    lists = _rank_lists()
+    for ranks in lists:
+        expected = _first_stable(ranks)
+        got = number(name, call(name, fn, list(ranks)), whole=True)
+        if got == expected:
+            continue
+        first_top = ranks.index(1) if 1 in ranks else None
+        if got == first_top:
+            raise ExerciseError(f"{name}: for ranks={ranks} you return the first row where it is on top; it must "
+                                "also stay on top in every later row.")
+        if 0 <= got < len(ranks) and all(r == 1 for r in ranks[got:]):
+            raise ExerciseError(f"{name}: for ranks={ranks} it is on top from row {got} on, but already from an "
+                                "earlier row: look earlier.")
+        raise ExerciseError(f"{name}: wrong for ranks={ranks} (you return {got!r}); find the last row where it "
+                            "is not on top: the answer is the row after it (0 if there is none, len(ranks) if it "
+                            "is not on top at the end).")
+    correct(name, f"(on {len(lists)} rank lists)")
 
 
 @exercise("Top-k lens readout")

@@ -1,0 +1,32 @@
+"""What every notebook of the course holds: a Colab badge, a Next link or the end, exercises with hidden solutions."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_solutions_are_hidden_and_have_no_stored_output(path):
+    """A stored output would give the answer away; the two metadata keys hide the code in JupyterLab and Colab."""
+    cells = json.loads(path.read_text())["cells"]
+    solutions = [c for c in cells if c["cell_type"] == "code" and "".join(c["source"]).startswith("# @title Solution")]
+    assert len(solutions) >= 2, "at least two exercises per notebook"
+    for cell in solutions:
+        assert cell["outputs"] == [], "".join(cell["source"])[:60]
+        assert cell["metadata"].get("cellView") == "form"
+        assert cell["metadata"].get("jupyter", {}).get("source_hidden") is True
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_exercise_is_checked_before_its_solution(path):
+    """Each solution follows a learner's cell that calls the same check, so the learner runs it first."""
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    for i, cell in enumerate(cells):
+        text = "".join(cell["source"])
+        if text.startswith("# @title Solution"):
+            checks = {w.split("(")[0] for w in text.split() if w.startswith("check_")}
+            before = "".join(cells[i - 1]["source"])
+            assert checks and all(c in before for c in checks), text[:80]
