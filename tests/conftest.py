@@ -4,7 +4,11 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+from anee_lite.core.architectures import ModelDims
+
 VOCAB = 97
+SMOLLM2_DIMS = ModelDims(architecture="llama", d_model=576, n_heads=9, n_kv_heads=3, d_head=64, d_mlp=1536,
+                         n_layers=30, d_vocab=49152, n_ctx=8192)  # smollm2-135m's sizes, for tests that need no weights
 
 
 class CharTokenizer:

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import VOCAB, random_gpt2, random_llama
+from conftest import SMOLLM2_DIMS, VOCAB, random_gpt2, random_llama
 from torch.utils.flop_counter import FlopCounterMode
 
 from anee_lite import UnrolledModel, greedy_generate
@@ -25,8 +25,7 @@ from anee_lite.cost import (
 
 TINY = ModelDims(architecture="llama", d_model=8, n_heads=2, n_kv_heads=1, d_head=4, d_mlp=16, n_layers=2,
                  d_vocab=10, n_ctx=32)
-SMOLLM2 = ModelDims(architecture="llama", d_model=576, n_heads=9, n_kv_heads=3, d_head=64, d_mlp=1536, n_layers=30,
-                    d_vocab=49152, n_ctx=8192)
+SMOLLM2 = SMOLLM2_DIMS
 
 
 def test_tiny_config_by_hand():

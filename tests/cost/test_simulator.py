@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import random_gpt2, random_llama
+from conftest import SMOLLM2_DIMS, random_gpt2, random_llama
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +29,7 @@ from anee_lite.cost.simulator import (
     time_op,
 )
 
-SMOLLM2 = ModelDims("llama", 576, 9, 3, 64, 1536, 30, 49152, 8192)
+SMOLLM2 = SMOLLM2_DIMS
 GPT2_SMALL = ModelDims("gpt2", 768, 12, 12, 64, 3072, 12, 50257, 1024)
 TOY = DeviceProfile(name="toy", description="round numbers for hand checks",
                     peak_flops={"fp32": 1e9, "fp16": 2e9, "int8": 4e9}, memory_bandwidth=1e9, memory_bytes=1e12,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import SMOLLM2_DIMS
 
 from anee_lite import budget_exit_layer
-from anee_lite.core.architectures import ModelDims
 from anee_lite.cost.charges import layer_weight_params
 from anee_lite.cost.devices import PROFILES
 from anee_lite.cost.simulator import simulate_decode
@@ -19,7 +19,7 @@ from anee_lite.notebook.exercises import (
     check_matvec_intensity,
 )
 
-DIMS = ModelDims("llama", 576, 9, 3, 64, 1536, 30, 49152, 8192)
+DIMS = SMOLLM2_DIMS
 
 
 @pytest.mark.parametrize("device,budget,batch,context", [("t4", 1.0, 1, 128), ("h100-sxm", 0.5, 16, 1024),

@@ -10,14 +10,13 @@ import pathlib
 import re
 
 import pytest
+from conftest import SMOLLM2_DIMS
 
 from anee_lite import budget_exit_layer
-from anee_lite.core.architectures import ModelDims
 from anee_lite.cost import token_cost
 
 NOTEBOOK = pathlib.Path(__file__).parents[2] / "notebooks" / "04_kv_cache_and_cost.ipynb"
-SMOLLM2 = ModelDims(architecture="llama", d_model=576, n_heads=9, n_kv_heads=3, d_head=64, d_mlp=1536, n_layers=30,
-                    d_vocab=49152, n_ctx=8192)
+SMOLLM2 = SMOLLM2_DIMS
 NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
 
 
