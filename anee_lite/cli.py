@@ -220,7 +220,7 @@ def _budget(value: str) -> float:
 
 
 def add_simulate_parser(commands) -> None:
-    from .cost.devices import DTYPES
+    from .cost.constants import DTYPES
     from .cost.simulator import DEFAULT_DECODE_CONTEXT, KERNELS
 
     sim = commands.add_parser("simulate", help="time and energy per token of a model on a device profile")

@@ -5,9 +5,6 @@ the joules live here.
 """
 
 from .charges import (
-    BYTES_PER_PARAM,
-    ENERGY_PER_BYTE_J,
-    ENERGY_PER_FLOP_J,
     MAC_PARTS,
     CostBreakdown,
     bytes_fraction,
@@ -22,6 +19,7 @@ from .charges import (
     sparse_token_cost,
     token_cost,
 )
+from .constants import BYTES_PER_PARAM, ENERGY_PER_BYTE_J, ENERGY_PER_FLOP_J
 from .speculative import memory_bound_costs
 from .timing import (
     decode_step_seconds,

@@ -29,13 +29,10 @@ cache read by attention and the K/V written. This, not arithmetic, is what limit
 on a CPU or a GPU. A propagated K/V entry reads the frozen residual and writes K and V; the
 layer's weights are already being streamed for the token that triggered the fill.
 
-Energy: ``flops x ENERGY_PER_FLOP_J + bytes x ENERGY_PER_BYTE_J``, with constants from
-M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, for a 45 nm
-process: a 32-bit float multiply costs 3.7 pJ and an add 0.9 pJ (4.6 pJ per MAC, 2.3 pJ per
-FLOP); reading a 64-bit word from DRAM costs 1.3-2.6 nJ (we take 1.95 nJ, ~0.24 nJ per byte),
-against ~10 pJ from a small on-chip SRAM. These are order-of-magnitude teaching numbers for an
-old process, not a measurement of any machine; what they teach is the ratio: moving a byte from
-DRAM costs about a hundred times more than a FLOP on it.
+Energy: ``flops x ENERGY_PER_FLOP_J + bytes x ENERGY_PER_BYTE_J``, Horowitz's 45 nm numbers
+(:mod:`anee_lite.cost.constants`: 2.3 pJ per fp32 FLOP, ~0.24 nJ per DRAM byte, against ~10 pJ from a
+small on-chip SRAM). Teaching numbers for an old process, not a measurement of any machine; what they
+teach is the ratio: moving a byte from DRAM costs about a hundred times more than a FLOP on it.
 """
 
 from __future__ import annotations
@@ -49,10 +46,8 @@ from torch import Tensor
 from ..core.architectures import CONVERTERS, ModelDims
 from ..core.masks import LINEAR_INPUTS
 from ..core.validation import check_fraction, check_int
+from .constants import BYTES_PER_PARAM, ENERGY_PER_BYTE_J, ENERGY_PER_FLOP_J
 
-ENERGY_PER_FLOP_J = (3.7e-12 + 0.9e-12) / 2  # Horowitz 2014, 45 nm: fp32 mult + add = one MAC = 2 FLOPs
-ENERGY_PER_BYTE_J = 1.95e-9 / 8  # Horowitz 2014: DRAM read of a 64-bit word, 1.3-2.6 nJ (midpoint)
-BYTES_PER_PARAM = 4  # fp32 weights
 NORM_MACS_PER_ELEMENT = 2  # sum of squares, then the scale (a convention, see the module docstring)
 
 MAC_PARTS = ("qkv_o", "attn_scores", "mlp", "norms", "lm_head", "kv_propagation", "exit_checks")

@@ -31,17 +31,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..core.validation import check_int
 from ..io.files import write_atomically
+from .constants import COMPUTE_DTYPE, COMPUTE_DTYPES, DTYPES, HOROWITZ_45NM_J_PER_FLOP, PJ
 from .timing import fit_step_time, median_seconds
-
-DTYPES = ("fp32", "fp16", "int8", "int4")  # weight dtypes the simulator accepts
-BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5}
-# Which arithmetic runs for each weight dtype: int4 weights are dequantized to fp16 (weight-only quantization,
-# as llama.cpp / GPTQ / AWQ kernels do); int8 weights with int8 activations use the int8 units.
-COMPUTE_DTYPE = {"fp32": "fp32", "fp16": "fp16", "int8": "int8", "int4": "fp16"}
-COMPUTE_DTYPES = ("fp32", "fp16", "int8")
-
-_PJ = 1e-12
-HOROWITZ_45NM_J_PER_FLOP = {"fp32": 2.3 * _PJ, "fp16": 0.75 * _PJ, "int8": 0.115 * _PJ}  # ISSCC 2014, 45 nm
 
 
 def scaled_flop_energy(node_nm: float) -> dict[str, float]:
@@ -51,7 +42,7 @@ def scaled_flop_energy(node_nm: float) -> dict[str, float]:
 
 def pj_per_bit(pj: float) -> float:
     """Joules per byte from picojoules per bit."""
-    return pj * 8 * _PJ
+    return pj * 8 * PJ
 
 
 @dataclass(frozen=True)
@@ -130,7 +121,7 @@ def check_dtype(dtype: str) -> str:
 GB, GiB, MiB, TERA, GIGA = 1e9, 2**30, 2**20, 1e12, 1e9
 
 # Every number below has its source in `sources`; "estimate" says so. The README's device table is built
-# from this table (anee_lite.cost.simulator.device_table).
+# from this table (anee_lite.cost.simulator.device_table, tested equal).
 PROFILES: dict[str, DeviceProfile] = {}
 
 

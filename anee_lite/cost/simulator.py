@@ -39,7 +39,8 @@ from dataclasses import asdict, dataclass, replace
 from ..core.architectures import CONVERTERS, ModelDims
 from ..core.validation import check_fraction, check_int
 from .charges import BYTES_PER_PARAM, layer_weight_params, norm_macs, token_cost
-from .devices import BYTES_PER_WEIGHT, COMPUTE_DTYPE, DeviceProfile, check_dtype
+from .constants import BYTES_PER_WEIGHT, COMPUTE_DTYPE, PJ
+from .devices import DeviceProfile, check_dtype
 
 # Framework operator calls (top-level ATen ops) of anee-lite's eager forward, per operation, counted with
 # torch.profiler on one decoding step (tests/cost/test_simulator.py recounts them on random models).
@@ -493,3 +494,26 @@ def simulate_prefill(dims: ModelDims, profile: DeviceProfile, *, prompt_tokens: 
     layers = _layers(dims, layers)
     return simulate_plan(dims, profile, prefill_plan(prompt_tokens, layers), batch=batch, dtype=dtype,
                          kernels=kernels)
+
+
+def device_table(dims: ModelDims, profiles: dict[str, DeviceProfile] | None = None, context: int = 128) -> str:
+    """The README's device table (markdown): each profile's peaks, memory, energies, and ``dims`` decoded on it.
+
+    The last columns simulate full-depth, batch-1 fp16 decoding at ``context`` with eager and fused kernels.
+    """
+    from .devices import PROFILES
+
+    def num(v: float) -> str:
+        return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+
+    rows = ["| device | fp32 / fp16 / int8 peak (TFLOP/s) | bandwidth (GB/s) | memory (GiB) | cache (MiB) | "
+            "pJ/FLOP fp16 | pJ/byte | idle W | SmolLM2 fp16 ms/token (eager / fused) | mJ/token (fused) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, p in (PROFILES if profiles is None else profiles).items():
+        eager, fused = (simulate_decode(dims, p, context=context, dtype="fp16", kernels=k) for k in ("eager", "fused"))
+        peaks = " / ".join(num(p.peak_flops[d] / 1e12) for d in ("fp32", "fp16", "int8"))
+        rows.append(f"| `{name}` | {peaks} | {num(p.memory_bandwidth / 1e9)} | {p.memory_bytes / 2**30:g} | "
+                    f"{p.cache_bytes / 2**20:g} | {p.joules_per_flop['fp16'] / PJ:.2f} | {p.joules_per_byte / PJ:.0f} | "
+                    f"{p.idle_watts:g} | {1e3 * eager.seconds_per_token:.2f} / {1e3 * fused.seconds_per_token:.2f} | "
+                    f"{1e3 * fused.joules_per_token:.3f} |")
+    return "\n".join(rows)

@@ -14,6 +14,7 @@ import html
 import math
 
 from ..core.budget import budget_exit_layer
+from ..cost.constants import COMPUTE_DTYPE
 from ..cost.devices import DeviceProfile
 from ..cost.simulator import pass_ops, simulate_decode, time_op
 from .parts import error_html, show_figure, with_class
@@ -121,7 +122,7 @@ def plot_energy_per_token(dims, profiles: dict, *, context: int = 128, dtype: st
     for name in names:
         p = profiles[name]
         r = simulate_decode(dims, p, context=context, dtype=dtype, kernels=kernels)
-        flops_j = r.flops * p.joules_per_flop[{"int4": "fp16"}.get(dtype, dtype)]
+        flops_j = r.flops * p.joules_per_flop[COMPUTE_DTYPE[dtype]]
         bytes_j = r.bytes * p.joules_per_byte
         parts["arithmetic"].append(1e3 * flops_j)
         parts["memory traffic"].append(1e3 * bytes_j)

@@ -143,3 +143,18 @@ def test_a_failed_local_profile_write_leaves_no_temporary_file(tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         get_profile("local")
     assert [p.name for p in (tmp_path / "anee-lite").iterdir()] == []
+
+
+def test_the_readme_device_table_is_the_one_the_profiles_build():
+    """No hand-copied numbers: the README's table is device_table()'s output for smollm2-135m's sizes."""
+    from pathlib import Path
+
+    from conftest import SMOLLM2_DIMS
+
+    from anee_lite.cost.simulator import device_table
+
+    table = device_table(SMOLLM2_DIMS)
+    assert table in (Path(__file__).parents[2] / "README.md").read_text(), table
+    assert table.count("\n| `") == len(PROFILES)  # one row per shipped profile
+    only_t4 = device_table(SMOLLM2_DIMS, {"t4": PROFILES["t4"]})
+    assert only_t4.splitlines()[2] == table.splitlines()[2] and len(only_t4.splitlines()) == 3

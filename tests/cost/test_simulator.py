@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from anee_lite import UnrolledModel, greedy_generate
 from anee_lite.core.architectures import ModelDims
 from anee_lite.cost import token_cost
-from anee_lite.cost.devices import BYTES_PER_WEIGHT, DTYPES, PROFILES, DeviceProfile
+from anee_lite.cost.constants import BYTES_PER_WEIGHT, DTYPES
+from anee_lite.cost.devices import PROFILES, DeviceProfile
 from anee_lite.cost.simulator import (
     EAGER_DISPATCHES,
     Op,

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 
 from ...cost.charges import layer_weight_params
-from ...cost.devices import BYTES_PER_WEIGHT
+from ...cost.constants import BYTES_PER_WEIGHT
 from ._convention import ExerciseError, call, correct, exercise, number
 
 
