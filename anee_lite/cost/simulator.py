@@ -506,8 +506,8 @@ def device_table(dims: ModelDims, profiles: dict[str, DeviceProfile] | None = No
     def num(v: float) -> str:
         return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
 
-    rows = ["| device | fp32 / fp16 / int8 peak (TFLOP/s) | bandwidth (GB/s) | memory (GiB) | cache (MiB) | "
-            "pJ/FLOP fp16 | pJ/byte | idle W | SmolLM2 fp16 ms/token (eager / fused) | mJ/token (fused) |",
+    rows = [("| device | fp32 / fp16 / int8 peak (TFLOP/s) | bandwidth (GB/s) | memory (GiB) | cache (MiB) | "
+             "pJ/FLOP fp16 | pJ/byte | idle W | SmolLM2 fp16 ms/token (eager / fused) | mJ/token (fused) |"),
             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, p in (PROFILES if profiles is None else profiles).items():
         eager, fused = (simulate_decode(dims, p, context=context, dtype="fp16", kernels=k) for k in ("eager", "fused"))
