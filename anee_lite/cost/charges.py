@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import torch
 from torch import Tensor
 
-from ..core.architectures import CONVERTERS, ModelDims
+from ..core.architectures import ModelDims, converter_for
 from ..core.masks import LINEAR_INPUTS
 from ..core.validation import check_fraction, check_int
 from .constants import BYTES_PER_PARAM, ENERGY_PER_BYTE_J, ENERGY_PER_FLOP_J
@@ -112,7 +112,7 @@ def norm_macs(dims: ModelDims) -> int:
 def matrix_params(dims: ModelDims) -> dict[str, int]:
     """Parameters of each of one layer's four matrices, keyed as ``LINEAR_INPUTS`` (biases left out)."""
     d, q_width, kv_width = dims.d_model, dims.n_heads * dims.d_head, dims.n_kv_heads * dims.d_head
-    arch = CONVERTERS[dims.architecture]
+    arch = converter_for(dims.architecture)
     return {
         "W_QKV": d * (q_width + 2 * kv_width),
         "W_O": q_width * d,
@@ -127,7 +127,7 @@ def layer_weight_params(dims: ModelDims) -> dict[str, int]:
     return {
         "qkv_o": m["W_QKV"] + m["W_O"],
         "mlp": m["W_mlp_in"] + m["W_out"],
-        "norms": 2 * CONVERTERS[dims.architecture].n_norm_vectors * dims.d_model,
+        "norms": 2 * converter_for(dims.architecture).n_norm_vectors * dims.d_model,
     }
 
 

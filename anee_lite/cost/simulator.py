@@ -36,23 +36,15 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
-from ..core.architectures import CONVERTERS, ModelDims
+from ..core.architectures import ModelDims, converter_for
 from ..core.validation import check_fraction, check_int
 from .charges import BYTES_PER_PARAM, layer_weight_params, norm_macs, token_cost
 from .constants import BYTES_PER_WEIGHT, COMPUTE_DTYPE, PJ
 from .devices import DeviceProfile, check_dtype
 
-# Framework operator calls (top-level ATen ops) of anee-lite's eager forward, per operation, counted with
-# torch.profiler on one decoding step (tests/cost/test_simulator.py recounts them on random models).
-# "step" is per pass: embedding lookup, positions, masks, argmax and appending the token.
-EAGER_DISPATCHES = {
-    "llama": {"attn_norm": 7, "q_proj": 2, "k_proj": 2, "v_proj": 2, "attention": 26, "o_proj": 3,
-              "mlp_norm": 7, "mlp_gate": 2, "mlp_up": 2, "mlp_down": 5, "final_norm": 8, "lm_head": 2,
-              "step": 54, "lens_check": 10, "probe_check": 2, "kv_propagation": 22},
-    "gpt2": {"attn_norm": 1, "q_proj": 3, "k_proj": 0, "v_proj": 0, "attention": 16, "o_proj": 3,
-             "mlp_norm": 1, "mlp_up": 3, "mlp_down": 10, "final_norm": 1, "lm_head": 2,
-             "step": 45, "lens_check": 3, "probe_check": 2, "kv_propagation": 10},
-}
+# Framework operator calls of anee-lite's eager forward per operation are each architecture's
+# ``eager_dispatches`` (core.architectures: counted with torch.profiler on one decoding step, recounted by
+# tests/cost/test_simulator.py); "step" is per pass: embedding lookup, positions, masks, argmax, the new token.
 # The forward multiplies by two fused matrices per layer, W_QKV = [W_Q | W_K | W_V] and W_mlp_in = [W_gate | W_in]
 # (see core.architectures.base): one matrix-product launch each, charged to q_proj and the first MLP input matrix.
 
@@ -98,7 +90,7 @@ def _dispatches(dims: ModelDims, kernels: str) -> dict:
     """Operator calls per op: eager PyTorch's counts, or one kernel per op (a compiled or fused runtime)."""
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {list(KERNELS)}, got {kernels!r}")
-    eager = EAGER_DISPATCHES.get(dims.architecture, EAGER_DISPATCHES["llama"])
+    eager = converter_for(dims.architecture).eager_dispatches  # an unknown architecture is a ValueError
     return eager if kernels == "eager" else {name: 1 for name in eager}
 
 
@@ -143,7 +135,7 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
 
     d, V = dims.d_model, dims.d_vocab
     q_width, kv_width = dims.n_heads * dims.d_head, dims.n_kv_heads * dims.d_head
-    arch = CONVERTERS[dims.architecture]
+    arch = converter_for(dims.architecture)
     n_norm = arch.n_norm_vectors * d  # parameters of one norm
     rows = batch * tokens  # positions that go through the layers
     w_bytes = BYTES_PER_WEIGHT[dtype] * weight_fraction  # per kept parameter of a matrix

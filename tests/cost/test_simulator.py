@@ -11,12 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anee_lite import UnrolledModel, greedy_generate
-from anee_lite.core.architectures import ModelDims
+from anee_lite.core.architectures import ModelDims, converter_for
 from anee_lite.cost import token_cost
 from anee_lite.cost.constants import BYTES_PER_WEIGHT, DTYPES
 from anee_lite.cost.devices import PROFILES, DeviceProfile
 from anee_lite.cost.simulator import (
-    EAGER_DISPATCHES,
     Op,
     Step,
     draft_verify_plan,
@@ -227,7 +226,7 @@ def test_eager_dispatch_table_matches_the_profiler(make, arch):
 
     per_step = (count(3) - count(1)) / 2  # two decoding steps, the prefill cancelled out
     charged = sum(o.dispatches for o in pass_ops(model.dims, layers_run=model.dims.n_layers, context_len=10))
-    assert charged == pytest.approx(per_step, rel=0.1), (charged, per_step, EAGER_DISPATCHES[arch])
+    assert charged == pytest.approx(per_step, rel=0.1), (charged, per_step, dict(converter_for(arch).eager_dispatches))
 
 
 def test_plans_past_the_context_window_are_refused():

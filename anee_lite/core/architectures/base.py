@@ -3,7 +3,10 @@
 The forward loop in :mod:`anee_lite.core.model` is written once. Every architecture's converter turns a
 HuggingFace model into the same named weights and supplies the few functions that really differ
 (embedding, norm, rotation of queries and keys, MLP activation); the per-layer functions below are
-shared. Adding an architecture is one file here (a subclass of :class:`Architecture`) plus its test.
+shared. Adding an architecture is one file in this package plus its test: a subclass of
+:class:`Architecture` decorated with :func:`~anee_lite.core.architectures.register` (the package imports every
+module in it, so nothing else needs an edit); the class attributes listed in :class:`Architecture` tell
+pruning and the simulator what they need to know.
 
 **Weight vocabulary** (TransformerLens' names, for every architecture):
 
@@ -31,6 +34,7 @@ linear layers as transposed views of the fused matrices, so that the weights exi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -110,13 +114,29 @@ def _split(bias: Tensor | None, widths) -> list[Tensor | None]:
 class Architecture:
     """The per-architecture half of the forward pass, over weights in the shared vocabulary.
 
-    A subclass's ``__init__(hf_model, share_weights=False, device=None)`` fills ``dims``, ``blocks``,
-    ``W_E``, ``W_pos``, ``ln_final_w``, ``ln_final_b``, ``W_U`` and ``eps`` (using :meth:`take` and
-    :meth:`take_linear`, which copy or share), and it implements :meth:`embed`, :meth:`norm` and
-    :meth:`mlp_activation` (and :meth:`position_info` / :meth:`rotate` if positions enter attention).
-    Every method is a pure function of its inputs and the weights. Shapes use B = batch,
+    A subclass's ``__init__(hf_model, share_weights=False, device=None)`` fills ``dims`` (from
+    :meth:`dims_from_hf`), ``blocks``, ``W_E``, ``W_pos``, ``ln_final_w``, ``ln_final_b``, ``W_U`` and ``eps``
+    (using :meth:`take` and :meth:`take_linear`, which copy or share), and it implements :meth:`embed`,
+    :meth:`norm` and :meth:`mlp_activation` (and :meth:`position_info` / :meth:`rotate` if positions enter
+    attention). Every method is a pure function of its inputs and the weights. Shapes use B = batch,
     T = tokens in this call, d = d_model, H = n_heads, K = n_kv_heads, D = d_head.
+
+    Class attributes every architecture sets (what the rest of the library asks of it):
+    ``model_type`` (HuggingFace's ``config.model_type``, the registry key and ``dims.architecture``),
+    ``n_mlp_matrices`` and ``n_norm_vectors`` (the cost model), ``eager_dispatches`` (framework operator
+    calls per operation of one decoding step, for the simulator; ``tests/cost/test_simulator.py`` recounts
+    them with ``torch.profiler``), and for ``prune()``: ``hf_layers`` (the state-dict prefix of the blocks),
+    ``hf_config_keys`` (which config entries hold the layer count, MLP width and head counts) and
+    :meth:`slice_layer_tensor`.
     """
+
+    model_type: str
+    n_mlp_matrices: int  # weight matrices in one MLP (the cost model counts them)
+    n_norm_vectors: int  # learned [d_model] vectors in one norm: scale (and shift)
+    eager_dispatches: Mapping[str, int]
+    hf_layers: str  # e.g. "model.layers": the blocks' prefix in the HF state dict
+    hf_config_keys: Mapping[str, str]  # "n_layers", "d_mlp" (and "n_heads", "n_kv_heads", "d_head" if heads prune)
+    head_pruning: str | None = None  # why prune() cannot remove heads of this architecture; None: it can
 
     dims: ModelDims
     blocks: list[LayerWeights]
@@ -126,8 +146,6 @@ class Architecture:
     ln_final_b: Tensor | None  # [d] or None
     W_U: Tensor  # [d, d_vocab]
     eps: float  # the norms' epsilon
-    n_mlp_matrices: int  # weight matrices in one MLP (the cost model counts them)
-    n_norm_vectors: int  # learned [d_model] vectors in one norm: scale (and shift)
 
     def __init__(self, hf_model, share_weights: bool = False, device=None):
         here = hf_model.get_output_embeddings().weight.device
@@ -138,6 +156,21 @@ class Architecture:
                              "move it first (hf_model.to(device)) or let the library copy it (share_weights=False)")
 
     # --- copying or sharing the HF model's tensors ------------------------------------------------------------
+
+    @classmethod
+    def dims_from_hf(cls, hf_model) -> ModelDims:
+        """The model's sizes, read from its config and weight shapes without converting anything."""
+        raise NotImplementedError
+
+    @classmethod
+    def slice_layer_tensor(cls, name: str, w: Tensor, heads: list[int] | None, groups: list[int] | None,
+                           neurons: Tensor | None, d_head: int) -> Tensor:
+        """One HF tensor of a kept layer (``name`` relative to the layer) with removed heads and neurons cut out.
+
+        ``heads`` / ``groups``: the query heads and key/value groups kept (None: all); ``neurons``: the MLP
+        hidden units kept (None: all). An architecture whose heads cannot be pruned raises ValueError for heads.
+        """
+        raise NotImplementedError
 
     def take(self, t: Tensor | None) -> Tensor | None:
         """A parameter as it is: shared with the HF model, or copied (the HF model untouched)."""
@@ -337,3 +370,28 @@ def linear(x: Tensor, w_in_out: Tensor, bias: Tensor | None = None) -> Tensor:
     """[..., in] @ [in, out] + bias -> [..., out] (F.linear on the transposed view: no copy)."""
     return F.linear(x, w_in_out.t(), bias)
 
+
+def keep_blocks(w: Tensor, idx: Tensor | list[int], width: int) -> Tensor:
+    """Rows of [n * width, ...] grouped in blocks of ``width`` (heads): keep blocks ``idx``."""
+    return w.view(-1, width, *w.shape[1:])[idx].reshape(-1, *w.shape[1:])  # [n, width, ...] -> [len(idx) * width, ...]
+
+
+CONVERTERS: dict[str, type[Architecture]] = {}  # HF config.model_type -> converter, filled by @register
+
+_REQUIRED = ("model_type", "n_mlp_matrices", "n_norm_vectors", "eager_dispatches", "hf_layers", "hf_config_keys")
+
+
+def register(cls: type[Architecture]) -> type[Architecture]:
+    """Class decorator: ``cls`` converts the HuggingFace models whose ``config.model_type`` is ``cls.model_type``."""
+    missing = [a for a in _REQUIRED if not hasattr(cls, a)]
+    if missing:
+        raise TypeError(f"architecture {cls.__name__} must define {missing} (see anee_lite.core.architectures.base)")
+    CONVERTERS[cls.model_type] = cls
+    return cls
+
+
+def converter_for(model_type) -> type[Architecture]:
+    """The converter registered for ``model_type``; any other is a ValueError listing the supported ones."""
+    if model_type not in CONVERTERS:
+        raise ValueError(f"model_type {model_type!r} is not supported; supported architectures: {sorted(CONVERTERS)}")
+    return CONVERTERS[model_type]

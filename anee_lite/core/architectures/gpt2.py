@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Architecture, LayerWeights, ModelDims
+from .base import Architecture, LayerWeights, ModelDims, register
 
 
 def layer_norm(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
@@ -21,6 +22,7 @@ def gelu_new(x: Tensor) -> Tensor:
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
 
 
+@register
 class GPT2(Architecture):
     """A HuggingFace ``GPT2LMHeadModel``'s weights in the shared vocabulary.
 
@@ -28,8 +30,40 @@ class GPT2(Architecture):
     layout needs no change: copied by default, used in place with ``share_weights=True``.
     """
 
+    model_type = "gpt2"
     n_mlp_matrices = 2  # W_in, W_out
     n_norm_vectors = 2  # LayerNorm: scale and shift
+    eager_dispatches = MappingProxyType({  # torch.profiler's count per operation of one decoding step
+        "attn_norm": 1, "q_proj": 3, "k_proj": 0, "v_proj": 0, "attention": 16, "o_proj": 3, "mlp_norm": 1,
+        "mlp_up": 3, "mlp_down": 10, "final_norm": 1, "lm_head": 2, "step": 45, "lens_check": 3, "probe_check": 2,
+        "kv_propagation": 10})
+    hf_layers = "transformer.h"
+    hf_config_keys = MappingProxyType({"n_layers": "n_layer", "d_mlp": "n_inner"})
+    head_pruning = ("it needs a Llama-family model (HF's GPT-2 derives the head width from n_embd / n_head); "
+                    "use head_mask in the forward instead")
+
+    @classmethod
+    def dims_from_hf(cls, hf_model) -> ModelDims:
+        cfg = hf_model.config
+        return ModelDims(
+            architecture=cls.model_type,
+            d_model=cfg.n_embd,
+            n_heads=cfg.n_head,
+            n_kv_heads=cfg.n_head,
+            d_head=cfg.n_embd // cfg.n_head,
+            d_mlp=hf_model.transformer.h[0].mlp.c_fc.weight.shape[1],
+            n_layers=cfg.n_layer,
+            d_vocab=hf_model.lm_head.weight.shape[0],
+            n_ctx=cfg.n_positions,
+        )
+
+    @classmethod
+    def slice_layer_tensor(cls, name, w, heads, groups, neurons, d_head):
+        if neurons is not None and name in ("mlp.c_fc.weight", "mlp.c_fc.bias"):
+            return w[..., neurons]  # Conv1D [d, d_mlp] -> kept columns
+        if neurons is not None and name == "mlp.c_proj.weight":
+            return w[neurons]  # Conv1D [d_mlp, d] -> kept rows
+        return w
 
     def __init__(self, hf_model, share_weights: bool = False, device=None):
         super().__init__(hf_model, share_weights, device)
@@ -43,22 +77,11 @@ class GPT2(Architecture):
         if cfg.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"GPT-2 activation_function {cfg.activation_function!r} is not supported "
                              "(only 'gelu_new')")
-        d = cfg.n_embd
-        self.dims = ModelDims(
-            architecture="gpt2",
-            d_model=d,
-            n_heads=cfg.n_head,
-            n_kv_heads=cfg.n_head,
-            d_head=d // cfg.n_head,
-            d_mlp=tr.h[0].mlp.c_fc.weight.shape[1],
-            n_layers=cfg.n_layer,
-            d_vocab=hf_model.lm_head.weight.shape[0],
-            n_ctx=cfg.n_positions,
-        )
+        self.dims = self.dims_from_hf(hf_model)
         self.eps = cfg.layer_norm_epsilon
         self.W_E, self.W_U = self.take_embeddings(tr.wte, hf_model.lm_head)  # [d_vocab, d], [d, d_vocab]
         self.W_pos = self.take(tr.wpe.weight)  # [n_ctx, d]
-        self.blocks = [self._convert_block(blk, d) for blk in tr.h]
+        self.blocks = [self._convert_block(blk, self.dims.d_model) for blk in tr.h]
         self.ln_final_w, self.ln_final_b = self.take(tr.ln_f.weight), self.take(tr.ln_f.bias)
 
     def _convert_block(self, blk, d: int) -> LayerWeights:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Architecture, LayerWeights, ModelDims
+from .base import Architecture, LayerWeights, ModelDims, keep_blocks, register
 
 
 def rms_norm(x: Tensor, w: Tensor, eps: float) -> Tensor:
@@ -34,6 +36,7 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + rotate_half(x) * sin
 
 
+@register
 class Llama(Architecture):
     """A HuggingFace ``LlamaForCausalLM``'s weights in the shared vocabulary, re-laid out as [in, out].
 
@@ -41,27 +44,58 @@ class Llama(Architecture):
     ``up_proj`` is TransformerLens' ``W_in``, ``down_proj`` its ``W_out``).
     """
 
+    model_type = "llama"
     n_mlp_matrices = 3  # SwiGLU: W_gate, W_in, W_out
     n_norm_vectors = 1  # RMSNorm: a scale only
+    eager_dispatches = MappingProxyType({  # torch.profiler's count per operation of one decoding step
+        "attn_norm": 7, "q_proj": 2, "k_proj": 2, "v_proj": 2, "attention": 26, "o_proj": 3, "mlp_norm": 7,
+        "mlp_gate": 2, "mlp_up": 2, "mlp_down": 5, "final_norm": 8, "lm_head": 2, "step": 54, "lens_check": 10,
+        "probe_check": 2, "kv_propagation": 22})
+    hf_layers = "model.layers"
+    hf_config_keys = MappingProxyType({"n_layers": "num_hidden_layers", "d_mlp": "intermediate_size",
+                                       "n_heads": "num_attention_heads", "n_kv_heads": "num_key_value_heads",
+                                       "d_head": "head_dim"})
+
+    @classmethod
+    def dims_from_hf(cls, hf_model) -> ModelDims:
+        cfg, layer = hf_model.config, hf_model.model.layers[0]
+        n_heads = cfg.num_attention_heads
+        return ModelDims(
+            architecture=cls.model_type,
+            d_model=cfg.hidden_size,
+            n_heads=n_heads,
+            n_kv_heads=cfg.num_key_value_heads or n_heads,
+            d_head=layer.self_attn.q_proj.weight.shape[0] // n_heads,
+            d_mlp=layer.mlp.gate_proj.weight.shape[0],
+            n_layers=cfg.num_hidden_layers,
+            d_vocab=hf_model.lm_head.weight.shape[0],
+            n_ctx=cfg.max_position_embeddings,
+        )
+
+    @classmethod
+    def slice_layer_tensor(cls, name, w, heads, groups, neurons, d_head):
+        if neurons is not None:
+            if name in ("mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.gate_proj.bias", "mlp.up_proj.bias"):
+                return w[neurons]  # [d_mlp, d] (out, in) -> kept rows
+            if name == "mlp.down_proj.weight":
+                return w[:, neurons]  # [d, d_mlp] -> kept columns
+        if heads is not None:
+            if name in ("self_attn.q_proj.weight", "self_attn.q_proj.bias"):
+                return keep_blocks(w, heads, d_head)  # [H * D, ...] -> kept heads
+            if name in ("self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.k_proj.bias",
+                        "self_attn.v_proj.bias"):
+                return keep_blocks(w, groups, d_head)  # [K * D, ...] -> kept groups
+            if name == "self_attn.o_proj.weight":
+                return keep_blocks(w.t(), heads, d_head).t()  # [d, H * D] -> kept heads' columns
+        return w
 
     def __init__(self, hf_model, share_weights: bool = False, device=None):
         super().__init__(hf_model, share_weights, device)
         cfg = hf_model.config
         m = hf_model.model
-        n_heads, n_kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
         if getattr(cfg, "hidden_act", "silu") != "silu":
             raise ValueError(f"Llama hidden_act {cfg.hidden_act!r} is not supported (only 'silu')")
-        self.dims = ModelDims(
-            architecture="llama",
-            d_model=cfg.hidden_size,
-            n_heads=n_heads,
-            n_kv_heads=n_kv_heads,
-            d_head=m.layers[0].self_attn.q_proj.weight.shape[0] // n_heads,
-            d_mlp=m.layers[0].mlp.gate_proj.weight.shape[0],
-            n_layers=cfg.num_hidden_layers,
-            d_vocab=hf_model.lm_head.weight.shape[0],
-            n_ctx=cfg.max_position_embeddings,
-        )
+        self.dims = self.dims_from_hf(hf_model)
         self.eps = cfg.rms_norm_eps
         self.W_E, self.W_U = self.take_embeddings(m.embed_tokens, hf_model.lm_head)  # [d_vocab, d], [d, d_vocab]
         self.W_pos = None  # positions rotate queries and keys instead
