@@ -2,7 +2,8 @@
 
 The package is layered; each layer imports only the ones below it (``import-linter`` enforces it):
 
-* :mod:`anee_lite.core`: the unrolled forward, attention, KV cache, generation, the seed's budget.
+* :mod:`anee_lite.core`: the unrolled forward, attention, KV cache, the seed's budget.
+* :mod:`anee_lite.decoding`: greedy and self-speculative generation, one result type.
 * :mod:`anee_lite.io`: loading models (hub, local folders, the offline SmolLM2), shipped texts and assets.
 * :mod:`anee_lite.lens` and :mod:`anee_lite.cost`: reading middle layers; what a token costs.
 * :mod:`anee_lite.adaptive`: exit controllers, the exit probe, calibration, evaluation.
@@ -14,13 +15,12 @@ from .core import (
     ANEEConfig,
     ForwardOutput,
     ForwardStats,
-    GenerationResult,
     KVCache,
     UnrolledModel,
     budget_exit_layer,
     budget_table,
-    greedy_generate,
 )
+from .decoding import GenerationResult, greedy_generate
 from .io import load_pretrained
 from .wrapper import ANEEWrapper
 

@@ -7,10 +7,10 @@ from torch import Tensor
 
 from .core.budget import budget_exit_layer
 from .core.config import ANEEConfig
-from .core.generation import GenerationResult, greedy_generate
 from .core.masks import ActivationThresholds
 from .core.model import ForwardOutput, UnrolledModel
 from .core.validation import check_flag, check_fraction, check_hf_model, check_int
+from .decoding import GenerationResult, greedy_generate
 from .sparsity.calibrate import model_quantiles, thresholds_from_quantiles
 
 

@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 from anee_lite import UnrolledModel, greedy_generate
 from anee_lite.adaptive import acceptance_by_depth
 from anee_lite.adaptive.evaluate import load_lens
-from anee_lite.core.speculative import expected_speedup, expected_tokens_per_round
 from anee_lite.cost import memory_bound_costs
+from anee_lite.decoding.speculative import expected_speedup, expected_tokens_per_round
 from anee_lite.io import eval_ids
 from anee_lite.io.files import write_atomically
 from anee_lite.io.loading import load_pretrained

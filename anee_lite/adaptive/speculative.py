@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..core.generation import greedy_generate
 from ..core.model import UnrolledModel, check_unrolled
 from ..core.validation import check_input_ids, check_int, check_layers
+from ..decoding import greedy_generate
 
 
 @torch.no_grad()

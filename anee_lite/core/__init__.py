@@ -9,7 +9,6 @@ from .budget import budget_exit_layer, budget_table
 from .cache import KVCache
 from .config import ANEEConfig
 from .controller import Controller
-from .generation import GenerationResult, greedy_generate
 from .masks import ActivationThresholds, Sparsity
 from .metrics import entropy, kl_divergence, mean_kl, next_token_nll, perplexity, top1_agreement
 from .model import ForwardCall, ForwardOutput, ForwardStats, UnrolledModel
@@ -23,7 +22,6 @@ __all__ = [
     "ForwardCall",
     "ForwardOutput",
     "ForwardStats",
-    "GenerationResult",
     "KVCache",
     "LayerWeights",
     "ModelDims",
@@ -33,7 +31,6 @@ __all__ = [
     "budget_table",
     "entropy",
     "from_hf",
-    "greedy_generate",
     "kl_divergence",
     "mean_kl",
     "next_token_nll",

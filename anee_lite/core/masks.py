@@ -9,6 +9,7 @@ this module only applies the choice, one small function per lever.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .architectures.base import linear
-from .validation import check_fraction
+from .validation import as_list, check_fraction
 
 # The four weight matrices of a block, each named after the input activation it multiplies: activation
 # sparsity (TEAL) zeroes small entries of each input separately, with its own threshold.
@@ -184,3 +185,62 @@ def sparse_input_linear(x: Tensor, w: Tensor, b: Tensor | None, keep: Tensor, *,
         out = out if b is None else out + b
         return out.view(*x.shape[:-1], w.shape[1])  # [d_out] -> [1, 1, d_out]
     return linear(x * keep, w, b)  # [..., in] -> [..., out]
+
+
+def check_mask(name: str, mask, shape: tuple[int, ...], what: str) -> Tensor | None:
+    """A float or bool multiplicative mask of exactly ``shape``, finite (None passes through)."""
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {list(shape)} {what}, got {type(mask).__name__}")
+    if not (mask.is_floating_point() or mask.dtype == torch.bool):
+        raise TypeError(f"{name} must hold floats or bools (1 keeps, 0 removes), got {mask.dtype}")
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"{name} must have shape {list(shape)} {what}, got {list(mask.shape)}")
+    if mask.dtype != torch.bool and not bool(torch.isfinite(mask).all()):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return mask
+
+
+def check_sparsity(dims, skip_layers=None, head_mask=None, mlp_mask=None, activation_sparsity=None) -> Sparsity:
+    """The forward's sparsity keywords, checked -> one :class:`Sparsity` (skip_layers a sorted tuple, masks or
+    None, activation None, a fraction in (0, 1) or :class:`ActivationThresholds`)."""
+    skipped: tuple[int, ...] = ()
+    if skip_layers is not None:
+        items = as_list("skip_layers", skip_layers, "an iterable of layer indices")
+        for layer in items:
+            if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+                raise TypeError(f"skip_layers must hold integer layer indices, got {layer!r}")
+            if not 0 <= layer < dims.n_layers:
+                raise ValueError(f"skip_layers must hold layer indices in [0, {dims.n_layers - 1}], got {layer}")
+        skipped = tuple(sorted({int(layer) for layer in items}))
+    head_mask = check_mask("head_mask", head_mask, (dims.n_layers, dims.n_heads), "[n_layers, n_heads]")
+    mlp_mask = check_mask("mlp_mask", mlp_mask, (dims.n_layers, dims.d_mlp), "[n_layers, d_mlp]")
+    if activation_sparsity is not None and not isinstance(activation_sparsity, ActivationThresholds):
+        fraction = check_fraction("activation_sparsity", activation_sparsity)
+        if fraction >= 1.0:
+            raise ValueError(f"activation_sparsity must be in [0, 1): the fraction of MLP activations "
+                             f"zeroed per token, got {fraction}")
+        activation_sparsity = fraction if fraction > 0 else None
+    elif isinstance(activation_sparsity, ActivationThresholds) and activation_sparsity.n_layers != dims.n_layers:
+        raise ValueError(f"activation_sparsity thresholds are for {activation_sparsity.n_layers} layers, "
+                         f"this model has {dims.n_layers}")
+    return Sparsity(skipped, head_mask, mlp_mask, activation_sparsity)
+
+
+def check_masks(dims, masks) -> dict:
+    """``generate()``'s ``masks``: a dict of the forward's sparsity keywords, each valid -> a copy ({} for None).
+
+    Checked once up front (the forward checks them again at each step, but ``max_new_tokens=0`` runs none).
+    """
+    if masks is None:
+        return {}
+    if not isinstance(masks, dict):
+        raise TypeError(f"masks must be a dict of the forward's sparsity keywords, e.g. {{'skip_layers': [3]}}, "
+                        f"got {type(masks).__name__}")
+    unknown = set(masks) - {"skip_layers", "head_mask", "mlp_mask", "activation_sparsity"}
+    if unknown:
+        raise ValueError(f"masks may only hold skip_layers, head_mask, mlp_mask, activation_sparsity; "
+                         f"got {sorted(unknown, key=str)}")
+    check_sparsity(dims, **masks)
+    return dict(masks)

@@ -19,14 +19,13 @@ from .attention import attention, attention_mask_4d, position_ids
 from .cache import KVCache
 from .controller import Controller, as_controller
 from .hooks import LayerHooks, check_hooks, run_hook
-from .masks import LINEAR_INPUTS, ActivationThresholds, Sparsity, mask_heads
+from .masks import LINEAR_INPUTS, ActivationThresholds, Sparsity, check_sparsity, mask_heads
 from .validation import (
     check_controller_stop,
     check_flags,
     check_forward_inputs,
     check_hf_model,
     check_pattern_size,
-    check_sparsity,
     claim_controller,
 )
 
@@ -221,7 +220,7 @@ class UnrolledModel:
             self, input_ids, attention_mask, exit_layers, past_key_values, controller, logits_to_keep, use_cache)
         check_flags(return_resid=return_resid, return_patterns=return_patterns,
                     return_mlp_hidden=return_mlp_hidden, return_linear_inputs=return_linear_inputs)
-        sparsity = Sparsity(*check_sparsity(self.dims, skip_layers, head_mask, mlp_mask, activation_sparsity))
+        sparsity = check_sparsity(self.dims, skip_layers, head_mask, mlp_mask, activation_sparsity)
         layer_hooks = check_hooks(self.dims, hooks)
         B, T = input_ids.shape
         if past_key_values is not None and not past_key_values.sparsity.matches(sparsity):

@@ -138,10 +138,10 @@ def check_generate_inputs(model, input_ids, attention_mask, max_new_tokens, eos_
     return input_ids, mask
 
 
-def check_generation_knobs(model, exit_layers, controller, masks) -> dict:
-    """Greedy generation's exit and sparsity arguments, checked once up front -> the masks as a dict.
+def check_generation_knobs(model, exit_layers, controller) -> None:
+    """Greedy generation's exit arguments, checked once up front (with ``max_new_tokens=0`` no forward runs).
 
-    The forward checks them again at each step, but with ``max_new_tokens=0`` there is no step.
+    The sparsity masks are checked by :func:`anee_lite.core.masks.check_masks`.
     """
     if isinstance(exit_layers, numbers.Integral) or (isinstance(exit_layers, Tensor) and exit_layers.dim() == 0
                                                      and not exit_layers.is_floating_point()):
@@ -149,18 +149,6 @@ def check_generation_knobs(model, exit_layers, controller, masks) -> dict:
                   low=0, high=model.dims.n_layers)
     if controller is not None:
         check_reads_this_model("controller", as_controller(controller), model)
-    if masks is None:
-        return {}
-    if not isinstance(masks, dict):
-        raise TypeError(f"masks must be a dict of the forward's sparsity keywords, e.g. {{'skip_layers': [3]}}, "
-                        f"got {type(masks).__name__}")
-    unknown = set(masks) - {"skip_layers", "head_mask", "mlp_mask", "activation_sparsity"}
-    if unknown:
-        raise ValueError(f"masks may only hold skip_layers, head_mask, mlp_mask, activation_sparsity; "
-                         f"got {sorted(unknown, key=str)}")
-    check_sparsity(model.dims, **{"skip_layers": None, "head_mask": None, "mlp_mask": None,
-                                  "activation_sparsity": None, **masks})
-    return dict(masks)
 
 
 # return_patterns keeps every layer's [B, H, T, T_k] weights: past 2**29 values (2 GiB in float32) a
@@ -327,53 +315,6 @@ def claim_controller(controller):
     finally:
         with _controllers_lock:
             _controllers_in_use.discard(key)
-
-
-def _check_mask(name: str, mask, shape: tuple[int, ...], what: str) -> Tensor | None:
-    """A float or bool multiplicative mask of exactly ``shape``, finite (None passes through)."""
-    if mask is None:
-        return None
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {list(shape)} {what}, got {type(mask).__name__}")
-    if not (mask.is_floating_point() or mask.dtype == torch.bool):
-        raise TypeError(f"{name} must hold floats or bools (1 keeps, 0 removes), got {mask.dtype}")
-    if tuple(mask.shape) != shape:
-        raise ValueError(f"{name} must have shape {list(shape)} {what}, got {list(mask.shape)}")
-    if mask.dtype != torch.bool and not bool(torch.isfinite(mask).all()):
-        raise ValueError(f"{name} must be finite (no NaN or inf)")
-    return mask
-
-
-def check_sparsity(dims, skip_layers, head_mask, mlp_mask, activation_sparsity):
-    """Validate the sparsity knobs of the forward; return them normalised.
-
-    Returns:
-        (skip_layers as a sorted tuple, head_mask or None, mlp_mask or None, activation_sparsity:
-        None, a float in (0, 1) or an :class:`~anee_lite.core.masks.ActivationThresholds`).
-    """
-    from .masks import ActivationThresholds  # masks imports this module for its checks
-
-    skipped: tuple[int, ...] = ()
-    if skip_layers is not None:
-        items = as_list("skip_layers", skip_layers, "an iterable of layer indices")
-        for layer in items:
-            if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
-                raise TypeError(f"skip_layers must hold integer layer indices, got {layer!r}")
-            if not 0 <= layer < dims.n_layers:
-                raise ValueError(f"skip_layers must hold layer indices in [0, {dims.n_layers - 1}], got {layer}")
-        skipped = tuple(sorted({int(layer) for layer in items}))
-    head_mask = _check_mask("head_mask", head_mask, (dims.n_layers, dims.n_heads), "[n_layers, n_heads]")
-    mlp_mask = _check_mask("mlp_mask", mlp_mask, (dims.n_layers, dims.d_mlp), "[n_layers, d_mlp]")
-    if activation_sparsity is not None and not isinstance(activation_sparsity, ActivationThresholds):
-        fraction = check_fraction("activation_sparsity", activation_sparsity)
-        if fraction >= 1.0:
-            raise ValueError(f"activation_sparsity must be in [0, 1): the fraction of MLP activations "
-                             f"zeroed per token, got {fraction}")
-        activation_sparsity = fraction if fraction > 0 else None
-    elif isinstance(activation_sparsity, ActivationThresholds) and activation_sparsity.n_layers != dims.n_layers:
-        raise ValueError(f"activation_sparsity thresholds are for {activation_sparsity.n_layers} layers, "
-                         f"this model has {dims.n_layers}")
-    return skipped, head_mask, mlp_mask, activation_sparsity
 
 
 def check_chunks(name: str, chunks, d_vocab: int) -> list[Tensor]:

@@ -324,7 +324,7 @@ def bytes_fraction(costs: CostBreakdown, full: CostBreakdown) -> float:
 
 
 def generation_report(result, dims: ModelDims, exit_charges: Callable[[int], dict] | None = None) -> list[dict]:
-    """One row per generated token of a :class:`~anee_lite.core.generation.GenerationResult`.
+    """One row per generated token of a :class:`~anee_lite.decoding.GenerationResult`.
 
     Costs are those of cached decoding: the new token's position only (the prompt's prefill is
     not counted, though row 0's ``wall_seconds`` includes it), plus the K/V entries its step

@@ -386,7 +386,7 @@ def prefill_plan(prompt_tokens: int, layers: int) -> list[Step]:
 
 def plan_from_generation(result, *, row: int = 0, include_prefill: bool = False,
                          exit_charges: Callable[[int], dict] | None = None) -> list[Step]:
-    """The decoding steps of a real run (:class:`~anee_lite.core.generation.GenerationResult`).
+    """The decoding steps of a real run (:class:`~anee_lite.decoding.GenerationResult`).
 
     Each step runs the layers its token ran (``layers_per_token``) and is charged its share of the
     K/V entries propagated. Step 0 is the prefill pass; by default it is left out, so the plan starts

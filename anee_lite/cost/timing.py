@@ -7,9 +7,9 @@ import time
 
 import torch
 
-from ..core.generation import greedy_generate
 from ..core.model import ForwardCall
 from ..core.validation import check_int
+from ..decoding import greedy_generate
 from .charges import BYTES_PER_PARAM
 
 

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from ..core.speculative import expected_speedup
+from ..decoding.speculative import expected_speedup
 
 DEFAULT_PROMPT = "def fibonacci(n):\n    "
 

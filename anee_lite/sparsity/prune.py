@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from ..core.architectures import converter_for
-from ..core.validation import check_hf_model, check_sparsity
+from ..core.masks import check_sparsity
+from ..core.validation import check_hf_model
 
 
 def _no_init():
@@ -80,7 +81,8 @@ def prune(hf_model, *, skip_layers=None, head_mask: Tensor | None = None, mlp_ma
     check_hf_model("hf_model", hf_model)
     arch = converter_for(getattr(hf_model.config, "model_type", None))
     dims = arch.dims_from_hf(hf_model)
-    skip, head_mask, mlp_mask, _ = check_sparsity(dims, skip_layers, head_mask, mlp_mask, None)
+    knobs = check_sparsity(dims, skip_layers, head_mask, mlp_mask)
+    skip, head_mask, mlp_mask = knobs.skip_layers, knobs.head_mask, knobs.mlp_mask
     if len(skip) == dims.n_layers:
         raise ValueError("skip_layers would delete every layer; keep at least one")
     mlp_kept = _kept(mlp_mask, dims.d_mlp, "mlp_mask")

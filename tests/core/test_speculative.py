@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anee_lite import ANEEConfig, ANEEWrapper, UnrolledModel, greedy_generate
-from anee_lite.core.speculative import expected_speedup, expected_tokens_per_round, speculative_generate
+from anee_lite.decoding.speculative import expected_speedup, expected_tokens_per_round, speculative_generate
 
 LLAMA4 = UnrolledModel(random_llama(n_layers=4))
 SMALL_MODELS = {

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from ...core.speculative import accepted_drafts, expected_tokens_per_round
+from ...decoding.speculative import accepted_drafts, expected_tokens_per_round
 from ._convention import ExerciseError, call, correct, exercise, number
 
 

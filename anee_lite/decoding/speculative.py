@@ -21,47 +21,15 @@ over K+1 tokens and emits between 1 and K+1 tokens.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .attention import attention_mask_4d
-from .cache import KVCache
-from .generation import GenerationResult, StopAtEos
-from .model import ForwardCall, UnrolledModel
-from .validation import check_int, check_reads_this_model
-
-
-@dataclass
-class SpeculativeStats:
-    """What the draft and verify passes did over one generation.
-
-    ``judged`` counts the drafts the full model compared with its own argmax: every accepted one plus
-    the first mismatch of each round (drafts after a mismatch are never looked at). So
-    ``acceptance_rate`` = accepted / judged estimates the chance a is the formula's per-token acceptance.
-    With a batch, a round keeps the shortest accepted prefix over the rows still generating.
-    """
-
-    draft_layers: int  # L: layers the draft runs
-    draft_tokens: int  # K: drafts per round (fewer near max_new_tokens)
-    rounds: int = 0  # verify passes
-    drafted: int = 0  # drafts proposed
-    judged: int = 0  # drafts compared with the full model (accepted + first mismatches)
-    accepted: int = 0  # drafts kept
-    emitted: int = 0  # tokens emitted by verify passes (accepted drafts + one full-model token each)
-    draft_seconds: float = 0.0  # time in the K + 1 shallow steps (the last one feeds the verify pass) and K readouts
-    verify_seconds: float = 0.0  # time in the deep passes, acceptance and cache rollback
-
-    @property
-    def acceptance_rate(self) -> float:
-        """Accepted / judged drafts (nan before any draft was judged)."""
-        return self.accepted / self.judged if self.judged else float("nan")
-
-    @property
-    def tokens_per_verify(self) -> float:
-        """Mean tokens emitted per verify pass (between 1 and K + 1)."""
-        return self.emitted / self.rounds if self.rounds else float("nan")
+from ..core.attention import attention_mask_4d
+from ..core.cache import KVCache
+from ..core.model import ForwardCall, UnrolledModel
+from ..core.validation import check_int, check_reads_this_model
+from .result import GenerationResult, SpeculativeStats, StopAtEos
 
 
 def expected_tokens_per_round(acceptance: float, draft_tokens: int) -> float:

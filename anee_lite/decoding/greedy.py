@@ -3,70 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from .controller import Controller
-from .model import UnrolledModel, check_unrolled
-from .validation import check_generate_inputs, check_generation_knobs
-
-if TYPE_CHECKING:
-    from .speculative import SpeculativeStats
-
-
-@dataclass
-class GenerationResult:
-    """Everything one greedy generation did, token by token."""
-
-    sequences: Tensor  # [B, T_prompt + n_new] prompt and continuation (padding included)
-    prompt_length: int  # T_prompt
-    layers_per_token: list[Tensor] = field(default_factory=list)  # per step, [B] layers the new token's step ran
-    step_times: list[float] = field(default_factory=list)  # seconds per step (the first includes the prompt)
-    kv_propagated_per_step: list[int] = field(default_factory=list)  # per step, K/V entries filled from frozen states
-    speculative: SpeculativeStats | None = None  # draft/verify statistics of a self-speculative run
-
-    def append(self, next_ids: Tensor, layers: Tensor | int, seconds: float, kv_propagated: int = 0) -> None:
-        """Record one generated token per row: ids [B], the layers its step ran, its time."""
-        self.sequences = torch.cat([self.sequences, next_ids[:, None]], dim=1)  # [B, T + 1]
-        if isinstance(layers, int):
-            layers = torch.full_like(next_ids, layers)
-        self.layers_per_token.append(layers)
-        self.kv_propagated_per_step.append(kv_propagated)
-        self.step_times.append(seconds)
-
-    @property
-    def kv_propagated(self) -> int:
-        """(token, layer) K/V entries filled from an exited token's frozen state, over all steps."""
-        return sum(self.kv_propagated_per_step)
-
-    @property
-    def new_tokens(self) -> Tensor:
-        """[B, n_new] the generated ids."""
-        return self.sequences[:, self.prompt_length:]
-
-
-class StopAtEos:
-    """HF generate's EOS rule: once a row emits EOS, its later tokens are padding; stop when all rows have."""
-
-    def __init__(self, batch_size: int, eos_token_id: int | None, pad_token_id: int | None, device):
-        self.eos = eos_token_id
-        self.pad = eos_token_id if pad_token_id is None else pad_token_id
-        self.finished = torch.zeros(batch_size, dtype=torch.bool, device=device)  # [B]
-
-    def filter(self, next_ids: Tensor) -> Tensor:
-        """[B] argmax ids -> [B] ids to emit (padding for finished rows); marks rows that emit EOS."""
-        if self.eos is None:
-            return next_ids
-        next_ids = torch.where(self.finished, torch.full_like(next_ids, self.pad), next_ids)
-        self.finished |= next_ids == self.eos
-        return next_ids
-
-    @property
-    def done(self) -> bool:
-        return bool(self.finished.all())
+from ..core.controller import Controller
+from ..core.masks import check_masks
+from ..core.model import UnrolledModel, check_unrolled
+from ..core.validation import check_generate_inputs, check_generation_knobs
+from .result import GenerationResult, StopAtEos
+from .speculative import speculative_generate
 
 
 @torch.no_grad()
@@ -100,7 +46,7 @@ def greedy_generate(
         eos_token_id: stop a row once it emits this id (rows that stopped get ``pad_token_id``).
         pad_token_id: filler after EOS; defaults to ``eos_token_id``.
         draft_layers, draft_tokens: given together, decode self-speculatively (see
-            :func:`~anee_lite.core.speculative.speculative_generate`): the first ``draft_layers`` layers
+            :func:`~anee_lite.decoding.speculative.speculative_generate`): the first ``draft_layers`` layers
             draft ``draft_tokens`` tokens, all layers verify them. The output equals full-depth greedy,
             so exit_layers/controller/use_cache=False do not apply.
         draft_lens: with speculation, the lens the draft reads its token through: None or "logit" for the
@@ -122,12 +68,11 @@ def greedy_generate(
                 raise ValueError(f"draft_lens must be 'logit' or a lens object here, got {draft_lens!r} "
                                  "(ANEEWrapper.generate loads the shipped tuned lens for draft_lens='tuned')")
             draft_lens = None
-        from .speculative import speculative_generate  # it builds on this module's result and EOS rule
-
         return speculative_generate(model, input_ids, mask, max_new_tokens=max_new_tokens,
                                     draft_layers=draft_layers, draft_tokens=draft_tokens, draft_lens=draft_lens,
                                     eos_token_id=eos_token_id, pad_token_id=pad_token_id)
-    masks = check_generation_knobs(model, exit_layers, controller, masks)  # before any step: max_new_tokens may be 0
+    check_generation_knobs(model, exit_layers, controller)  # before any step: max_new_tokens may be 0
+    masks = check_masks(model.dims, masks)
     result = GenerationResult(sequences=input_ids, prompt_length=input_ids.shape[1])
     stop = StopAtEos(input_ids.shape[0], eos_token_id, pad_token_id, input_ids.device)
     cache = None
