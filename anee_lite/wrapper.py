@@ -9,7 +9,7 @@ from .core.budget import budget_exit_layer
 from .core.config import ANEEConfig
 from .core.masks import ActivationThresholds
 from .core.model import ForwardOutput, UnrolledModel
-from .core.validation import check_flag, check_fraction, check_hf_model, check_int
+from .core.validation import check_context, check_flag, check_fraction, check_hf_model, check_int
 from .decoding import GenerationResult, greedy_generate
 from .sparsity.calibrate import model_quantiles, thresholds_from_quantiles
 
@@ -77,9 +77,8 @@ class ANEEWrapper:
         """
         forward_kwargs = self._with_thresholds(forward_kwargs)
         if "exit_layers" in forward_kwargs or "controller" in forward_kwargs:
-            if energy_budget is not None or min_layers is not None or exit_budget_threshold is not None:
-                raise ValueError("energy_budget, min_layers and exit_budget_threshold do not apply with "
-                                 "exit_layers/controller: pass one or the other")
+            _no_budget_with("exit_layers/controller: pass one or the other", energy_budget, min_layers,
+                            exit_budget_threshold)
             return self.model.forward(input_ids, attention_mask, **forward_kwargs)
         n = self.exit_layer(energy_budget, min_layers, exit_budget_threshold)
         return self.model.forward(input_ids, attention_mask, exit_layers=n, **forward_kwargs)
@@ -136,9 +135,7 @@ class ANEEWrapper:
         if any(len(r) == 0 for r in rows):
             raise ValueError("prompt must not be empty: the model needs at least one token to continue")
         longest = max(len(r) for r in rows)
-        if longest > self.model.dims.n_ctx:
-            raise ValueError(f"prompt is {longest} tokens long, more than the context window "
-                             f"of {self.model.dims.n_ctx} tokens (n_ctx)")
+        check_context(self.model.dims, longest, f"a prompt of {longest} tokens")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         ids = torch.tensor([[pad] * (longest - len(r)) + r for r in rows])  # left padding
         mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows])
@@ -172,20 +169,14 @@ class ANEEWrapper:
         max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=0)
         check_flag("return_result", return_result)
         ids, mask = self.encode(prompt, tokenizer)
-        if ids.shape[1] + max_new_tokens > self.model.dims.n_ctx:
-            raise ValueError(f"prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
-                             f"context window of {self.model.dims.n_ctx} tokens (n_ctx)")
         speculative = draft_layers is not None or draft_tokens is not None or draft_lens is not None
         if speculative:
-            if energy_budget is not None or min_layers is not None or exit_budget_threshold is not None:
-                raise ValueError("energy_budget, min_layers and exit_budget_threshold do not apply with "
-                                 "draft_layers/draft_tokens: speculative decoding keeps the full-depth text")
+            _no_budget_with("draft_layers/draft_tokens: speculative decoding keeps the full-depth text",
+                            energy_budget, min_layers, exit_budget_threshold)
             exit_layers = None
             draft_lens = self.draft_lens(draft_lens, draft_layers)
         elif controller is not None:
-            if energy_budget is not None or min_layers is not None or exit_budget_threshold is not None:
-                raise ValueError("energy_budget, min_layers and exit_budget_threshold do not apply with a "
-                                 "controller: pass one or the other")
+            _no_budget_with("a controller: pass one or the other", energy_budget, min_layers, exit_budget_threshold)
             exit_layers = None
         else:
             exit_layers = self.exit_layer(energy_budget, min_layers, exit_budget_threshold)
@@ -201,6 +192,12 @@ class ANEEWrapper:
                                   skip_special_tokens=True)
                  for row, m in zip(result.sequences, mask)]
         return texts[0] if isinstance(prompt, str) else texts
+
+
+def _no_budget_with(other: str, energy_budget, min_layers, exit_budget_threshold) -> None:
+    """The seed's budget knobs and ``other`` (another way to choose the depth) exclude each other."""
+    if energy_budget is not None or min_layers is not None or exit_budget_threshold is not None:
+        raise ValueError(f"energy_budget, min_layers and exit_budget_threshold do not apply with {other}")
 
 
 def _check_wrapper_args(config, hf_model) -> None:

@@ -118,6 +118,22 @@ def check_input_ids(input_ids, d_vocab: int) -> Tensor:
     return input_ids.long()  # uint8/int32 ids must index the embedding as numbers, not as a mask
 
 
+def check_context(dims, n_tokens: int, what: str) -> None:
+    """Refuse a sequence of ``n_tokens`` (``what`` says what makes it up) longer than the context window."""
+    if n_tokens > dims.n_ctx:
+        raise ValueError(f"{what} does not fit the model's context window of {dims.n_ctx} tokens (n_ctx)")
+
+
+def scalar_exit_layer(exit_layers, n_layers: int) -> int | None:
+    """``exit_layers`` as one int in [0, n_layers] when it is a single integer (a Python int or a 0-d integer
+    tensor), else None (a per-token tensor, checked by the forward)."""
+    if (isinstance(exit_layers, numbers.Integral) and not isinstance(exit_layers, bool)) or (
+            isinstance(exit_layers, Tensor) and exit_layers.dim() == 0 and not exit_layers.is_floating_point()
+            and not exit_layers.is_complex() and exit_layers.dtype != torch.bool):
+        return check_int("exit_layers", int(exit_layers), low=0, high=n_layers)
+    return None
+
+
 def check_generate_inputs(model, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id, use_cache):
     """Validate greedy generation's own arguments before any step; return ids [B, T] and a long mask [B, T].
 
@@ -128,9 +144,8 @@ def check_generate_inputs(model, input_ids, attention_mask, max_new_tokens, eos_
     mask = (torch.ones_like(input_ids) if attention_mask is None
             else check_prompt_mask(attention_mask, tuple(input_ids.shape)).to(input_ids.device).long())
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=0)
-    if input_ids.shape[1] + max_new_tokens > dims.n_ctx:
-        raise ValueError(f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
-                         f"context window of {dims.n_ctx} tokens (n_ctx)")
+    check_context(dims, input_ids.shape[1] + max_new_tokens,
+                  f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens})")
     for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
         if value is not None:  # both are fed back as tokens or compared with the argmax: real vocabulary ids
             check_int(name, value, low=0, high=dims.d_vocab - 1)
@@ -143,10 +158,7 @@ def check_generation_knobs(model, exit_layers, controller) -> None:
 
     The sparsity masks are checked by :func:`anee_lite.core.masks.check_masks`.
     """
-    if isinstance(exit_layers, numbers.Integral) or (isinstance(exit_layers, Tensor) and exit_layers.dim() == 0
-                                                     and not exit_layers.is_floating_point()):
-        check_int("exit_layers", int(exit_layers) if isinstance(exit_layers, Tensor) else exit_layers,
-                  low=0, high=model.dims.n_layers)
+    scalar_exit_layer(exit_layers, model.dims.n_layers)  # a per-token tensor is checked by the forward
     if controller is not None:
         check_reads_this_model("controller", as_controller(controller), model)
 
@@ -194,9 +206,7 @@ def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, c
         if cache.batch_size != B:
             raise ValueError(f"past_key_values holds a batch of {cache.batch_size}, but input_ids has batch {B}")
         n_past = len(cache)
-    if n_past + T > dims.n_ctx:
-        raise ValueError(f"sequence of {n_past + T} tokens does not fit the model's context window "
-                         f"of {dims.n_ctx} tokens (n_ctx)")
+    check_context(dims, n_past + T, f"a sequence of {n_past + T} tokens")
     use_cache = check_cache_flag(use_cache, cache)
 
     if attention_mask is None:
@@ -219,11 +229,8 @@ def check_forward_inputs(model, input_ids, attention_mask, exit_layers, cache, c
         raise ValueError("pass either exit_layers or controller, not both")
     if exit_layers is None:
         exit_layers = torch.full((B, T), dims.n_layers, dtype=torch.long, device=input_ids.device)
-    elif (isinstance(exit_layers, numbers.Integral) and not isinstance(exit_layers, bool)) or (
-            isinstance(exit_layers, Tensor) and exit_layers.dim() == 0 and not exit_layers.is_floating_point()
-            and not exit_layers.is_complex() and exit_layers.dtype != torch.bool):
-        exit_layers = check_int("exit_layers", int(exit_layers), low=0, high=dims.n_layers)
-        exit_layers = torch.full((B, T), int(exit_layers), dtype=torch.long, device=input_ids.device)
+    elif (layers := scalar_exit_layer(exit_layers, dims.n_layers)) is not None:
+        exit_layers = torch.full((B, T), layers, dtype=torch.long, device=input_ids.device)
     else:
         exit_layers = _check_int_tensor("exit_layers", exit_layers, (B, T)).to(input_ids.device, torch.long)
         lo, hi = int(exit_layers.min()), int(exit_layers.max())

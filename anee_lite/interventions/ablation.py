@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..core.hooks import check_hook_names
 from ..core.model import UnrolledModel, check_unrolled
-from ..core.validation import check_int
+from ..core.validation import check_int, check_layers
 
 
 def record(model: UnrolledModel, input_ids: Tensor, names: Iterable[str], **forward_kwargs) -> dict[str, Tensor]:
@@ -89,7 +89,7 @@ def ablate_layers(model: UnrolledModel, layers: Iterable[int], means: Mapping[st
     """
     model = check_unrolled(model)
     hooks: dict = {}
-    for l in _layer_list(layers, model.dims.n_layers):
+    for l in check_layers("layers", layers, low=0, high=model.dims.n_layers - 1):
         if means is None:
             hooks.update(_pass_through(l))
         else:
@@ -105,15 +105,6 @@ def _recorder(inner, seen: dict):
         return out
 
     return hook
-
-
-def _layer_list(layers, n_layers: int) -> list[int]:
-    if isinstance(layers, (int, Tensor)) or not isinstance(layers, Iterable):
-        raise TypeError(f"layers must be a list of layer indices, got {layers!r}")
-    chosen = sorted({check_int("layers", l, low=0, high=n_layers - 1) for l in layers})
-    if not chosen:
-        raise ValueError("layers is empty: name at least one layer to ablate")
-    return chosen
 
 
 def _chosen(which, what: str, n_layers: int, size: int, unit: str) -> dict[int, list[int]]:
