@@ -30,6 +30,16 @@ def random_gpt2(n_layer=3, n_embd=64, n_head=4, n_positions=64, seed=0):
     return GPT2LMHeadModel(cfg).eval()
 
 
+def random_ids(batch=2, tokens=7, seed=0):
+    """[batch, tokens] token ids of the small random models' vocabulary, reproducible."""
+    return torch.randint(0, VOCAB, (batch, tokens), generator=torch.Generator().manual_seed(seed))
+
+
+def hf_blocks(hf):
+    """The decoder blocks of a HuggingFace GPT-2 or Llama-family model (for weight surgery and HF hooks)."""
+    return hf.transformer.h if hf.config.model_type == "gpt2" else hf.model.layers
+
+
 def random_llama(n_layers=3, d_model=64, n_heads=4, n_kv_heads=2, seed=0, **extra):
     torch.manual_seed(seed)
     cfg = LlamaConfig(num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import VOCAB, random_gpt2, random_llama
+from conftest import hf_blocks, random_gpt2, random_ids, random_llama
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,17 +27,9 @@ def model(hf):
     return UnrolledModel(hf)
 
 
-def ids_for(batch=2, tokens=7, seed=0):
-    return torch.randint(0, VOCAB, (batch, tokens), generator=torch.Generator().manual_seed(seed))
-
-
-def blocks(hf):
-    return hf.transformer.h if hf.config.model_type == "gpt2" else hf.model.layers
-
-
 @pytest.mark.parametrize("answer", ["none", "same", "copy"])
 def test_identity_hooks_at_every_point_change_nothing(model, answer):
-    ids = ids_for()
+    ids = random_ids()
     seen = []
 
     def hook(t, name):
@@ -55,7 +47,7 @@ def test_identity_hooks_at_every_point_change_nothing(model, answer):
 
 
 def test_ablating_a_head_through_hook_z_equals_head_mask(model):
-    ids = ids_for()
+    ids = random_ids()
     layer, head = 1, model.dims.n_heads - 1
 
     def zero_head(z, name):
@@ -73,7 +65,7 @@ def test_ablating_a_head_through_hook_z_equals_head_mask(model):
 
 def test_a_zero_attention_pattern_silences_its_head(model):
     """z = pattern @ v: a head whose pattern is zero outputs zero, as head_mask = 0 makes it."""
-    ids = ids_for()
+    ids = random_ids()
 
     def zero_pattern(p, name):
         p = p.clone()
@@ -93,7 +85,7 @@ def test_hooks_on_heads_of_a_group_never_computed_see_zeros(model):
     group = d.n_heads // d.n_kv_heads
     mask = torch.ones(d.n_layers, d.n_heads)
     mask[1, :group] = 0  # the first key/value group, whole
-    ids = ids_for()
+    ids = random_ids()
     seen = {}
 
     def revive(t, name):
@@ -110,7 +102,7 @@ def test_hooks_on_heads_of_a_group_never_computed_see_zeros(model):
 @pytest.mark.parametrize("point", ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "mlp.hook_post"])
 def test_hooked_decoding_with_the_cache_equals_the_hooked_full_forward(model, point):
     """Keys and values computed under a hook are cached as computed: token by token equals all at once."""
-    ids = ids_for(batch=1, tokens=6, seed=3)
+    ids = random_ids(batch=1, tokens=6, seed=3)
     hooks = {f"blocks.1.{point}": lambda t, name: 1.5 * t}
     full = model(ids, hooks=hooks).logits
     cache, steps = None, []
@@ -125,7 +117,7 @@ def test_hooked_decoding_with_the_cache_equals_the_hooked_full_forward(model, po
 def hf_with_pre_hook(hf, ids, layer, fn, n_layers=None):
     """HuggingFace's logits with ``fn`` applied to the hidden state entering block ``layer`` (a forward pre-hook),
     read after ``n_layers`` blocks through the final norm and unembedding (None: all)."""
-    handle = blocks(hf)[layer].register_forward_pre_hook(
+    handle = hf_blocks(hf)[layer].register_forward_pre_hook(
         lambda module, args, kwargs: ((fn(args[0]),) + args[1:], kwargs) if args else
         (args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}), with_kwargs=True)
     try:
@@ -142,7 +134,7 @@ def hf_with_pre_hook(hf, ids, layer, fn, n_layers=None):
 
 @pytest.mark.parametrize("exit_layer", [3, 2])
 def test_a_resid_hook_matches_huggingface_forward_pre_hook_also_with_early_exit(hf, model, exit_layer):
-    ids = ids_for()
+    ids = random_ids()
     noise = torch.randn(model.dims.d_model, generator=torch.Generator().manual_seed(5))
 
     def shift(t, name=None):
@@ -155,7 +147,7 @@ def test_a_resid_hook_matches_huggingface_forward_pre_hook_also_with_early_exit(
 
 def test_hooks_run_only_at_layers_the_call_runs(model):
     """Past the deepest exit nothing runs; a skipped layer passes its residual through the three resid points."""
-    ids = ids_for()
+    ids = random_ids()
     called = []
 
     def spy(t, name):
@@ -176,7 +168,7 @@ def test_hooks_run_only_at_layers_the_call_runs(model):
 def test_per_token_exits_under_a_hook_decode_the_same_with_the_cache(model, point):
     """Exited tokens keep their frozen residual whatever a hook returns, so the keys and values deeper layers take
     from it are the same whether computed in the call (all tokens at once) or later by the cache (one by one)."""
-    ids = ids_for(batch=1, tokens=7, seed=4)
+    ids = random_ids(batch=1, tokens=7, seed=4)
     exits = torch.tensor([[3, 1, 2, 0, 3, 1, 2]])
     hooks = {f"blocks.1.{point}": lambda t, n: 0.5 * t + 0.1}
     full = model(ids, exit_layers=exits, hooks=hooks).logits
@@ -201,7 +193,7 @@ def test_names_that_are_not_hook_points_are_refused_with_the_valid_ones(llama4, 
     if name in hook_names(llama4.dims):
         return
     with pytest.raises(ValueError, match=r"valid names are 'blocks\.\{l\}\.\{point\}' with l in 0\.\.3"):
-        llama4(ids_for(1, 3), hooks={name: lambda t, n: None})
+        llama4(random_ids(1, 3), hooks={name: lambda t, n: None})
 
 
 @pytest.mark.parametrize("hooks,error,match", [
@@ -215,11 +207,11 @@ def test_names_that_are_not_hook_points_are_refused_with_the_valid_ones(llama4, 
 ])
 def test_bad_hooks_are_refused_with_the_hook_named(llama4, hooks, error, match):
     with pytest.raises(error, match=match):
-        llama4(ids_for(1, 3), hooks=hooks)
+        llama4(random_ids(1, 3), hooks=hooks)
 
 
 def test_a_failing_hook_leaves_the_cache_as_it_was(llama4):
-    ids = ids_for(1, 4)
+    ids = random_ids(1, 4)
     cache = llama4(ids, use_cache=True).past_key_values
     before = len(cache)
 

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import VOCAB, random_gpt2, random_llama
+from conftest import VOCAB, hf_blocks, random_gpt2, random_ids, random_llama
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,18 +34,10 @@ def model(hf):
     return UnrolledModel(hf)
 
 
-def ids_for(batch=2, tokens=7, seed=0):
-    return torch.randint(0, VOCAB, (batch, tokens), generator=torch.Generator().manual_seed(seed))
-
-
-def blocks(hf):
-    return hf.transformer.h if hf.config.model_type == "gpt2" else hf.model.layers
-
-
 def without_block(hf, layer):
     """Weight surgery: an HF copy with block ``layer`` removed."""
     cut = copy.deepcopy(hf)
-    kept = torch.nn.ModuleList([b for i, b in enumerate(blocks(cut)) if i != layer])
+    kept = torch.nn.ModuleList([b for i, b in enumerate(hf_blocks(cut)) if i != layer])
     if hf.config.model_type == "gpt2":
         cut.transformer.h = kept
         cut.config.n_layer -= 1
@@ -58,7 +50,7 @@ def without_block(hf, layer):
 
 
 def test_zero_ablating_a_layer_equals_removing_its_block(hf, model):
-    ids = ids_for()
+    ids = random_ids()
     ablated = model(ids, hooks=ablate_layers(model, [1])).logits
     with torch.no_grad():
         surgery = without_block(hf, 1)(ids, use_cache=False).logits
@@ -67,7 +59,7 @@ def test_zero_ablating_a_layer_equals_removing_its_block(hf, model):
 
 
 def test_zero_ablating_heads_and_neurons_equals_the_masks(model):
-    ids = ids_for()
+    ids = random_ids()
     d = model.dims
     head_mask = torch.ones(d.n_layers, d.n_heads)
     head_mask[0, [1, 3]] = 0
@@ -82,21 +74,21 @@ def test_zero_ablating_heads_and_neurons_equals_the_masks(model):
 
 def test_mean_ablation_with_the_means_of_the_same_single_token_changes_nothing(model):
     """The mean over one token is that token's own activation, so replacing it by the mean is the identity."""
-    ids = ids_for(batch=1, tokens=1, seed=2)
+    ids = random_ids(batch=1, tokens=1, seed=2)
     names = [f"blocks.{l}.{p}" for l in range(model.dims.n_layers) for p in ("attn.hook_z", "mlp.hook_post")]
     means = mean_activations(model, ids, names)
     plain = model(ids).logits
     for hooks in (ablate_layers(model, [0, 2], means), ablate_heads(model, {1: [0, 2]}, means),
                   ablate_neurons(model, {0: [1, 4]}, means)):
         assert (model(ids, hooks=hooks).logits - plain).abs().max() <= TOL
-    longer = ids_for(batch=2, tokens=6, seed=3)
+    longer = random_ids(batch=2, tokens=6, seed=3)
     other = mean_activations(model, longer, names)
     assert (model(longer, hooks=ablate_layers(model, [1], other)).logits
             - model(longer, hooks=ablate_layers(model, [1])).logits).abs().max() > 1e-3  # mean != zero
 
 
 def test_mean_activations_skip_padding(model):
-    ids = ids_for(batch=2, tokens=5, seed=4)
+    ids = random_ids(batch=2, tokens=5, seed=4)
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     name = "blocks.1.mlp.hook_post"
     acts = record(model, ids, [name], attention_mask=mask)[name]  # [B, T, d_mlp]
@@ -105,7 +97,7 @@ def test_mean_activations_skip_padding(model):
 
 
 def test_record_returns_what_the_forward_used(model):
-    ids = ids_for()
+    ids = random_ids()
     name = "blocks.2.hook_resid_post"
     out = model(ids, return_resid=True)
     got = record(model, ids, [name, "blocks.0.attn.hook_z"])
@@ -115,7 +107,7 @@ def test_record_returns_what_the_forward_used(model):
 
 
 def test_patching_every_position_of_the_first_residual_gives_the_clean_run(model):
-    clean, corrupted = ids_for(1, 6, seed=5), ids_for(1, 6, seed=6)
+    clean, corrupted = random_ids(1, 6, seed=5), random_ids(1, 6, seed=6)
     patched = patch(model, clean, corrupted, "blocks.0.hook_resid_pre").logits
     assert (patched - model(clean).logits).abs().max() == 0
     same = corrupted.clone()
@@ -126,7 +118,7 @@ def test_patching_every_position_of_the_first_residual_gives_the_clean_run(model
 
 
 def test_patching_matches_a_huggingface_forward_pre_hook(hf, model):
-    clean, corrupted = ids_for(1, 6, seed=7), ids_for(1, 6, seed=8)
+    clean, corrupted = random_ids(1, 6, seed=7), random_ids(1, 6, seed=8)
     layer, position = 2, 3
     with torch.no_grad():
         clean_hidden = hf(clean, output_hidden_states=True, use_cache=False).hidden_states[layer]  # [1, T, d_model]
@@ -136,7 +128,7 @@ def test_patching_matches_a_huggingface_forward_pre_hook(hf, model):
         hidden[:, position] = clean_hidden[:, position]
         return ((hidden,) + args[1:], kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
 
-    handle = blocks(hf)[layer].register_forward_pre_hook(paste, with_kwargs=True)
+    handle = hf_blocks(hf)[layer].register_forward_pre_hook(paste, with_kwargs=True)
     try:
         with torch.no_grad():
             theirs = hf(corrupted, use_cache=False).logits
@@ -156,7 +148,7 @@ def test_logit_difference_by_hand():
 
 def test_the_patching_sweep_restores_all_at_the_changed_token_and_nothing_elsewhere_in_layer_0(model):
     """At layer 0 the residual is the embedding: only the position whose token differs carries the change."""
-    clean = ids_for(1, 5, seed=9)
+    clean = random_ids(1, 5, seed=9)
     corrupted = clean.clone()
     corrupted[0, 1] = (clean[0, 1] + 7) % VOCAB
     logits = model(clean).logits
@@ -194,14 +186,14 @@ def test_ablation_indices_outside_the_model_are_refused(llama4, layer, head):
     (lambda m: ablate_layers(m, [1, 1]), ValueError, "must not repeat"),
     (lambda m: ablate_layers(m, [0], means={}), ValueError, "means must hold 'blocks.0.attn.hook_z'"),
     (lambda m: ablate_heads(m.arch, {0: [0]}), TypeError, "UnrolledModel"),
-    (lambda m: mean_activations(m, ids_for(), ["blocks.0.attn.hook_pattern"]), ValueError, "hook_z"),
-    (lambda m: record(m, ids_for(), ["blocks.9.hook_resid_pre"]), ValueError, "valid names"),
-    (lambda m: record(m, ids_for(), []), TypeError, "non-empty list"),
-    (lambda m: patch(m, ids_for(1, 5), ids_for(1, 6), "blocks.0.hook_resid_pre"), ValueError, "same shape"),
-    (lambda m: patch(m, ids_for(1, 5), ids_for(1, 5), ["blocks.0.hook_resid_pre"]), TypeError, "one hook name"),
-    (lambda m: patching_sweep(m, ids_for(2, 5), ids_for(2, 5), 1, 2), ValueError, r"shape \[1, T\]"),
-    (lambda m: patching_sweep(m, ids_for(1, 5), ids_for(1, 5), 1, 2, point="attn.hook_z"), ValueError, "point"),
-    (lambda m: patching_sweep(m, ids_for(1, 5), ids_for(1, 5), 1, 2), ValueError, "same logit difference"),
+    (lambda m: mean_activations(m, random_ids(), ["blocks.0.attn.hook_pattern"]), ValueError, "hook_z"),
+    (lambda m: record(m, random_ids(), ["blocks.9.hook_resid_pre"]), ValueError, "valid names"),
+    (lambda m: record(m, random_ids(), []), TypeError, "non-empty list"),
+    (lambda m: patch(m, random_ids(1, 5), random_ids(1, 6), "blocks.0.hook_resid_pre"), ValueError, "same shape"),
+    (lambda m: patch(m, random_ids(1, 5), random_ids(1, 5), ["blocks.0.hook_resid_pre"]), TypeError, "one hook name"),
+    (lambda m: patching_sweep(m, random_ids(2, 5), random_ids(2, 5), 1, 2), ValueError, r"shape \[1, T\]"),
+    (lambda m: patching_sweep(m, random_ids(1, 5), random_ids(1, 5), 1, 2, point="attn.hook_z"), ValueError, "point"),
+    (lambda m: patching_sweep(m, random_ids(1, 5), random_ids(1, 5), 1, 2), ValueError, "same logit difference"),
     (lambda m: logit_difference(torch.zeros(2, 5), 1, 2), TypeError, "logits"),
     (lambda m: logit_difference(torch.zeros(1, 2, 5), 5, 2), ValueError, "correct"),
 ])
@@ -212,9 +204,9 @@ def test_bad_arguments_name_the_parameter(llama4, call, error, match):
 
 def test_a_mean_of_another_model_is_refused(llama4):
     narrow = UnrolledModel(random_llama(n_layers=1, d_model=32))
-    means = mean_activations(narrow, ids_for(1, 3), ["blocks.0.mlp.hook_post"])
+    means = mean_activations(narrow, random_ids(1, 3), ["blocks.0.mlp.hook_post"])
     with pytest.raises(ValueError, match="compute it on this model"):
-        llama4(ids_for(1, 3), hooks=ablate_neurons(llama4, {0: [0]}, means))
+        llama4(random_ids(1, 3), hooks=ablate_neurons(llama4, {0: [0]}, means))
 
 
 def test_the_wrapper_passes_hooks_to_the_forward(tiny_gpt2_folder):
