@@ -32,6 +32,7 @@ except ImportError:  # Windows: leftovers of writers with a lock file are left a
 # or no longer locked belongs to a dead writer (killed, crashed, power cut), and any load may
 # remove it; a locked one belongs to a live writer and is left alone.
 
+
 class ModelUnavailableError(OSError, ValueError):
     """A model exists in principle but cannot be obtained here (no network, missing wheel).
 
