@@ -11,15 +11,9 @@ The package is layered; each layer imports only the ones below it (``import-lint
 * :mod:`anee_lite.notebook` and :mod:`anee_lite.cli`: plots, widgets, the command line.
 """
 
-from .core import (
-    ANEEConfig,
-    ForwardOutput,
-    ForwardStats,
-    KVCache,
-    UnrolledModel,
-    budget_exit_layer,
-    budget_table,
-)
+from .budget import budget_exit_layer, budget_table
+from .config import ANEEConfig
+from .core import ForwardOutput, ForwardStats, KVCache, UnrolledModel
 from .decoding import GenerationResult, greedy_generate
 from .io import load_pretrained
 from .wrapper import ANEEWrapper

@@ -30,7 +30,7 @@ def run_sanity_check(model_name: str | None = None, max_new_tokens: int = 20) ->
     Returns:
         ``{"model", "n_layers", "runs": [{"energy_budget", "layers_executed", "text", "seconds"}]}``.
     """
-    from .core.config import ANEEConfig
+    from .config import ANEEConfig
     from .wrapper import ANEEWrapper
 
     name, why = pick_model(model_name)
@@ -257,7 +257,7 @@ def run_simulate(args, parser: argparse.ArgumentParser) -> None:
         profile = get_profile(args.device)
     except (ValueError, TypeError) as err:
         parser.error(f"--device: {err}")
-    from .core.budget import budget_exit_layer
+    from .budget import budget_exit_layer
     from .core.model import UnrolledModel
     from .cost.simulator import decode_context, simulate_decode
     from .io.loading import load_pretrained

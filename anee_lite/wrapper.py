@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .core.budget import budget_exit_layer
-from .core.config import ANEEConfig
+from .budget import budget_exit_layer
+from .config import ANEEConfig
 from .core.masks import ActivationThresholds
 from .core.model import ForwardOutput, UnrolledModel
 from .core.validation import check_context, check_flag, check_fraction, check_hf_model, check_int

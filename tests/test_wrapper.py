@@ -222,7 +222,7 @@ def test_a_zero_budget_with_min_layers_zero_predicts_from_the_embeddings(twelve)
 
 
 def test_every_budget_knob_defaults_to_the_config():
-    """The seed's defaults live once (core.config); every function taking the knobs uses them."""
+    """The seed's defaults live once (anee_lite.config); every function taking the knobs uses them."""
     import inspect
 
     from anee_lite.adaptive.evaluate import quality_vs_budget

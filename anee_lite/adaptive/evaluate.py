@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
-from ..core.budget import budget_table
-from ..core.config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
+from ..budget import budget_table
+from ..config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
 from ..core.metrics import mean_kl, next_token_nll, perplexity, top1_agreement
 from ..core.model import UnrolledModel, check_unrolled
 from ..core.validation import check_int

@@ -5,9 +5,7 @@ the notebook helpers are all built on top of it.
 """
 
 from .architectures import CONVERTERS, Architecture, LayerWeights, ModelDims, from_hf
-from .budget import budget_exit_layer, budget_table
 from .cache import KVCache
-from .config import ANEEConfig
 from .controller import Controller
 from .masks import ActivationThresholds, Sparsity
 from .metrics import entropy, kl_divergence, mean_kl, next_token_nll, perplexity, top1_agreement
@@ -15,7 +13,6 @@ from .model import ForwardCall, ForwardOutput, ForwardStats, UnrolledModel
 
 __all__ = [
     "CONVERTERS",
-    "ANEEConfig",
     "ActivationThresholds",
     "Architecture",
     "Controller",
@@ -27,8 +24,6 @@ __all__ = [
     "ModelDims",
     "Sparsity",
     "UnrolledModel",
-    "budget_exit_layer",
-    "budget_table",
     "entropy",
     "from_hf",
     "kl_divergence",

@@ -1,6 +1,6 @@
 """What a token costs: multiply-adds, bytes and energy (joules) per part, and measured layer timings.
 
-Not to be confused with the seed's ``energy_budget`` (a fraction of the layers, in :mod:`anee_lite.core.budget`):
+Not to be confused with the seed's ``energy_budget`` (a fraction of the layers, in :mod:`anee_lite.budget`):
 the joules live here.
 """
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from ..core.budget import budget_exit_layer, budget_table
-from ..core.config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
+from ..budget import budget_exit_layer, budget_table
+from ..config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
 from ..core.validation import as_list, check_int
 from .parts import error_html, prompt_text, require_keys, show_figure, text_html, with_class
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..core.config import ANEEConfig
+from ..config import ANEEConfig
 from ..io.loading import OFFLINE_ALIAS, ModelUnavailableError
 from ..wrapper import ANEEWrapper
 

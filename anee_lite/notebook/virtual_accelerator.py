@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import math
 
-from ..core.budget import budget_exit_layer
+from ..budget import budget_exit_layer
 from ..cost.constants import COMPUTE_DTYPE
 from ..cost.devices import DeviceProfile
 from ..cost.simulator import pass_ops, simulate_decode, time_op

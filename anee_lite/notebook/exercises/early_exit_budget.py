@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from ...core.budget import budget_exit_layer
+from ...budget import budget_exit_layer
 from ...core.metrics import perplexity
 from ._convention import ExerciseError, call, correct, exercise, number
 

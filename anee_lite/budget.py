@@ -27,7 +27,7 @@ With ``exit_budget_threshold=0`` every budget runs all layers. Note that a budge
 from __future__ import annotations
 
 from .config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
-from .validation import as_list, check_fraction, check_int
+from .core.validation import as_list, check_fraction, check_int
 
 # Budgets are sums of 1/n_layers; compare with a little slack so that 0.5 - 4 * 0.1 counts as 0.1.
 _EPS = 1e-9
