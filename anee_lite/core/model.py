@@ -214,56 +214,40 @@ class UnrolledModel:
                 ``fn(tensor, name)`` returns the replacement or None to keep it. With a cache, the keys
                 and values a hooked layer computes are cached as computed.
         """
-        n_layers = self.dims.n_layers
         controller = as_controller(controller)
         input_ids, key_mask, exit_layers, use_cache = check_forward_inputs(
             self, input_ids, attention_mask, exit_layers, past_key_values, controller, logits_to_keep, use_cache)
         check_flags(return_resid=return_resid, return_patterns=return_patterns,
                     return_mlp_hidden=return_mlp_hidden, return_linear_inputs=return_linear_inputs)
         sparsity = check_sparsity(self.dims, skip_layers, head_mask, mlp_mask, activation_sparsity)
-        layer_hooks = check_hooks(self.dims, hooks)
-        B, T = input_ids.shape
-        if past_key_values is not None and not past_key_values.sparsity.matches(sparsity):
-            raise ValueError("past_key_values was filled under other skip_layers/head_mask/mlp_mask/"
-                             "activation_sparsity: its keys and values do not fit these; start a new cache")
-        cache = past_key_values if past_key_values is not None else (
-            KVCache(self.dims, B, self.cache_token, sparsity) if use_cache else None)
+        cache = self._cache_for_call(past_key_values, sparsity, use_cache, input_ids.shape[0])
         n_past = 0 if cache is None else len(cache)
         if return_patterns:
-            check_pattern_size(self.dims, B, T, n_past + T)
+            check_pattern_size(self.dims, *input_ids.shape, n_past + input_ids.shape[1])
         propagated_before = cache.propagated if cache is not None else 0
-
         positions = position_ids(key_mask)[:, n_past:]  # [B, T]
-        padded = not bool(key_mask.all())
         call = ForwardCall(
             pos_info=self.arch.position_info(positions),  # e.g. RoPE's cos/sin, once for all layers
-            mask=attention_mask_4d(key_mask, n_past, T) if padded or (n_past and T > 1) else None,
+            mask=_attention_mask(key_mask, n_past, input_ids.shape[1]),
             causal=n_past == 0,
             cache=cache,
-            active=torch.ones(B, T, dtype=torch.bool, device=input_ids.device),
+            active=torch.ones(input_ids.shape, dtype=torch.bool, device=input_ids.device),
             record_resid=return_resid,
             record_patterns=return_patterns,
             sparsity=sparsity,
             record_mlp_hidden=return_mlp_hidden,
             record_linear_inputs=return_linear_inputs,
-            hooks=layer_hooks,
+            hooks=check_hooks(self.dims, hooks),
         )
         resid = self.arch.embed(input_ids, positions)  # [B, T] -> [B, T, d_model]
         if controller is not None:
             controller.reset(positions)  # a stateful controller starts each call afresh
-        kept_from = T - logits_to_keep if logits_to_keep else 0  # first position whose logits are returned
+        kept_from = input_ids.shape[1] - logits_to_keep if logits_to_keep else 0  # first position returned
         reused = _ReusedLogits()
         deepest = 0
-        runs = torch.ones(n_layers + 1, dtype=torch.long)  # runs[l] = 1 if layer l runs (index n: padding)
-        runs[list(sparsity.skip_layers)] = 0
-        for layer in range(n_layers):
+        for layer in range(self.dims.n_layers):
             if layer in sparsity.skip_layers:  # the identity: no exit decision, no K/V, no cost
-                if layer_hooks and layer in layer_hooks:
-                    for point in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post"):
-                        resid = _hook_running(layer_hooks[layer], layer, point, resid, exit_layers > layer)
-                if return_resid:
-                    for hook in ("pre", "mid", "post"):
-                        call.activations[f"blocks.{layer}.hook_resid_{hook}"] = resid
+                resid = self._skipped_layer(layer, resid, call, exit_layers > layer)
                 continue
             if controller is not None and layer > 0:
                 stop = check_controller_stop(controller(layer, resid, call.active), call.active, layer)  # [B, T]
@@ -277,24 +261,40 @@ class UnrolledModel:
             if cache is not None:
                 cache.catch_up(self.arch, layer)  # tokens that exited below this layer before this call
             resid = self.block(layer, resid, call)
-        # Exited tokens at layers this call ran: their K/V there came from their frozen residual.
-        ran_below = torch.cat([torch.zeros(1, dtype=torch.long), runs.cumsum(0)])  # layers run in [0, l)
-        kv_in_call = int((ran_below[deepest] - ran_below[exit_layers.clamp(max=deepest).cpu()]).sum())
+        kv_in_call = _propagated_in_call(self.dims.n_layers, sparsity.skip_layers, deepest, exit_layers)
         if cache is not None:
             cache.add_tokens(resid, positions, key_mask[:, n_past:])
             cache.propagated += kv_in_call
-        kv_propagated = cache.propagated - propagated_before if cache is not None else kv_in_call
-
-        logits = reused.complete(self, controller, resid[:, kept_from:], exit_layers[:, kept_from:])
         stats = ForwardStats(
             layers_executed=deepest,
-            total_layers=n_layers,
-            exited_early=deepest < n_layers,
+            total_layers=self.dims.n_layers,
+            exited_early=deepest < self.dims.n_layers,
             exit_layers=exit_layers,
-            kv_propagated=kv_propagated,
+            kv_propagated=cache.propagated - propagated_before if cache is not None else kv_in_call,
         )
+        logits = reused.complete(self, controller, resid[:, kept_from:], exit_layers[:, kept_from:])
         return ForwardOutput(logits=logits, stats=stats, past_key_values=cache if use_cache else None,
                              activations=call.activations)
+
+    def _cache_for_call(self, past_key_values: KVCache | None, sparsity: Sparsity, use_cache: bool,
+                        batch: int) -> KVCache | None:
+        """The cache this call appends to: the one given (filled under the same sparsity), a new one, or none."""
+        if past_key_values is not None:
+            if not past_key_values.sparsity.matches(sparsity):
+                raise ValueError("past_key_values was filled under other skip_layers/head_mask/mlp_mask/"
+                                 "activation_sparsity: its keys and values do not fit these; start a new cache")
+            return past_key_values
+        return KVCache(self.dims, batch, self.cache_token, sparsity) if use_cache else None
+
+    def _skipped_layer(self, layer: int, resid: Tensor, call: ForwardCall, running: Tensor) -> Tensor:
+        """A skipped layer is the identity; its residual hooks still run and its residuals are still recorded."""
+        if call.hooks and layer in call.hooks:
+            for point in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post"):
+                resid = _hook_running(call.hooks[layer], layer, point, resid, running)
+        if call.record_resid:
+            for point in ("pre", "mid", "post"):
+                call.activations[f"blocks.{layer}.hook_resid_{point}"] = resid
+        return resid
 
     __call__ = forward
 
@@ -405,6 +405,21 @@ class UnrolledModel:
 
 
 _PLAIN_PRODUCTS = (None,) * len(LINEAR_INPUTS)  # None: each per-layer function's own dense product
+
+
+def _attention_mask(key_mask: Tensor, n_past: int, n_new: int) -> Tensor | None:
+    """[B, 1, T, T_k] when padding or a multi-token continuation needs one; None: plain causal (or none)."""
+    if not bool(key_mask.all()) or (n_past and n_new > 1):
+        return attention_mask_4d(key_mask, n_past, n_new)
+    return None
+
+
+def _propagated_in_call(n_layers: int, skip_layers, deepest: int, exit_layers: Tensor) -> int:
+    """K/V entries this call computed from exited tokens' frozen residuals: layers it ran above each exit."""
+    runs = torch.ones(n_layers + 1, dtype=torch.long)  # runs[l] = 1 if layer l runs (index n: padding)
+    runs[list(skip_layers)] = 0
+    ran_below = torch.cat([torch.zeros(1, dtype=torch.long), runs.cumsum(0)])  # layers run in [0, l)
+    return int((ran_below[deepest] - ran_below[exit_layers.clamp(max=deepest).cpu()]).sum())
 
 
 def _hook_running(hooks: LayerHooks, layer: int, point: str, resid: Tensor, active: Tensor) -> Tensor:
