@@ -40,7 +40,8 @@ from ..core.architectures import ModelDims, converter_for
 from ..core.validation import check_fraction, check_int
 from .charges import BYTES_PER_PARAM, layer_weight_params, norm_macs, token_cost
 from .constants import BYTES_PER_WEIGHT, COMPUTE_DTYPE, PJ
-from .devices import DeviceProfile, check_dtype
+from .device_profile import DeviceProfile, check_dtype
+from .profiles import PROFILES
 
 # Framework operator calls of anee-lite's eager forward per operation are each architecture's
 # ``eager_dispatches`` (core.architectures: counted with torch.profiler on one decoding step, recounted by
@@ -493,8 +494,6 @@ def device_table(dims: ModelDims, profiles: dict[str, DeviceProfile] | None = No
 
     The last columns simulate full-depth, batch-1 fp16 decoding at ``context`` with eager and fused kernels.
     """
-    from .devices import PROFILES
-
     def num(v: float) -> str:
         return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
 

@@ -158,3 +158,31 @@ def test_the_readme_device_table_is_the_one_the_profiles_build():
     assert table.count("\n| `") == len(PROFILES)  # one row per shipped profile
     only_t4 = device_table(SMOLLM2_DIMS, {"t4": PROFILES["t4"]})
     assert only_t4.splitlines()[2] == table.splitlines()[2] and len(only_t4.splitlines()) == 3
+
+
+def test_a_shipped_device_is_one_file(tmp_path, monkeypatch):
+    """Every module of anee_lite.cost.profiles is one device; a new file there is found with nothing else edited."""
+    import importlib
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from anee_lite.cost import profiles
+
+    package = Path(profiles.__file__).parent
+    files = sorted(p.stem for p in package.glob("*.py") if p.stem != "__init__")
+    assert len(files) == len(profiles.PROFILES) == len({importlib.import_module(f"anee_lite.cost.profiles.{f}")
+                                                        .PROFILE.name for f in files})
+    copy = tmp_path / "anee_lite_profiles_copy"  # the package copied, plus one new device file
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in copy.glob("*.py"):
+        path.write_text(path.read_text().replace("from ..device_profile", "from anee_lite.cost.device_profile"))
+    (copy / "my_npu.py").write_text((copy / "t4.py").read_text().replace('name="t4"', 'name="my-npu"')
+                                    .replace("ORDER = 1", "ORDER = 99"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        found = importlib.import_module("anee_lite_profiles_copy").PROFILES
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0] == "anee_lite_profiles_copy"]:
+            del sys.modules[name]
+    assert list(found) == [*profiles.PROFILES, "my-npu"]

@@ -1,0 +1,97 @@
+"""What a device profile is: :class:`DeviceProfile`, its units, and the energy rules the shipped profiles share.
+
+Each shipped device is one file in :mod:`anee_lite.cost.profiles`; a user's device is one JSON or YAML file
+read by :func:`anee_lite.cost.devices.load_profile`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from .constants import COMPUTE_DTYPE, COMPUTE_DTYPES, DTYPES, HOROWITZ_45NM_J_PER_FLOP, PJ
+
+GB, GiB, MiB, TERA, GIGA = 1e9, 2**30, 2**20, 1e12, 1e9
+
+
+def scaled_flop_energy(node_nm: float) -> dict[str, float]:
+    """Horowitz's 45 nm energy per FLOP, scaled linearly to a process node (a first-order estimate)."""
+    return {k: v * node_nm / 45 for k, v in HOROWITZ_45NM_J_PER_FLOP.items()}
+
+
+def pj_per_bit(pj: float) -> float:
+    """Joules per byte from picojoules per bit."""
+    return pj * 8 * PJ
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One device, as the simulator sees it. Units are SI: FLOP/s, bytes/s, bytes, seconds, joules, watts."""
+
+    name: str  # short id used by the CLI (``--device NAME``)
+    description: str  # one line for ``--list-devices``
+    peak_flops: dict  # {"fp32", "fp16", "int8"} -> dense peak FLOP/s (int8: ops/s); no structured-sparsity 2x
+    memory_bandwidth: float  # peak DRAM/HBM bandwidth, bytes/s
+    memory_bytes: float  # memory capacity, bytes (a model bigger than this does not fit)
+    cache_bytes: float  # largest on-chip cache or SRAM (L2/SLC/L3), bytes
+    op_overhead_s: float  # fixed cost of every framework operator dispatch / kernel launch, seconds
+    matmul_overhead_s: float  # extra fixed cost of each matrix product (CPU thread fork/join), seconds
+    joules_per_flop: dict  # {"fp32", "fp16", "int8"} -> J per FLOP (dynamic arithmetic energy)
+    joules_per_byte: float  # J per byte moved to or from DRAM/HBM
+    idle_watts: float  # static power paid for every second a step takes, W
+    compute_efficiency: float = 0.7  # share of peak FLOP/s that real matrix kernels reach
+    bandwidth_efficiency: float = 0.8  # share of peak bandwidth that streaming kernels reach
+    measured: bool = False  # True when the numbers come from a micro-benchmark on this machine
+    validated: bool = False  # True when predicted decode times were checked against measured ones
+    sources: dict = field(default_factory=dict)  # field name -> where its number comes from
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise TypeError(f"a device profile's name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.description, str):
+            raise TypeError(f"{self.name}.description must be a string, got {self.description!r}")
+        for name in ("measured", "validated"):  # "no" would read as True
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{self.name}.{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.sources, dict) or not all(isinstance(v, str) for v in self.sources.values()):
+            raise TypeError(f"{self.name}.sources must map field names to where each number comes from (strings), "
+                             f"got {self.sources!r}")
+        for name in ("memory_bandwidth", "memory_bytes", "cache_bytes", "joules_per_byte"):
+            _check_positive(f"{self.name}.{name}", getattr(self, name))
+        for name in ("op_overhead_s", "matmul_overhead_s", "idle_watts"):
+            _check_positive(f"{self.name}.{name}", getattr(self, name), allow_zero=True)
+        for name in ("compute_efficiency", "bandwidth_efficiency"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise ValueError(f"{self.name}.{name} must be in (0, 1], got {value!r}")
+        for name in ("peak_flops", "joules_per_flop"):
+            table = getattr(self, name)
+            if not isinstance(table, dict) or set(table) != set(COMPUTE_DTYPES):
+                raise ValueError(f"{self.name}.{name} must map exactly {list(COMPUTE_DTYPES)} to numbers, got {table!r}")
+            for dtype, value in table.items():
+                _check_positive(f"{self.name}.{name}[{dtype!r}]", value)
+
+    def flops_per_second(self, dtype: str) -> float:
+        """Achievable FLOP/s for weights of ``dtype`` (peak x compute_efficiency)."""
+        return self.peak_flops[COMPUTE_DTYPE[check_dtype(dtype)]] * self.compute_efficiency
+
+    def bytes_per_second(self) -> float:
+        """Achievable memory bandwidth (peak x bandwidth_efficiency)."""
+        return self.memory_bandwidth * self.bandwidth_efficiency
+
+    def as_dict(self) -> dict:
+        """Plain JSON-ready fields (what :func:`profile_from_dict` reads back)."""
+        return asdict(self)
+
+
+def _check_positive(name: str, value, allow_zero: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+
+
+def check_dtype(dtype: str) -> str:
+    """A weight dtype the simulator knows."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    return dtype
