@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import VOCAB, random_gpt2, random_llama
 
 from anee_lite import UnrolledModel
@@ -348,3 +349,55 @@ def test_every_check_of_the_series_follows_the_one_convention(name, capsys):
     assert check(None, *others) is None
     assert capsys.readouterr().out.endswith("not answered yet (replace None with your answer and run the cell again)\n")
     assert check.__module__.startswith("anee_lite.notebook.exercises.")
+
+
+# --- notebook 01: the whole block and the whole model ---------------------------------------------------
+
+
+def reference_block(model):
+    """The notebook's solution: a block written from the weights, for either architecture."""
+    arch, dims = model.arch, model.dims
+
+    def block(layer, x):
+        blk, (B, T, _) = arch.blocks[layer], x.shape
+        H, K, D = dims.n_heads, dims.n_kv_heads, dims.d_head
+        h = arch.norm(x, blk.ln1_w, blk.ln1_b)
+        q = (h @ blk.W_Q + (0 if blk.b_Q is None else blk.b_Q)).view(B, T, H, D).transpose(1, 2)
+        k = (h @ blk.W_K + (0 if blk.b_K is None else blk.b_K)).view(B, T, K, D).transpose(1, 2)
+        v = (h @ blk.W_V + (0 if blk.b_V is None else blk.b_V)).view(B, T, K, D).transpose(1, 2)
+        pos = arch.position_info(torch.arange(T)[None])
+        q, k = arch.rotate(q, pos), arch.rotate(k, pos)
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=H != K)  # [B, H, T, D]
+        mid = x + z.transpose(1, 2).reshape(B, T, H * D) @ blk.W_O + (0 if blk.b_O is None else blk.b_O)
+        h2 = arch.norm(mid, blk.ln2_w, blk.ln2_b)
+        hidden = arch.mlp_hidden(layer, mid)  # the MLP written out in the notebook; the library's here
+        assert torch.allclose(hidden, arch.mlp_activation(h2 @ blk.W_mlp_in + (0 if blk.b_mlp_in is None
+                                                                            else blk.b_mlp_in)), atol=1e-4)
+        return mid + hidden @ blk.W_out + (0 if blk.b_out is None else blk.b_out)
+
+    return block
+
+
+@pytest.mark.parametrize("make", [lambda: random_gpt2(3), lambda: random_llama(n_layers=3)])
+def test_whole_block_and_model_right_and_wrong(make, capsys):
+    model = UnrolledModel(make())
+    block = reference_block(model)
+    ex.check_block(block, model)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="what the block adds"):
+        ex.check_block(lambda layer, x: block(layer, x) - x, model)
+    with pytest.raises(ExerciseError, match="wrong values|first token"):
+        ex.check_block(lambda layer, x: block(layer, x.flip(1)).flip(1), model)  # tokens in the wrong order
+
+    def logits(ids):
+        x = model.arch.embed(ids, torch.arange(ids.shape[1])[None])
+        for layer in range(model.dims.n_layers):
+            x = block(layer, x)
+        return model.arch.unembed(model.arch.final_norm(x))
+
+    ex.check_logits(logits, model)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="final norm is missing"):
+        ex.check_logits(lambda ids: model.forward(ids, return_resid=True).resid_stack()[-1] @ model.arch.W_U, model)
+    with pytest.raises(ExerciseError, match="wrong logits"):  # one block short
+        ex.check_logits(lambda ids: model.forward(ids, exit_layers=model.dims.n_layers - 1).logits, model)

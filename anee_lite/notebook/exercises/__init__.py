@@ -10,7 +10,7 @@ does not pass. A cell reads ``check_rms_norm(my_rms_norm)``; the checks live by 
 from ._convention import ExerciseError
 from .adaptive_exit import check_clopper_pearson_lower, check_confidence_score
 from .early_exit_budget import check_budget_rule, check_perplexity
-from .gpt2_internals import check_attention, check_rms_norm, check_rotate
+from .gpt2_internals import check_attention, check_block, check_logits, check_rms_norm, check_rotate
 from .kv_cache_and_cost import check_break_even_layer, check_kv_owed, check_unembed_flops
 from .logit_lens import check_first_stable_layer, check_kl_per_layer, check_lens_top_k
 from .self_speculative import check_accept, check_expected_tokens
@@ -21,6 +21,7 @@ __all__ = [
     "ExerciseError",
     "check_accept",
     "check_attention",
+    "check_block",
     "check_block_influence",
     "check_break_even_layer",
     "check_budget_rule",
@@ -34,6 +35,7 @@ __all__ = [
     "check_kl_per_layer",
     "check_kv_owed",
     "check_lens_top_k",
+    "check_logits",
     "check_matvec_intensity",
     "check_perplexity",
     "check_rms_norm",

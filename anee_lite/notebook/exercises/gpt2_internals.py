@@ -99,3 +99,69 @@ def check_attention(fn: Callable | None) -> None:
                                 "use repeat_interleave (each head repeated in place), not repeat (tiling).")
         raise ExerciseError(f"{name}: wrong values for H={H}, K={K}, T={T}, D={D}.")
     correct(name)
+
+
+def _real_residuals(model, layer: int, tokens: int, seed: int) -> Tensor:
+    """[1, T, d_model]: the residual entering ``layer`` on random tokens (real scale, unseen text)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, model.dims.d_vocab, (1, tokens), generator=gen).to(model.device)
+    return model.forward(ids, return_resid=True).activations[f"blocks.{layer}.hook_resid_pre"]
+
+
+@exercise("Whole block")
+def check_block(fn: Callable | None, model) -> None:
+    """Exercise: ``fn(layer, x [1, T, d_model]) -> [1, T, d_model]``, decoder block ``layer`` of ``model``.
+
+    Tried on three layers with residuals of random texts of random lengths, against the library's block
+    (read through its hooks: the residual entering the layer is replaced by the learner's input).
+    """
+    name = "Whole block"
+    gen = torch.Generator().manual_seed(13)
+    n = model.dims.n_layers
+    for layer in sorted({0, n - 1, int(torch.randint(0, n, (1,), generator=gen))}):
+        T = int(torch.randint(3, 9, (1,), generator=gen))
+        x = _real_residuals(model, layer, T, seed=layer + 100)  # [1, T, d_model]
+        with torch.no_grad():
+            out = model.forward(torch.zeros(1, T, dtype=torch.long, device=model.device), return_resid=True,
+                                exit_layers=layer + 1, hooks={f"blocks.{layer}.hook_resid_pre": lambda t, _, x=x: x})
+            expected = out.activations[f"blocks.{layer}.hook_resid_post"]  # [1, T, d_model]
+            got = tensor_like(name, call(name, fn, layer, x.clone()), expected)
+        if close(got, expected, atol=1e-3):
+            continue
+        mid = out.activations[f"blocks.{layer}.hook_resid_mid"]
+        if close(got + x, expected, atol=1e-3):
+            raise ExerciseError(f"{name}: at layer {layer} you return what the block adds; return x plus it "
+                                "(the residual connections: x + attention(...), then + mlp(...)).")
+        if close(got, mid, atol=1e-3):
+            raise ExerciseError(f"{name}: at layer {layer} the MLP's part is missing: after attention, add "
+                                "mlp(normalise(resid_mid)) too.")
+        if close(got[:, :1], expected[:, :1], atol=1e-3):
+            raise ExerciseError(f"{name}: at layer {layer} the first token is right but later ones are not: check "
+                                "the causal mask, the grouped key/value heads and (Llama) the rotation of q and k.")
+        raise ExerciseError(f"{name}: wrong values at layer {layer} (T={T}). Build it as in sections 3-5: "
+                            "normalise, q/k/v, (rotate), causal attention, W_O, add; normalise, MLP, W_out, add.")
+    correct(name, "It matches the library's block at three layers.")
+
+
+@exercise("Whole model")
+def check_logits(fn: Callable | None, model) -> None:
+    """Exercise: ``fn(ids [1, T]) -> logits [1, T, d_vocab]``: embed, every block, final norm, unembed.
+
+    Tried on two random texts against the library's forward (to 1e-4 relative).
+    """
+    name = "Whole model"
+    gen = torch.Generator().manual_seed(14)
+    for T in (5, 11):
+        ids = torch.randint(0, model.dims.d_vocab, (1, T), generator=gen).to(model.device)
+        with torch.no_grad():
+            expected = model.forward(ids).logits  # [1, T, d_vocab]
+            got = tensor_like(name, call(name, fn, ids), expected)
+        scale = float(expected.abs().max())
+        if close(got / scale, expected / scale):
+            continue
+        resid = model.forward(ids, return_resid=True).resid_stack()[-1]  # [1, T, d_model] after the last block
+        if close(got, resid @ model.arch.W_U, atol=1e-3 * scale):
+            raise ExerciseError(f"{name}: the final norm is missing: logits = unembed(final_norm(last residual)).")
+        raise ExerciseError(f"{name}: wrong logits for a text of {T} tokens. Embed (GPT-2 adds W_pos[t] at "
+                            "position t), run my_block for every layer in order, then final norm and W_U.")
+    correct(name, "Your loop reproduces the model's logits.")
