@@ -132,7 +132,7 @@ def speculative_generate(model: UnrolledModel, input_ids: Tensor, attention_mask
         pad_token_id: filler after EOS; defaults to ``eos_token_id``.
 
     Returns:
-        A :class:`~anee_lite.core.generation.GenerationResult` whose ``speculative`` holds the statistics.
+        A :class:`~anee_lite.decoding.GenerationResult` whose ``speculative`` holds the statistics.
     """
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=0)
     L, K = check_draft_args(model, draft_layers, draft_tokens)
