@@ -5,8 +5,8 @@ answer. Both are the bridge from watching the model (the logit lens) to skipping
 removed or patched without changing the answer need not be computed.
 """
 
-from .ablation import ablate_heads, ablate_layers, ablate_neurons, mean_activations, record
+from .ablation import ablate_heads, ablate_layers, ablate_neurons, mean_activations, record, run_and_record
 from .patching import logit_difference, patch, patching_sweep
 
 __all__ = ["ablate_heads", "ablate_layers", "ablate_neurons", "logit_difference", "mean_activations", "patch",
-           "patching_sweep", "record"]
+           "patching_sweep", "record", "run_and_record"]

@@ -24,14 +24,18 @@ def record(model: UnrolledModel, input_ids: Tensor, names: Iterable[str], **forw
     Keyword arguments (``attention_mask``, ``exit_layers``, other ``hooks``, ...) go to the forward; a name
     the call never reaches (past the deepest exit) is missing from the result.
     """
+    return run_and_record(model, input_ids, names, **forward_kwargs)[1]
+
+
+def run_and_record(model: UnrolledModel, input_ids: Tensor, names: Iterable[str], **forward_kwargs):
+    """:func:`record` that also returns the forward's output: (ForwardOutput, {name: tensor}), one pass."""
     model = check_unrolled(model)
     names = check_hook_names(model.dims, names)
     seen: dict[str, Tensor] = {}
     hooks = dict(forward_kwargs.pop("hooks", None) or {})
     for name in names:
         hooks[name] = _recorder(hooks.get(name), seen)
-    model(input_ids, hooks=hooks, **forward_kwargs)
-    return seen
+    return model(input_ids, hooks=hooks, **forward_kwargs), seen
 
 
 def mean_activations(model: UnrolledModel, input_ids: Tensor, names: Iterable[str],

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ..core.hooks import HOOK_POINTS, check_hook_names
 from ..core.model import UnrolledModel, check_unrolled
 from ..core.validation import check_int
-from .ablation import record
+from .ablation import record, run_and_record
 
 RESID_POINTS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
 
@@ -52,9 +52,9 @@ def patch(model: UnrolledModel, clean_ids: Tensor, corrupted_ids: Tensor, name: 
     clean = record(model, clean_ids, [name], **forward_kwargs)[name]
 
     def paste(t: Tensor, hook_name: str) -> Tensor:
-        t = t.clone()
         if positions is None:
             return clean
+        t = t.clone()
         if name.endswith("hook_pattern"):  # [B, H, T, T_k]: query positions are dim 2
             t[:, :, positions] = clean[:, :, positions]
         else:  # [B, T, ...]
@@ -85,8 +85,8 @@ def patching_sweep(model: UnrolledModel, clean_ids: Tensor, corrupted_ids: Tenso
     if clean_ids.shape[0] != 1:
         raise ValueError(f"clean_ids and corrupted_ids must be one prompt each, shape [1, T], got {list(clean_ids.shape)}")
     names = [f"blocks.{l}.{point}" for l in range(model.dims.n_layers)]
-    clean_acts = record(model, clean_ids, names)
-    ld_clean = float(logit_difference(model(clean_ids).logits, correct, wrong)[0])
+    clean_run, clean_acts = run_and_record(model, clean_ids, names)  # one clean pass: activations and logits
+    ld_clean = float(logit_difference(clean_run.logits, correct, wrong)[0])
     ld_corrupted = float(logit_difference(model(corrupted_ids).logits, correct, wrong)[0])
     if abs(ld_clean - ld_corrupted) < 1e-6:
         raise ValueError(f"the clean and corrupted prompts give the same logit difference ({ld_clean:.4g}): nothing "

@@ -123,7 +123,8 @@ def check_block(fn: Callable | None, model) -> None:
         x = _real_residuals(model, layer, T, seed=layer + 100)  # [1, T, d_model]
         with torch.no_grad():
             out = model.forward(torch.zeros(1, T, dtype=torch.long, device=model.device), return_resid=True,
-                                exit_layers=layer + 1, hooks={f"blocks.{layer}.hook_resid_pre": lambda t, _, x=x: x})
+                                skip_layers=range(layer), exit_layers=layer + 1,  # only block `layer` runs
+                                hooks={f"blocks.{layer}.hook_resid_pre": lambda t, _, x=x: x})
             expected = out.activations[f"blocks.{layer}.hook_resid_post"]  # [1, T, d_model]
             got = tensor_like(name, call(name, fn, layer, x.clone()), expected)
         if close(got, expected, atol=1e-3):
