@@ -343,3 +343,51 @@ def test_logit_lens_prompt(lab_server, page, wrapper):
     print(f"prompt {new_prompt!r}: tokens shown {shown['tokens']!r}")
     scroll_to_top(box)
     save_screenshot(page, "02_after")
+
+
+# --------------------------------------------------------------------------- notebook 01
+
+
+def test_attention_viewer_layer_and_head(lab_server, page, wrapper):
+    from anee_lite.notebook.gpt2_internals import attention_view
+
+    panel = open_notebook(page, lab_server, "01_gpt2_internals.ipynb")
+    run_all_cells(page, panel, lab_server)
+    layer = one(labelled(panel, ".widget-slider", "layer"), "layer slider")
+    head = one(labelled(panel, ".widget-slider", "head"), "head slider")
+    summary = one(panel.locator(".anee-attn-summary"), ".anee-attn-summary element")
+    prompt = one(labelled(panel, ".widget-text", "prompt"), "prompt text box").locator("input").input_value()
+    layer.scroll_into_view_if_needed()
+    save_screenshot(page, "01_attention_before")
+
+    def expect(action: str, before_plot: str) -> str:
+        l, h = int(readout(layer)), int(readout(head))
+        view = attention_view(wrapper, prompt, l, h)  # what the library computes for the values the page shows
+        key, weight = view["last_looks_at"]
+
+        def check():
+            shown = normalise(summary.inner_text())
+            plot = image_src(panel, "anee-attn-plot")
+            ok = (f"Layer {l}, head {h}" in shown and f"{view['sink']:.2f} of their weight" in shown
+                  and f"weight {weight:.2f}" in shown and f"position {key}" in shown
+                  and bool(plot) and plot != before_plot)
+            return ok, {"summary": shown, "plot_changed": plot != before_plot}
+
+        wait_until(panel, check, f"layer {l}, head {h} with sink {view['sink']:.2f} and a new heatmap ({action})")
+        print(f"{action}: layer {l}, head {h}, sink {view['sink']:.2f}, last token -> position {key}")
+        return image_src(panel, "anee-attn-plot")
+
+    plot = image_src(panel, "anee-attn-plot")
+    assert plot, "no heatmap image in .anee-attn-plot after Run All"
+    start = (int(readout(layer)), int(readout(head)))
+    handle = head.locator(HANDLE).first
+    handle.focus()
+    handle.press("ArrowRight")  # the next head
+    plot = expect("head ArrowRight", plot)
+    handle = layer.locator(HANDLE).first
+    handle.focus()
+    handle.press("Home")  # layer 0: heads that still look at nearby tokens
+    plot = expect("layer Home", plot)
+    assert (int(readout(layer)), int(readout(head))) == (0, start[1] + 1)
+    layer.scroll_into_view_if_needed()
+    save_screenshot(page, "01_attention_after")
