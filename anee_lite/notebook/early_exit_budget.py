@@ -1,5 +1,5 @@
-"""Notebook 03 (early exit under an energy budget): where the seed's rule stops, quality against budget,
-and the budget explorer.
+"""Notebook 03 (early exit under an energy budget): where the seed's rule stops, which heads the logit lens
+ranks last and what removing them costs, quality against budget, and the budget explorer.
 
 The callback :func:`budget_view` is a plain function of the model and the knob values, tested without a
 browser; :func:`budget_explorer` wires it to ipywidgets (7.7 on Colab, and 8).
@@ -11,11 +11,13 @@ classes ``anee-layers`` and ``anee-text``; an Output widget with the class ``ane
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from torch import Tensor
 
 from ..budget import budget_exit_layer, budget_table
 from ..config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
 from ..core.validation import as_list, check_int
-from .parts import error_html, prompt_text, require_keys, show_figure, text_html, with_class
+from .parts import (error_html, prompt_text, require_items, require_keys, require_same_length, show_figure, text_html,
+                    with_class)
 
 DEFAULT_PROMPT = "The future of artificial intelligence is"
 
@@ -100,6 +102,52 @@ def plot_budget_layers(n_layers: int, budgets, thresholds=(0.0, 0.1, 0.2, 0.3),
     ax.set_xlabel("energy_budget")
     ax.set_ylabel(f"layers executed (of {n_layers})")
     ax.set_title("Layers executed, for several thresholds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_head_effects(effects) -> plt.Figure:
+    """Each head's direct effect on the predicted token's logit, layer by layer: a heatmap.
+
+    Args:
+        effects: [n_layers, n_heads] (:func:`anee_lite.interventions.head_direct_effects`).
+    """
+    if not isinstance(effects, Tensor) or effects.dim() != 2:
+        shape = list(effects.shape) if isinstance(effects, Tensor) else type(effects).__name__
+        raise ValueError(f"effects must be a [n_layers, n_heads] tensor, got {shape}")
+    n_layers, n_heads = effects.shape
+    fig, ax = plt.subplots(figsize=(min(10.0, 3.5 + 0.45 * n_heads), 0.22 * n_layers + 1.6), layout="constrained")
+    image = ax.imshow(effects.float().cpu().numpy(), cmap="magma", aspect="auto")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(n_heads))
+    fig.colorbar(image, ax=ax, label="mean |direct effect| on the predicted logit")
+    ax.set_title("Direct effect of each head\n(its output read by the logit lens)")
+    return fig
+
+
+def plot_ablation_curves(counts, curves: dict, n_heads_total: int) -> plt.Figure:
+    """Top-1 agreement with the full model against the number of heads removed, one line per removal order.
+
+    Args:
+        counts: heads removed at each point (x axis).
+        curves: {order label: [agreement per count]}.
+        n_heads_total: heads in the model (named on the x axis).
+    """
+    require_items("curves", curves, list)
+    counts = as_list("counts", counts, "a list of head counts")
+    for label, values in curves.items():
+        require_same_length(counts=counts, **{label.replace(" ", "_"): values})
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    for (label, values), marker in zip(curves.items(), "os^vD"):
+        ax.plot(counts, values, f"-{marker}", ms=4, label=label)
+    ax.set_xlim(0, max(counts))
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(f"heads removed (zero ablation), of {n_heads_total}")
+    ax.set_ylabel("top-1 agreement with the full model")
+    ax.set_title("The quality cost of removing heads")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -177,6 +177,89 @@ def test_budget_rule_right_and_the_floating_point_trap(capsys):
         ex.check_budget_rule(lambda n, b, m, t: n)
 
 
+def right_direct_effects(z, W_O, readout):
+    T, H, D = z.shape
+    effects = []
+    for h in range(H):
+        added = z[:, h] @ W_O[h * D:(h + 1) * D]  # [T, d_model]: what head h adds at each position
+        effects.append((added * readout).sum(-1).abs().mean())
+    return torch.stack(effects)
+
+
+def test_direct_effects_right_and_wrong(capsys):
+    ex.check_direct_effects(right_direct_effects)
+    assert "correct" in capsys.readouterr().out
+
+    def signed(z, W_O, readout):
+        T, H, D = z.shape
+        return torch.stack([((z[:, h] @ W_O[h * D:(h + 1) * D]) * readout).sum(-1).mean() for h in range(H)])
+
+    def interleaved(z, W_O, readout):
+        T, H, D = z.shape
+        return torch.stack([((z[:, h] @ W_O[h::H]) * readout).sum(-1).abs().mean() for h in range(H)])
+
+    with pytest.raises(ExerciseError, match="absolute value"):
+        ex.check_direct_effects(signed)
+    with pytest.raises(ExerciseError, match="interleaves"):
+        ex.check_direct_effects(interleaved)
+    with pytest.raises(ExerciseError, match="sum over positions"):
+        ex.check_direct_effects(lambda z, W_O, r: right_direct_effects(z, W_O, r) * z.shape[0])
+    with pytest.raises(ExerciseError, match="expected shape"):
+        ex.check_direct_effects(lambda z, W_O, r: right_direct_effects(z, W_O, r)[:-1])
+
+
+@pytest.fixture(scope="module")
+def ablation_model():
+    return UnrolledModel(random_llama(n_layers=4, d_model=32, n_heads=4, n_kv_heads=2, seed=3))
+
+
+def right_ablation_cost(model, ids, effects, k):
+    from anee_lite.interventions import ablate_heads
+
+    n_heads = effects.shape[1]
+    heads = {}
+    for i in effects.flatten().argsort()[:k].tolist():
+        heads.setdefault(i // n_heads, []).append(i % n_heads)
+    full = model(ids).logits.argmax(-1)
+    ablated = model(ids, hooks=ablate_heads(model, heads)).logits.argmax(-1)
+    return float((full == ablated).float().mean())
+
+
+def test_ablation_cost_right_and_wrong(ablation_model, capsys):
+    from anee_lite.interventions import ablate_heads
+
+    ids = torch.randint(0, VOCAB, (1, 60), generator=torch.Generator().manual_seed(1))
+    ex.check_ablation_cost(right_ablation_cost, ablation_model, ids)
+    assert "correct" in capsys.readouterr().out
+
+    with pytest.raises(ExerciseError, match="LARGEST"):
+        ex.check_ablation_cost(lambda m, i, e, k: right_ablation_cost(m, i, -e, k), ablation_model, ids)
+    with pytest.raises(ExerciseError, match="were the heads removed"):
+        ex.check_ablation_cost(lambda m, i, e, k: 1.0, ablation_model, ids)
+
+    def accuracy(model, ids, effects, k):  # against the text instead of the full model
+        n_heads = effects.shape[1]
+        heads = {}
+        for i in effects.flatten().argsort()[:k].tolist():
+            heads.setdefault(i // n_heads, []).append(i % n_heads)
+        predicted = model(ids, hooks=ablate_heads(model, heads)).logits.argmax(-1)[:, :-1]
+        return float((predicted == ids[:, 1:]).float().mean())
+
+    with pytest.raises(ExerciseError, match="accuracy"):
+        ex.check_ablation_cost(accuracy, ablation_model, ids)
+
+    def swapped(model, ids, effects, k):  # layer and head read with the wrong stride
+        n_layers = effects.shape[0]
+        heads = {}
+        for i in effects.flatten().argsort()[:k].tolist():
+            heads.setdefault(i % n_layers, []).append(i // n_layers)
+        full = model(ids).logits.argmax(-1)
+        return float((model(ids, hooks=ablate_heads(model, heads)).logits.argmax(-1) == full).float().mean())
+
+    with pytest.raises(ExerciseError):
+        ex.check_ablation_cost(swapped, ablation_model, ids)
+
+
 def test_perplexity_right_and_wrong(capsys):
     def right(logits, ids):
         log_probs = logits[:, :-1].log_softmax(-1)

@@ -9,7 +9,8 @@ matplotlib.use("Agg")
 from anee_lite.core.architectures import ModelDims
 from anee_lite.cost import full_token_cost
 from anee_lite.notebook.adaptive_exit import plot_lens_per_layer, plot_pareto
-from anee_lite.notebook.early_exit_budget import plot_budget_layers, plot_quality_vs_budget
+from anee_lite.notebook.early_exit_budget import (plot_ablation_curves, plot_budget_layers, plot_head_effects,
+                                                  plot_quality_vs_budget)
 from anee_lite.notebook.gpt2_internals import plot_residual_contributions
 from anee_lite.notebook.kv_cache_and_cost import plot_cost_breakdown, plot_time_vs_layers
 from anee_lite.notebook.logit_lens import plot_lens_top_k
@@ -20,6 +21,10 @@ ROW = {"energy_budget": 1.0, "layers_executed": 3, "top1_agreement": 1.0, "perpl
 
 
 @pytest.mark.parametrize("call,error,match", [
+    (lambda: plot_head_effects(torch.rand(3)), ValueError, r"effects must be a \[n_layers, n_heads\] tensor"),
+    (lambda: plot_head_effects([[0.1]]), ValueError, "effects must be"),
+    (lambda: plot_ablation_curves([0, 1], {"random": [1.0]}, 8), ValueError, "one length"),
+    (lambda: plot_ablation_curves([0, 1], {"random": (1.0, 0.5)}, 8), TypeError, "curves"),
     (lambda: plot_time_vs_layers([1, 2, 3], [1.0, 2.0], [1.0, 2.0, 3.0]), ValueError, "one length"),
     (lambda: plot_time_vs_layers([1, 2], [1.0, 2.0], [1.0, 2.0], flops_ms=[1.0]), ValueError, "flops_ms"),
     (lambda: plot_cost_breakdown({"full": {"qkv_o": 1}}), TypeError, "costs must be a non-empty dict"),
@@ -48,3 +53,12 @@ def test_valid_arguments_still_draw():
     plot_quality_vs_budget([ROW, {**ROW, "energy_budget": 0.5}])
     plot_budget_layers(4, (0.0, 0.5, 1.0))
     plot_lens_top_k(torch.rand(3, 2), [["a", "b"]] * 3, "a")
+
+
+def test_the_head_plots_label_their_axes():
+    fig = plot_head_effects(torch.rand(4, 3))
+    ax = fig.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("head", "layer") and "direct effect" in fig.axes[1].get_ylabel()
+    fig = plot_ablation_curves([0, 2, 4], {"a": [1.0, 0.5, 0.2], "b": [1.0, 0.9, 0.1]}, 12)
+    ax = fig.axes[0]
+    assert "of 12" in ax.get_xlabel() and "agreement" in ax.get_ylabel() and len(ax.get_lines()) == 2

@@ -123,7 +123,8 @@ class Architecture:
 
     Class attributes every architecture sets (what the rest of the library asks of it):
     ``model_type`` (HuggingFace's ``config.model_type``, the registry key and ``dims.architecture``),
-    ``n_mlp_matrices`` and ``n_norm_vectors`` (the cost model), ``eager_dispatches`` (framework operator
+    ``n_mlp_matrices`` and ``n_norm_vectors`` (the cost model), ``norm_centres`` (whether the norm subtracts
+    the mean, for :meth:`lens_readout`), ``eager_dispatches`` (framework operator
     calls per operation of one decoding step, for the simulator; ``tests/cost/test_simulator.py`` recounts
     them with ``torch.profiler``), and for ``prune()``: ``hf_layers`` (the state-dict prefix of the blocks),
     ``hf_config_keys`` (which config entries hold the layer count, MLP width and head counts) and
@@ -133,6 +134,7 @@ class Architecture:
     model_type: str
     n_mlp_matrices: int  # weight matrices in one MLP (the cost model counts them)
     n_norm_vectors: int  # learned [d_model] vectors in one norm: scale (and shift)
+    norm_centres: bool  # LayerNorm subtracts the mean before scaling, RMSNorm does not
     eager_dispatches: Mapping[str, int]
     hf_layers: str  # e.g. "model.layers": the blocks' prefix in the HF state dict
     hf_config_keys: Mapping[str, str]  # "n_layers", "d_mlp" (and "n_heads", "n_kv_heads", "d_head" if heads prune)
@@ -334,6 +336,26 @@ class Architecture:
         """[B, T, d] -> [B, T, d_vocab] logits."""
         return linear(normed, self.W_U)  # [B, T, d] @ [d, d_vocab]
 
+    def lens_readout(self, resid: Tensor, targets: Tensor) -> Tensor:
+        """The direction along which the logit lens reads one token's logit from a residual.
+
+        With the final norm's scale frozen at ``resid`` (as the lens sees it), the norm and the unembedding
+        are linear, so a vector ``c`` added to the residual moves the logit of ``targets`` by
+        ``c @ readout``; the residual itself gives ``logit = resid @ readout + ln_final_b @ W_U[:, target]``.
+
+        Args:
+            resid: [..., d] final residuals (after the last block that ran).
+            targets: [...] token ids, one per residual.
+
+        Returns:
+            [..., d] readout directions.
+        """
+        u = self.W_U[:, targets].movedim(0, -1) * self.ln_final_w  # [d, ...] -> [..., d]: scaled unembedding column
+        x = resid
+        if self.norm_centres:  # the mean is removed from c, so remove it from the direction instead (same dot product)
+            u, x = u - u.mean(-1, keepdim=True), x - x.mean(-1, keepdim=True)
+        return u / (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()  # [..., d] / [..., 1]: the frozen scale
+
 
 def _side_by_side(parts: list[Tensor]) -> Tensor | None:
     """The contiguous tensor these parts are consecutive views of, if any (a model shared before).
@@ -378,7 +400,8 @@ def keep_blocks(w: Tensor, idx: Tensor | list[int], width: int) -> Tensor:
 
 CONVERTERS: dict[str, type[Architecture]] = {}  # HF config.model_type -> converter, filled by @register
 
-_REQUIRED = ("model_type", "n_mlp_matrices", "n_norm_vectors", "eager_dispatches", "hf_layers", "hf_config_keys")
+_REQUIRED = ("model_type", "n_mlp_matrices", "n_norm_vectors", "norm_centres", "eager_dispatches", "hf_layers",
+             "hf_config_keys")
 
 
 def register(cls: type[Architecture]) -> type[Architecture]:

@@ -33,6 +33,7 @@ class GPT2(Architecture):
     model_type = "gpt2"
     n_mlp_matrices = 2  # W_in, W_out
     n_norm_vectors = 2  # LayerNorm: scale and shift
+    norm_centres = True  # LayerNorm subtracts the mean
     eager_dispatches = MappingProxyType({  # torch.profiler's count per operation of one decoding step
         "attn_norm": 1, "q_proj": 3, "k_proj": 0, "v_proj": 0, "attention": 16, "o_proj": 3, "mlp_norm": 1,
         "mlp_up": 3, "mlp_down": 10, "final_norm": 1, "lm_head": 2, "step": 45, "lens_check": 3, "probe_check": 2,

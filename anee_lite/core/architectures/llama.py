@@ -47,6 +47,7 @@ class Llama(Architecture):
     model_type = "llama"
     n_mlp_matrices = 3  # SwiGLU: W_gate, W_in, W_out
     n_norm_vectors = 1  # RMSNorm: a scale only
+    norm_centres = False  # RMSNorm keeps the mean
     eager_dispatches = MappingProxyType({  # torch.profiler's count per operation of one decoding step
         "attn_norm": 7, "q_proj": 2, "k_proj": 2, "v_proj": 2, "attention": 26, "o_proj": 3, "mlp_norm": 7,
         "mlp_gate": 2, "mlp_up": 2, "mlp_down": 5, "final_norm": 8, "lm_head": 2, "step": 54, "lens_check": 10,

@@ -9,7 +9,7 @@ does not pass. A cell reads ``check_rms_norm(my_rms_norm)``; the checks live by 
 
 from ._convention import ExerciseError
 from .adaptive_exit import check_clopper_pearson_lower, check_confidence_score
-from .early_exit_budget import check_budget_rule, check_perplexity
+from .early_exit_budget import check_ablation_cost, check_budget_rule, check_direct_effects, check_perplexity
 from .gpt2_internals import check_attention, check_block, check_logits, check_rms_norm, check_rotate
 from .kv_cache_and_cost import check_break_even_layer, check_kv_owed, check_unembed_flops
 from .logit_lens import check_first_stable_layer, check_kl_per_layer, check_lens_top_k
@@ -19,6 +19,7 @@ from .virtual_accelerator import check_crossover_batch, check_exit_speedup, chec
 
 __all__ = [
     "ExerciseError",
+    "check_ablation_cost",
     "check_accept",
     "check_attention",
     "check_block",
@@ -28,6 +29,7 @@ __all__ = [
     "check_clopper_pearson_lower",
     "check_confidence_score",
     "check_crossover_batch",
+    "check_direct_effects",
     "check_exit_speedup",
     "check_expected_tokens",
     "check_first_stable_layer",

@@ -1,4 +1,5 @@
-"""Checks of notebook 03 (early exit under a budget): the seed's budget rule, perplexity."""
+"""Checks of notebook 03 (early exit under a budget): the seed's budget rule, each head's direct effect read by the
+logit lens, the quality cost of removing the heads it ranks last, perplexity."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import math
 from collections.abc import Callable
 
 import torch
+from torch import Tensor
 
 from ...budget import budget_exit_layer
-from ...core.metrics import perplexity
-from ._convention import ExerciseError, call, correct, exercise, number
+from ...core.metrics import perplexity, top1_agreement
+from ...interventions import ablate_heads, heads_in_order
+from ._convention import ExerciseError, call, close, correct, exercise, number, tensor_like
 
 _BUDGET_CASES = [(30, 0.7, 2, 0.1), (12, 1.0, 2, 0.1), (12, 0.5, 2, 0.1), (12, 0.05, 2, 0.1), (30, 0.0, 0, 0.1),
                  (30, 1.0, 2, 0.0), (10, 0.3, 2, 0.1), (24, 0.55, 4, 0.2), (7, 0.9, 1, 0.25), (30, 0.4, 30, 0.1)]
@@ -60,3 +63,78 @@ def check_perplexity(fn: Callable | None) -> None:
         raise ExerciseError(f"{name}: that is the mean negative log-likelihood; perplexity is its exp.")
     raise ExerciseError(f"{name}: wrong value ({got:.4g}): perplexity is exp(mean over positions of "
                         "-log softmax(logits[:, t])[ids[:, t + 1]]).")
+
+
+def _direct_effects(z: Tensor, W_O: Tensor, readout: Tensor) -> Tensor:
+    """[T, H, D] head outputs, [H * D, d] W_O, [T, d] read-out directions -> [H] mean |direct effect|."""
+    T, H, D = z.shape
+    per_head = torch.einsum("thd,hdm->thm", z, W_O.view(H, D, -1))  # [T, H, d]: what each head adds
+    return (per_head * readout[:, None, :]).sum(-1).abs().mean(0)  # [T, H] -> [H]
+
+
+@exercise("Direct effects")
+def check_direct_effects(fn: Callable | None) -> None:
+    """Exercise: ``fn(z [T, H, D], W_O [H * D, d_model], readout [T, d_model]) -> [H]``, each head's mean
+    absolute direct effect on the read logit; tried on random sizes."""
+    name = "Direct effects"
+    gen = torch.Generator().manual_seed(11)
+    for T, H, D, d in [(5, 4, 3, 7), (9, 6, 2, 5)]:
+        z, W_O = torch.randn(T, H, D, generator=gen), torch.randn(H * D, d, generator=gen)
+        readout = torch.randn(T, d, generator=gen)
+        expected = _direct_effects(z, W_O, readout)
+        got = tensor_like(name, call(name, fn, z.clone(), W_O.clone(), readout.clone()), expected)
+        if close(got, expected):
+            continue
+        per_head = torch.einsum("thd,hdm->thm", z, W_O.view(H, D, d))
+        signed = (per_head * readout[:, None, :]).sum(-1)  # [T, H]
+        if close(got, signed.mean(0)) or close(got, signed.mean(0).abs()):
+            raise ExerciseError(f"{name}: a head that pushes the logit up at one token and down at another is not "
+                                "unimportant: take the absolute value of each position's effect, then the mean.")
+        if close(got, signed.abs().sum(0)):
+            raise ExerciseError(f"{name}: that is the sum over positions; the exercise asks for the mean.")
+        swapped = _direct_effects(z, W_O.view(D, H, d).transpose(0, 1).reshape(H * D, d), readout)
+        if close(got, swapped):
+            raise ExerciseError(f"{name}: head h owns the rows h * D:(h + 1) * D of W_O (the heads sit side by side "
+                                "in z's last axis before W_O); your slicing interleaves the heads.")
+        raise ExerciseError(f"{name}: wrong values at T={T}, H={H}, D={D}. Per head: z[:, h] @ W_O[h*D:(h+1)*D] "
+                            "is what it adds at each position [T, d_model]; dot it with readout per position.")
+    correct(name)
+
+
+def _agreement_without(model, ids: Tensor, heads: dict) -> float:
+    full = model(ids).logits  # [1, T, d_vocab]
+    return top1_agreement(model(ids, hooks=ablate_heads(model, heads)).logits, full)
+
+
+def _least(effects: Tensor, k: int) -> dict[int, list[int]]:
+    return heads_in_order(effects.flatten().argsort(), effects.shape[1], k)
+
+
+@exercise("Ablation cost")
+def check_ablation_cost(fn: Callable | None, model, ids: Tensor) -> None:
+    """Exercise: ``fn(model, ids [1, T], effects [n_layers, n_heads], k) -> float``: remove the ``k`` heads with the
+    smallest effect (zero ablation) and return the top-1 agreement with the full model; tried on random effects."""
+    name = "Ablation cost"
+    dims = model.dims
+    gen = torch.Generator().manual_seed(12)
+    ids = ids[:, :48]
+    for k in (3, dims.n_layers * dims.n_heads // 3):
+        effects = torch.rand(dims.n_layers, dims.n_heads, generator=gen)  # [L, H]: an order the notebook never shows
+        expected = _agreement_without(model, ids, _least(effects, k))
+        got = float(number(name, call(name, fn, model, ids.clone(), effects.clone(), k)))
+        if abs(got - expected) <= 1e-6:
+            continue
+        if abs(got - _agreement_without(model, ids, _least(-effects, k))) <= 1e-6:
+            raise ExerciseError(f"{name}: with k={k} you removed the heads with the LARGEST effects; remove the "
+                                "smallest (argsort is ascending).")
+        if abs(got - 1.0) <= 1e-6:
+            raise ExerciseError(f"{name}: with k={k} your model agrees everywhere: were the heads removed? Pass "
+                                "hooks=ablate_heads(model, {layer: [head, ...]}) to the ablated forward.")
+        if abs(got - top1_agreement(model(ids, hooks=ablate_heads(model, _least(effects, k))).logits[:, :-1],
+                                    torch.nn.functional.one_hot(ids[:, 1:], dims.d_vocab).float())) <= 1e-6:
+            raise ExerciseError(f"{name}: that compares with the text's next tokens (accuracy); compare the ablated "
+                                "model's predictions with the FULL model's predictions instead.")
+        raise ExerciseError(f"{name}: with k={k}, not the agreement the check measures. Flat index i of "
+                            "effects.flatten() is layer i // n_heads, head i % n_heads; compare the argmax of the "
+                            "ablated and the full logits at every position.")
+    correct(name, "(two random rankings: the same heads removed and the same agreement)")
