@@ -30,3 +30,34 @@ def test_every_exercise_is_checked_before_its_solution(path):
             checks = {w.split("(")[0] for w in text.split() if w.startswith("check_")}
             before = "".join(cells[i - 1]["source"])
             assert checks and all(c in before for c in checks), text[:80]
+
+
+def _course_rows(text: str) -> list[tuple[str, str, str]]:
+    """(number, title, time) of each row of the course table in ``text`` (any of the layouts used)."""
+    import re
+
+    rows = []
+    for line in text.splitlines():
+        m = re.match(r"\|\s*(?:▶)?\s*\|\s*\**\[?(\d\d) · ([^\]*]+?)\]?\**(?:\(.*?\))?\s*(?:\(you are here\))?\s*\|"
+                     r"\s*(about \d+ min)\s*\|$", line)
+        if m:
+            rows.append(m.groups())
+            continue
+        m = re.match(r"\| (\d\d) \| \[`?([^\]`]+?)`?\]\(.*?\) \| .* \| (about \d+ min) \|$", line)
+        if m:
+            rows.append(m.groups())
+    return rows
+
+
+def test_every_course_table_gives_the_same_titles_and_times():
+    """The notebooks' course tables, the glossary's and the README's: one set of titles and times."""
+    root = Path(__file__).parents[2]
+    glossary = _course_rows((root / "notebooks" / "00_glossary.md").read_text())
+    assert [n for n, _, _ in glossary] == [p.name[:2] for p in NOTEBOOKS]
+    readme = _course_rows((root / "README.md").read_text())
+    assert [(n, t) for n, _, t in readme] == [(n, t) for n, _, t in glossary]
+    for path in NOTEBOOKS:
+        first = "".join(json.loads(path.read_text())["cells"][0]["source"])
+        assert _course_rows(first) == glossary, path.name
+        here = [line for line in first.splitlines() if "(you are here)" in line]
+        assert len(here) == 1 and f"**{path.name[:2]} · " in here[0], path.name
