@@ -61,3 +61,20 @@ def test_every_course_table_gives_the_same_titles_and_times():
         assert _course_rows(first) == glossary, path.name
         here = [line for line in first.splitlines() if "(you are here)" in line]
         assert len(here) == 1 and f"**{path.name[:2]} · " in here[0], path.name
+
+
+def test_every_glossary_link_lands_on_its_entry():
+    """A link to a glossary term names the entry's anchor, and the anchor exists (else it opens at the top)."""
+    import re
+
+    root = Path(__file__).parents[2]
+    glossary = (root / "notebooks" / "00_glossary.md").read_text()
+    anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', glossary))
+    entries = re.findall(r"^\*\*(.+?)\.\*\*", glossary, flags=re.M)
+    assert len(anchors) == len(entries), "every glossary entry has an anchor"
+    for path in [*NOTEBOOKS, root / "README.md"]:
+        text = path.read_text()
+        for anchor in re.findall(r"00_glossary\.md#([a-z0-9-]+)", text):
+            assert anchor in anchors, f"{path.name}: no glossary entry {anchor!r}"
+        bare = [t for t in re.findall(r"\[([^\]\[]+)\]\((?:notebooks/)?00_glossary\.md\)", text) if t != "glossary"]
+        assert not bare, f"{path.name}: glossary links without an anchor: {bare}"
