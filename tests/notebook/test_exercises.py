@@ -130,14 +130,16 @@ def test_lens_top_k_right_and_wrong(lensed, capsys):
         top = model.logits_from_resid(r).softmax(-1).topk(k)
         return top.values, top.indices
 
-    ex.check_lens_top_k(right, model, resid, k=3)
+    ex.check_lens_top_k(right, model, resid)
     assert "correct" in capsys.readouterr().out
     with pytest.raises(ExerciseError, match="logits"):
-        ex.check_lens_top_k(lambda r, k: model.logits_from_resid(r).topk(k), model, resid, k=3)
+        ex.check_lens_top_k(lambda r, k: model.logits_from_resid(r).topk(k), model, resid)
     with pytest.raises(ExerciseError, match="reversed"):
-        ex.check_lens_top_k(lambda r, k: tuple(t.flip(-1) for t in right(r, k)), model, resid, k=3)
+        ex.check_lens_top_k(lambda r, k: tuple(t.flip(-1) for t in right(r, k)), model, resid)
     with pytest.raises(ExerciseError, match="pair"):
-        ex.check_lens_top_k(lambda r, k: right(r, k)[0], model, resid, k=3)
+        ex.check_lens_top_k(lambda r, k: right(r, k)[0], model, resid)
+    with pytest.raises(ExerciseError, match=r"expected shape"):  # k hard-coded to the notebook's 5
+        ex.check_lens_top_k(lambda r, k: right(r, 5), model, resid)
 
 
 def test_kl_per_layer_right_and_wrong(capsys):
