@@ -55,6 +55,9 @@ def right_rotate(t, cos, sin):
 
 def test_rotate_right_and_wrong(capsys):
     ex.check_rotate(right_rotate)
+    with pytest.raises(ExerciseError) as wrong:
+        ex.check_rotate(lambda t, c, s: t * s)
+    assert "cat(" not in str(wrong.value) and "rotate_half" not in str(wrong.value)  # a hint, not the code
     assert "correct" in capsys.readouterr().out
     with pytest.raises(ExerciseError, match="wrong way"):
         ex.check_rotate(lambda t, c, s: t * c + torch.cat([t.chunk(2, -1)[1], -t.chunk(2, -1)[0]], -1) * s)

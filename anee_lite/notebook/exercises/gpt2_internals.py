@@ -67,9 +67,10 @@ def check_rotate(fn: Callable | None) -> None:
         raise ExerciseError(f"{name}: the turn goes the wrong way: the pair (a, b) becomes (-b, a), so the "
                             "first half gets minus the second half.")
     if close(got, t * cos):
-        raise ExerciseError(f"{name}: the sin part is missing: add rotate_half(t) * sin.")
-    raise ExerciseError(f"{name}: wrong values. Split t into halves t1, t2 (coordinate i pairs with i + D/2); "
-                        "the answer is t * cos + cat(-t2, t1) * sin.")
+        raise ExerciseError(f"{name}: the sin part is missing: each coordinate also receives its partner "
+                            "(i + D/2 or i - D/2) times sin, with a sign.")
+    raise ExerciseError(f"{name}: wrong values. Split t into halves (coordinate i pairs with i + D/2) and turn "
+                        "each pair (a, b) to (a cos - b sin, b cos + a sin), a from the first half, b from the second.")
 
 
 @exercise("Causal attention")
