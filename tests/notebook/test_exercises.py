@@ -489,3 +489,32 @@ def test_whole_block_and_model_right_and_wrong(make, capsys):
         ex.check_logits(lambda ids: model.forward(ids, return_resid=True).resid_stack()[-1] @ model.arch.W_U, model)
     with pytest.raises(ExerciseError, match="wrong logits"):  # one block short
         ex.check_logits(lambda ids: model.forward(ids, exit_layers=model.dims.n_layers - 1).logits, model)
+
+
+def test_patch_hook_right_and_wrong(capsys):
+    model = UnrolledModel(random_llama(n_layers=3, seed=4))
+
+    def right(clean, position):
+        def hook(t, name):
+            t = t.clone()
+            t[:, position] = clean[:, position]
+            return t
+        return hook
+
+    ex.check_patch_hook(right, model)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="every position"):
+        ex.check_patch_hook(lambda clean, position: (lambda t, name: clean), model)
+
+    def in_place_without_return(clean, position):
+        def hook(t, name):
+            t.clone()[:, position] = clean[:, position]  # edits a copy it then drops
+
+        return hook
+
+    with pytest.raises(ExerciseError, match="unchanged"):
+        ex.check_patch_hook(in_place_without_return, model)
+    with pytest.raises(ExerciseError, match="position"):
+        ex.check_patch_hook(lambda clean, position: right(clean, position - 1), model)
+    with pytest.raises(ExerciseError, match="return a function"):
+        ex.check_patch_hook(lambda clean, position: 3, model)

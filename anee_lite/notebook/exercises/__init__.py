@@ -12,7 +12,7 @@ from .adaptive_exit import check_clopper_pearson_lower, check_confidence_score
 from .early_exit_budget import check_ablation_cost, check_budget_rule, check_direct_effects, check_perplexity
 from .gpt2_internals import check_attention, check_block, check_logits, check_rms_norm, check_rotate
 from .kv_cache_and_cost import check_break_even_layer, check_kv_owed, check_unembed_flops
-from .logit_lens import check_first_stable_layer, check_kl_per_layer, check_lens_top_k
+from .logit_lens import check_first_stable_layer, check_kl_per_layer, check_lens_top_k, check_patch_hook
 from .self_speculative import check_accept, check_expected_tokens
 from .sparsity import check_block_influence, check_head_ablation, check_sparse_matvec
 from .virtual_accelerator import check_crossover_batch, check_exit_speedup, check_matvec_intensity
@@ -39,6 +39,7 @@ __all__ = [
     "check_lens_top_k",
     "check_logits",
     "check_matvec_intensity",
+    "check_patch_hook",
     "check_perplexity",
     "check_rms_norm",
     "check_rotate",

@@ -1,4 +1,4 @@
-"""Checks of notebook 02 (the logit lens): the first stable layer, the top-k readout, KL per layer."""
+"""Checks of notebook 02 (the logit lens): the first stable layer, the top-k readout, KL per layer, a patching hook."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ...core.metrics import kl_divergence
+from ...interventions import patch, record
 from ._convention import ExerciseError, call, close, correct, exercise, number, tensor_like
 
 
@@ -114,3 +115,39 @@ def check_kl_per_layer(answer: Tensor | None, log_probs: Tensor) -> None:
         raise ExerciseError(f"{name}: the last row should be 0 (the final distribution against itself), "
                             f"got {float(got[-1]):.3g}.")
     raise ExerciseError(f"{name}: wrong values; KL(p || q) = sum over the vocabulary of p * (log p - log q).")
+
+
+@exercise("Patching hook")
+def check_patch_hook(fn: Callable | None, model) -> None:
+    """Exercise: ``fn(clean [B, T, d_model], position) -> hook``, a hook that pastes the clean residual at one position.
+
+    Tried at three (layer, position) pairs on two random prompts of one length against :func:`~anee_lite.interventions.patch`.
+    """
+    name = "Patching hook"
+    dims = model.dims
+    gen = torch.Generator().manual_seed(21)
+    T = 7
+    clean_ids = torch.randint(0, dims.d_vocab, (1, T), generator=gen)
+    corrupted_ids = torch.randint(0, dims.d_vocab, (1, T), generator=gen)
+    layers = torch.randperm(dims.n_layers, generator=gen)[:3].tolist()
+    for layer, position in zip(layers, (1, T - 1, 3)):
+        point = f"blocks.{layer}.hook_resid_pre"
+        clean = record(model, clean_ids, [point])[point]  # [1, T, d_model]
+        hook = call(name, fn, clean.clone(), position)
+        if not callable(hook):
+            raise ExerciseError(f"{name}: return a function hook(tensor, name), got {type(hook).__name__}")
+        try:
+            got = model(corrupted_ids, hooks={point: hook}).logits
+        except ValueError as error:  # the library refuses a hook's wrong return shape, naming it
+            raise ExerciseError(f"{name}: {error}") from None
+        expected = patch(model, clean_ids, corrupted_ids, point, positions=[position]).logits
+        if close(got, expected):
+            continue
+        if close(got, patch(model, clean_ids, corrupted_ids, point).logits):
+            raise ExerciseError(f"{name}: you pasted the clean residual at every position; paste it at `position` only "
+                                "(a copy of the tensor with one row replaced).")
+        if close(got, model(corrupted_ids).logits):
+            raise ExerciseError(f"{name}: the corrupted run came out unchanged: return the edited tensor from the hook.")
+        raise ExerciseError(f"{name}: layer {layer}, position {position}: not the corrupted run with the clean residual "
+                            "pasted at that position. The residual is [batch, position, d_model].")
+    correct(name, f"(layers {layers}: the same logits as interventions.patch)")
