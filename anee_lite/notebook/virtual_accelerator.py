@@ -115,7 +115,8 @@ def plot_exit_savings(dims, profile: DeviceProfile, *, dtype: str = "fp16", kern
 
 
 def plot_energy_per_token(dims, profiles: dict, *, context: int = 128, dtype: str = "fp16", kernels: str = "fused"):
-    """Energy per generated token per device, split into arithmetic, memory traffic and idle power."""
+    """Energy per generated token per device: the total (log axis), and its split into arithmetic, memory
+    traffic and idle power as shares of that total (linear axis; stacked bars on a log axis would misdraw them)."""
     import matplotlib.pyplot as plt
 
     names, parts = list(profiles), {"arithmetic": [], "memory traffic": [], "idle power x time": []}
@@ -127,16 +128,24 @@ def plot_energy_per_token(dims, profiles: dict, *, context: int = 128, dtype: st
         parts["arithmetic"].append(1e3 * flops_j)
         parts["memory traffic"].append(1e3 * bytes_j)
         parts["idle power x time"].append(1e3 * (r.joules - flops_j - bytes_j))
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    totals = [sum(values) for values in zip(*parts.values())]
+    fig, (ax_total, ax_share) = plt.subplots(1, 2, figsize=(11, 3.9))
+    ax_total.bar(names, totals, color="0.35")
+    ax_total.set_yscale("log")
+    ax_total.set_ylabel("millijoules per token (log scale)")
+    ax_total.set_title("Total energy per token")
     bottom = [0.0] * len(names)
     for label, values in parts.items():
-        ax.bar(names, values, bottom=bottom, label=label)
-        bottom = [b + v for b, v in zip(bottom, values)]
-    ax.set_yscale("log")
-    ax.set_ylabel("millijoules per token (log)")
-    ax.set_title(f"Energy per generated token, full depth, batch 1, {dtype} ({kernels} kernels)")
-    ax.tick_params(axis="x", rotation=30, labelsize=8)
-    ax.legend(fontsize=8)
+        share = [v / t for v, t in zip(values, totals)]
+        ax_share.bar(names, share, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, share)]
+    ax_share.set_ylim(0, 1)
+    ax_share.set_ylabel("share of the token's energy")
+    ax_share.set_title("Where it goes")
+    ax_share.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for ax in (ax_total, ax_share):
+        ax.tick_params(axis="x", rotation=30, labelsize=8)
+    fig.suptitle(f"Energy per generated token, full depth, batch 1, {dtype} ({kernels} kernels)")
     fig.tight_layout()
     return fig
 

@@ -121,3 +121,21 @@ def test_accelerator_checks_never_print_the_expected_answer():
         with pytest.raises(ExerciseError) as exc:
             check(lambda *a: -1, *args)
         assert not answers & set(str(exc.value).replace(",", " ").split()), (check.__name__, str(exc.value))
+
+
+def test_energy_plot_draws_totals_on_a_log_axis_and_shares_on_a_linear_one():
+    """Stacked bars on a log axis misdraw the parts: the split is drawn as shares of each total instead."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    fig = acc.plot_energy_per_token(DIMS, PROFILES)
+    total_ax, share_ax = fig.axes
+    assert total_ax.get_yscale() == "log" and share_ax.get_yscale() == "linear"
+    n = len(PROFILES)
+    heights = [bar.get_height() for bar in share_ax.patches]  # 3 parts x n devices, part by part
+    for device in range(n):
+        assert sum(heights[part * n + device] for part in range(3)) == pytest.approx(1.0)
+    for device, name in enumerate(PROFILES):
+        r = simulate_decode(DIMS, PROFILES[name], context=128, dtype="fp16", kernels="fused")
+        assert total_ax.patches[device].get_height() == pytest.approx(1e3 * r.joules)  # the simulator's total
+    plt.close(fig)
