@@ -4,7 +4,7 @@
 
 Each round first re-runs the ``local`` micro-benchmark (streaming bandwidth, matrix-vector and
 matrix-matrix throughput, per-op overhead; nothing in it is fitted to the decoding below), then
-measures cached greedy decoding at 30, 22, 15 and 8 layers and a prefill, in a rotating order.
+measures cached greedy decoding at 30, 20, 15 and 8 layers and a prefill, in a rotating order.
 The prediction of a round uses that round's profile, so machine load drifts hit both alike.
 Medians over rounds are reported, predicted vs measured side by side.
 """
@@ -23,7 +23,7 @@ from anee_lite.cost.devices import profile_from_measurements, run_micro_benchmar
 from anee_lite.cost.simulator import prefill_plan, simulate_plan, static_plan
 from anee_lite.io.loading import load_pretrained
 
-LAYERS = (30, 22, 15, 8)
+LAYERS = (30, 20, 15, 8)
 
 
 def measure_decode(model, ids, layers: int, new_tokens: int) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -186,3 +187,17 @@ def test_a_shipped_device_is_one_file(tmp_path, monkeypatch):
         for name in [m for m in sys.modules if m.split(".")[0] == "anee_lite_profiles_copy"]:
             del sys.modules[name]
     assert list(found) == [*profiles.PROFILES, "my-npu"]
+
+
+def test_a_profile_cached_by_an_older_measurement_method_is_measured_again(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(devices, "local_cache_path", lambda: tmp_path / "device-local.json")
+    calls = []
+    monkeypatch.setattr(devices, "run_micro_benchmark", lambda **kw: calls.append(1) or FAKE)
+    old_key = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+               "method": devices.MEASUREMENT_METHOD - 1}
+    stale = devices.profile_from_measurements(FAKE).as_dict() | {"op_overhead_s": 1.8e-6}
+    (tmp_path / "device-local.json").write_text(json.dumps({"key": old_key, "profile": stale}))
+    assert devices.local_profile().op_overhead_s == FAKE.op_overhead_s and calls == [1]
+    assert devices.local_profile() == devices.local_profile() and calls == [1]  # the new one is cached

@@ -1,13 +1,15 @@
 """The simulator against this machine: predicted vs measured cached decoding of SmolLM2-135M (slow).
 
 The ``local`` profile is measured by the micro-benchmark in the same run, between the decoding
-measurements (nothing is fitted to the decoding); medians of alternating rounds are compared.
-On a heavily shared machine the measurements are noisy: ``benchmarks/bench_simulator.py`` prints the
-full table.
+measurements (nothing is fitted to SmolLM2's decoding: the per-call overhead comes from a tiny random
+model); medians of alternating rounds are compared. Timings mean something only on a quiet machine, so
+the test is skipped when the 1-minute load is above 1 when it starts; on a quiet machine it fails when a
+prediction leaves [0.8, 1.2] of the measurement. ``benchmarks/bench_simulator.py`` prints the full table.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -18,20 +20,16 @@ from anee_lite import UnrolledModel, greedy_generate
 from anee_lite.cost.devices import profile_from_measurements, run_micro_benchmark
 from anee_lite.cost.simulator import prefill_plan, simulate_plan, static_plan
 
-PROMPT, STEPS, PREFILL, ROUNDS = 32, 10, 128, 2
+PROMPT, STEPS, PREFILL, ROUNDS = 32, 16, 128, 3
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="validation not yet demonstrated: on the shared 2-core machine the micro-benchmark "
-                   "and the decoding it predicts saw different loads (errors +8..+23% in one run, -46..-66% in "
-                   "another; README 'Virtual accelerator'); an XPASS on a quiet machine is the goal")
-def test_local_prediction_matches_measured_decoding(smollm2_hf):
+def _measure(smollm2_hf):
     model = UnrolledModel(smollm2_hf[0])
     dims = model.dims
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, dims.d_vocab, (1, PROMPT), generator=gen)
     long_ids = torch.randint(0, dims.d_vocab, (1, PREFILL), generator=gen)
-    layer_counts = [L for L in (30, 22, 15, 8) if L <= dims.n_layers]
+    layer_counts = [L for L in (30, 20, 15, 8) if L <= dims.n_layers]
     measured = {k: [] for k in [*layer_counts, "prefill"]}
     predicted = {k: [] for k in measured}
     greedy_generate(model, ids, max_new_tokens=2)  # warm-up
@@ -50,7 +48,27 @@ def test_local_prediction_matches_measured_decoding(smollm2_hf):
                 measured[key].append(statistics.median(run.step_times[1:]))
                 predicted[key].append(simulate_plan(dims, profile, static_plan(STEPS, key),
                                                     context=PROMPT).seconds_per_token)
-    errors = {k: statistics.median(predicted[k]) / statistics.median(measured[k]) - 1 for k in measured}
-    print({k: f"{v:+.1%}" for k, v in errors.items()})
-    for k, err in errors.items():
-        assert abs(err) <= (0.25 if k == "prefill" else 0.20), (k, errors)
+    ratios = {k: statistics.median(predicted[k]) / statistics.median(measured[k]) for k in measured}
+    print({k: f"{v:.2f}" for k, v in ratios.items()})
+    return ratios
+
+
+@pytest.fixture(scope="module")
+def ratios(smollm2_hf):
+    load = os.getloadavg()[0]
+    if load > 1.0:
+        pytest.skip(f"timings need a quiet machine: 1-minute load {load:.2f} > 1")
+    return _measure(smollm2_hf)
+
+
+@pytest.mark.slow
+def test_local_prediction_matches_measured_decoding_at_every_depth(ratios):
+    for depth in (30, 20, 15, 8):
+        assert 0.8 <= ratios[depth] <= 1.2, (depth, ratios)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="prefill is still ~30% optimistic on this machine: its matrix products run "
+                   "at ~105 GFLOP/s inside the forward, below what the micro-benchmark's products reach")
+def test_local_prediction_matches_measured_prefill(ratios):
+    assert 0.75 <= ratios["prefill"] <= 1.25, ratios
