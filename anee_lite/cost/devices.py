@@ -232,9 +232,9 @@ def _decode_dispatch_seconds(repeats: int, n_layers: int = 8) -> float:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ..core.architectures import converter_for
     from ..core.model import UnrolledModel
     from ..decoding import greedy_generate
+    from .simulator import pass_ops  # imported here: the simulator's module imports the shipped profiles
 
     cfg = LlamaConfig(num_hidden_layers=n_layers, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
                       intermediate_size=128, vocab_size=128, max_position_embeddings=256)
@@ -246,13 +246,8 @@ def _decode_dispatch_seconds(repeats: int, n_layers: int = 8) -> float:
     steps = []
     for _ in range(repeats):
         steps.extend(greedy_generate(model, ids, max_new_tokens=9).step_times[1:])  # decoding steps only
-    counts = converter_for("llama").eager_dispatches
-    per_layer = sum(v for k, v in counts.items() if k not in _PER_STEP_OPS)
-    calls = n_layers * per_layer + counts["step"] + counts["final_norm"] + counts["lm_head"]
-    return statistics.median(steps) / calls
-
-
-_PER_STEP_OPS = ("step", "final_norm", "lm_head", "lens_check", "probe_check", "kv_propagation")  # not per layer
+    calls = sum(op.dispatches for op in pass_ops(model.dims, layers_run=n_layers, context_len=ids.shape[1] + 5))
+    return statistics.median(steps) / calls  # per call the simulator charges for this step
 
 
 def profile_from_measurements(m: LocalMeasurements) -> DeviceProfile:

@@ -17,6 +17,22 @@ from ..core.validation import check_input_ids, check_int
 from .ablation import ablate_heads, run_and_record
 
 
+def per_head_effects(z: Tensor, W_O: Tensor, readout: Tensor) -> Tensor:
+    """Each head's signed direct effect at each position: ``(z_h @ W_O[h]) @ readout``.
+
+    Args:
+        z: [..., H, D] the heads' outputs before ``W_O`` (``attn.hook_z``).
+        W_O: [H * D, d_model] the output matrix (head ``h`` owns rows ``h * D:(h + 1) * D``).
+        readout: [..., d_model] the read-out direction at each position (:meth:`Architecture.lens_readout`).
+
+    Returns:
+        [..., H].
+    """
+    H, D = z.shape[-2], z.shape[-1]
+    per_head = torch.einsum("...hd,hdm->...hm", z, W_O.view(H, D, -1))  # [..., H, d_model]: what each head adds
+    return (per_head * readout[..., None, :]).sum(-1)  # [..., H]
+
+
 def head_direct_effects(model: UnrolledModel, input_ids: Tensor, targets: Tensor | None = None) -> Tensor:
     """Each head's mean absolute direct effect on the logit of the next token.
 
@@ -26,15 +42,15 @@ def head_direct_effects(model: UnrolledModel, input_ids: Tensor, targets: Tensor
         targets: [B, T] the token whose logit each position reads; default: the full model's prediction.
 
     Returns:
-        [n_layers, n_heads]: mean over positions of ``|(z_h @ W_O[h]) @ readout|``, with ``readout`` from
-        :meth:`Architecture.lens_readout` at the final residual.
+        [n_layers, n_heads]: mean over positions of ``|(z_h @ W_O[h]) @ readout|`` (:func:`per_head_effects`),
+        with ``readout`` from :meth:`Architecture.lens_readout` at the final residual.
     """
     model = check_unrolled(model)
     dims, arch = model.dims, model.arch
     input_ids = check_input_ids(input_ids, dims.d_vocab)
     names = [f"blocks.{l}.attn.hook_z" for l in range(dims.n_layers)]
-    out, z = run_and_record(model, input_ids, names, return_resid=True)
-    final = out.activations[f"blocks.{dims.n_layers - 1}.hook_resid_post"]  # [B, T, d]
+    final_name = f"blocks.{dims.n_layers - 1}.hook_resid_post"
+    out, acts = run_and_record(model, input_ids, [*names, final_name])
     if targets is None:
         targets = out.logits.argmax(-1)  # [B, T]
     elif not isinstance(targets, Tensor) or tuple(targets.shape) != tuple(input_ids.shape):
@@ -42,13 +58,9 @@ def head_direct_effects(model: UnrolledModel, input_ids: Tensor, targets: Tensor
         raise ValueError(f"targets must be token ids shaped like input_ids {list(input_ids.shape)}, got {shape}")
     else:
         targets = check_input_ids(targets, dims.d_vocab)
-    readout = arch.lens_readout(final, targets)  # [B, T, d]
-    effects = []
-    for l, name in enumerate(names):
-        W_O = arch.blocks[l].W_O.view(dims.n_heads, dims.d_head, dims.d_model)  # [H * D, d] -> [H, D, d]
-        per_head = torch.einsum("bthd,hdm->bthm", z[name], W_O)  # [B, T, H, D] -> [B, T, H, d]: what each head adds
-        effects.append((per_head @ readout[:, :, :, None])[..., 0].abs().mean((0, 1)))  # [B, T, H] -> [H]
-    return torch.stack(effects)  # [n_layers, n_heads]
+    readout = arch.lens_readout(acts[final_name], targets)  # [B, T, d]
+    return torch.stack([per_head_effects(acts[name], arch.blocks[l].W_O, readout).abs().mean((0, 1))
+                        for l, name in enumerate(names)])  # [n_layers, n_heads]
 
 
 def heads_in_order(order: Tensor, n_heads: int, k: int) -> dict[int, list[int]]:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ...budget import budget_exit_layer
 from ...core.metrics import perplexity, top1_agreement
-from ...interventions import ablate_heads, heads_in_order
+from ...interventions import ablate_heads, ablation_curve, heads_in_order, per_head_effects
 from ._convention import ExerciseError, call, close, correct, exercise, number, tensor_like
 
 _BUDGET_CASES = [(30, 0.7, 2, 0.1), (12, 1.0, 2, 0.1), (12, 0.5, 2, 0.1), (12, 0.05, 2, 0.1), (30, 0.0, 0, 0.1),
@@ -67,9 +67,7 @@ def check_perplexity(fn: Callable | None) -> None:
 
 def _direct_effects(z: Tensor, W_O: Tensor, readout: Tensor) -> Tensor:
     """[T, H, D] head outputs, [H * D, d] W_O, [T, d] read-out directions -> [H] mean |direct effect|."""
-    T, H, D = z.shape
-    per_head = torch.einsum("thd,hdm->thm", z, W_O.view(H, D, -1))  # [T, H, d]: what each head adds
-    return (per_head * readout[:, None, :]).sum(-1).abs().mean(0)  # [T, H] -> [H]
+    return per_head_effects(z, W_O, readout).abs().mean(0)  # [T, H] -> [H]
 
 
 @exercise("Direct effects")
@@ -85,8 +83,7 @@ def check_direct_effects(fn: Callable | None) -> None:
         got = tensor_like(name, call(name, fn, z.clone(), W_O.clone(), readout.clone()), expected)
         if close(got, expected):
             continue
-        per_head = torch.einsum("thd,hdm->thm", z, W_O.view(H, D, d))
-        signed = (per_head * readout[:, None, :]).sum(-1)  # [T, H]
+        signed = per_head_effects(z, W_O, readout)  # [T, H]
         if close(got, signed.mean(0)) or close(got, signed.mean(0).abs()):
             raise ExerciseError(f"{name}: a head that pushes the logit up at one token and down at another is not "
                                 "unimportant: take the absolute value of each position's effect, then the mean.")
@@ -101,13 +98,9 @@ def check_direct_effects(fn: Callable | None) -> None:
     correct(name)
 
 
-def _agreement_without(model, ids: Tensor, heads: dict) -> float:
-    full = model(ids).logits  # [1, T, d_vocab]
-    return top1_agreement(model(ids, hooks=ablate_heads(model, heads)).logits, full)
-
-
-def _least(effects: Tensor, k: int) -> dict[int, list[int]]:
-    return heads_in_order(effects.flatten().argsort(), effects.shape[1], k)
+def _agreement_without(model, ids: Tensor, order: Tensor, k: int) -> float:
+    """Top-1 agreement with the full model once the first ``k`` heads of ``order`` are removed."""
+    return ablation_curve(model, ids, order, [k])[0]
 
 
 @exercise("Ablation cost")
@@ -120,17 +113,17 @@ def check_ablation_cost(fn: Callable | None, model, ids: Tensor) -> None:
     ids = ids[:, :48]
     for k in (3, dims.n_layers * dims.n_heads // 3):
         effects = torch.rand(dims.n_layers, dims.n_heads, generator=gen)  # [L, H]: an order the notebook never shows
-        expected = _agreement_without(model, ids, _least(effects, k))
+        expected = _agreement_without(model, ids, effects.flatten().argsort(), k)
         got = float(number(name, call(name, fn, model, ids.clone(), effects.clone(), k)))
         if abs(got - expected) <= 1e-6:
             continue
-        if abs(got - _agreement_without(model, ids, _least(-effects, k))) <= 1e-6:
+        if abs(got - _agreement_without(model, ids, (-effects).flatten().argsort(), k)) <= 1e-6:
             raise ExerciseError(f"{name}: with k={k} you removed the heads with the LARGEST effects; remove the "
                                 "smallest (argsort is ascending).")
         if abs(got - 1.0) <= 1e-6:
             raise ExerciseError(f"{name}: with k={k} your model agrees everywhere: were the heads removed? Pass "
                                 "hooks=ablate_heads(model, {layer: [head, ...]}) to the ablated forward.")
-        if abs(got - top1_agreement(model(ids, hooks=ablate_heads(model, _least(effects, k))).logits[:, :-1],
+        if abs(got - top1_agreement(model(ids, hooks=ablate_heads(model, heads_in_order(effects.flatten().argsort(), effects.shape[1], k))).logits[:, :-1],
                                     torch.nn.functional.one_hot(ids[:, 1:], dims.d_vocab).float())) <= 1e-6:
             raise ExerciseError(f"{name}: that compares with the text's next tokens (accuracy); compare the ablated "
                                 "model's predictions with the FULL model's predictions instead.")
