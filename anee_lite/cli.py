@@ -97,7 +97,7 @@ def _int_at_least(low: int):
 
 def add_evaluate_parser(commands) -> None:
     from .adaptive.controllers import controller_names
-    from .adaptive.evaluate import LENS_CHOICES
+    from .adaptive.evaluate import CALIBRATION_TOKENS, LENS_CHOICES
 
     ev = commands.add_parser("evaluate", help="agreement, cost and wall time of an exit controller on a text")
     ev.add_argument("--model", required=True, help="hub id, local folder or 'smollm2-135m'")
@@ -111,7 +111,10 @@ def add_evaluate_parser(commands) -> None:
                     help="calibration confidence is 1 - delta: the chance the promise fails; in (0, 1), default 0.1")
     ev.add_argument("--lens", choices=LENS_CHOICES, default="auto",
                     help="auto: the shipped tuned lens for smollm2-135m, else the logit lens")
-    ev.add_argument("--max-tokens", type=_int_at_least(2), default=512)
+    ev.add_argument("--max-tokens", type=_int_at_least(2), default=512, help="tokens of --text to evaluate on")
+    ev.add_argument("--calibration-tokens", type=_int_at_least(2), default=CALIBRATION_TOKENS,
+                    help=f"tokens of the calibration text to calibrate on (default {CALIBRATION_TOKENS}; the bound "
+                         "tightens with more)")
     ev.add_argument("--chunk", type=_int_at_least(2), default=None,
                     help="tokens per teacher-forced chunk (default: 256, or the context window if shorter)")
     ev.add_argument("--json", required=True, help="where to write the results (JSON)")
@@ -149,7 +152,7 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
         controller = build_controller(model, args.model, args.controller, lens=args.lens, threshold=args.threshold)
         result = evaluate(model, tokenizer, text, controller, calibration_text=calibration,
                           target_agreement=args.target_agreement, max_tokens=args.max_tokens, chunk=args.chunk,
-                          delta=args.delta)
+                          delta=args.delta, calibration_tokens=args.calibration_tokens)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     print(format_result(result))

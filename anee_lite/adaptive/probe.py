@@ -116,9 +116,16 @@ def fit_logistic(x: Tensor, y: Tensor, *, weight_decay: float = 1e-3, steps: int
 
 
 @torch.no_grad()
-def probe_labels(lens, data: dict[str, Tensor], layers: list[int]) -> Tensor:
-    """[len(layers), N] 1.0 where the lens's top-1 at the layer equals the final top-1."""
-    rows = [lens.logits(layer, data["resid"][i]).argmax(-1) == data["final_top1"] for i, layer in enumerate(layers)]
+def probe_labels(lens, data: dict[str, Tensor], layers: list[int], block: int = 2048) -> Tensor:
+    """[len(layers), N] 1.0 where the lens's top-1 at the layer equals the final top-1.
+
+    ``block`` tokens are read out at a time: [N, d_vocab] logits for tens of thousands of tokens would
+    not fit in memory.
+    """
+    rows = []
+    for i, layer in enumerate(layers):
+        top1 = torch.cat([lens.logits(layer, part).argmax(-1) for part in data["resid"][i].split(block)])  # [N]
+        rows.append(top1 == data["final_top1"])
     return torch.stack(rows).float()
 
 

@@ -252,8 +252,9 @@ class UnrolledModel:
             if controller is not None and layer > 0:
                 stop = check_controller_stop(controller(layer, resid, call.active), call.active, layer)  # [B, T]
                 stop = stop & call.active
-                exit_layers = torch.where(stop, torch.full_like(exit_layers, layer), exit_layers)
-                reused.take(controller, stop[:, kept_from:])
+                if bool(stop.any()):  # most decisions stop nobody, and then nothing changes (decoding pays per op)
+                    exit_layers = torch.where(stop, torch.full_like(exit_layers, layer), exit_layers)
+                    reused.take(controller, stop[:, kept_from:])
             call.active = exit_layers > layer  # [B, T]
             if not bool(call.active.any()):
                 break

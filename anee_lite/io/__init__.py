@@ -9,7 +9,7 @@ from .loading import (
     load_pretrained,
     offline_model_cache_dir,
 )
-from .texts import EVAL_TEXTS, eval_ids, eval_text
+from .texts import EVAL_TEXTS, TEXT_ROLES, eval_ids, eval_text
 
 __all__ = [
     "DATA_DIR",
@@ -17,6 +17,7 @@ __all__ = [
     "OFFLINE_ALIAS",
     "ModelUnavailableError",
     "OfflineCacheError",
+    "TEXT_ROLES",
     "activation_quantiles_path",
     "eval_ids",
     "eval_text",

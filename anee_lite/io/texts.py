@@ -9,11 +9,20 @@ from torch import Tensor
 
 from ..core.validation import check_int
 
-EVAL_TEXTS = ("python_docs_heldout", "python_docs_calibration", "kjv_heldout", "kjv_calibration")
+# Three roles, built from disjoint pages and chapters (scripts/make_eval_texts.py): training text teaches the
+# tuned lens and the exit probe, calibration text chooses thresholds, held-out text reports. A number
+# measured on a text the lens was trained on, or a threshold checked on its own calibration text, flatters.
+TEXT_ROLES = {
+    "train": ("python_docs_train", "kjv_train"),
+    "calibration": ("python_docs_calibration", "kjv_calibration"),
+    "heldout": ("python_docs_heldout", "kjv_heldout"),
+}
+EVAL_TEXTS = ("python_docs_heldout", "python_docs_calibration", "kjv_heldout", "kjv_calibration",
+              "python_docs_train", "kjv_train")
 
 
 def eval_text(name: str = "python_docs_heldout") -> str:
-    """One of the evaluation texts shipped in ``anee_lite/data`` (see its README for sources).
+    """One of the texts shipped in ``anee_lite/data`` (see :data:`TEXT_ROLES` and its README for sources).
 
     Raises:
         ValueError: ``name`` is not one of :data:`EVAL_TEXTS`.

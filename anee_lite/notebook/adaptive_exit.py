@@ -108,3 +108,49 @@ def plot_calibration(rows: list[dict], target: float, axes=None):
                 title="Agreement reached")
     axes[1].set(ylabel="cost, fraction of the full model", title="Cost paid for it")
     return axes
+
+
+BENCHMARK_FILE = "smollm2-135m_adaptive_bench.json"
+TEXT_LABELS = {"calibration": "calibration Python docs", "in domain": "held-out Python docs",
+               "out of domain": "held-out KJV"}
+
+
+def load_benchmark(path=None) -> dict:
+    """The result of ``benchmarks/bench_adaptive.py`` shipped for smollm2-135m (or the one at ``path``)."""
+    import json
+    from pathlib import Path
+
+    from ..io.assets import DATA_DIR
+
+    return json.loads(Path(path or DATA_DIR / BENCHMARK_FILE).read_text())
+
+
+def benchmark_curves(bench: dict, text: str = "in domain") -> dict:
+    """Per controller, its real-decoding curve on one text as :class:`~anee_lite.adaptive.calibration.CurvePoint` s.
+
+    Args:
+        bench: :func:`load_benchmark`'s result.
+        text: "calibration", "in domain" or "out of domain".
+    """
+    from ..adaptive.calibration import CurvePoint
+
+    if text not in TEXT_LABELS:
+        raise ValueError(f"text must be one of {list(TEXT_LABELS)}, got {text!r}")
+    return {name: [CurvePoint(p["threshold"], p["agreements"] / p["tokens"], p["cost_fraction"],
+                              p["mean_layers_fraction"]) for p in row["curves"][text]]
+            for name, row in bench["controllers"].items()}
+
+
+def benchmark_table(bench: dict) -> str:
+    """The calibrated thresholds of the benchmark as a Markdown table: the rows the README quotes."""
+    lines = ["| controller | target | threshold | calibration: agreement (bound) | held-out Python docs: agreement / "
+             "cost | held-out KJV: agreement / cost | wall time vs full |", "|---|---|---|---|---|---|---|"]
+    for name, row in bench["controllers"].items():
+        for target, r in row["targets"].items():
+            c, i, o = r["calibration"], r["in domain"], r["out of domain"]
+            wall = r.get("wall_time_ratio_in_domain")
+            thr = f"{r['threshold']:.4g}" + ("" if r["met"] else " (not met)")
+            lines.append(f"| `{name}` | {float(target):.2f} | {thr} | {c['agreement']:.3f} ({c['lower_bound']:.3f}) | "
+                         f"{i['agreement']:.3f} / {i['cost_fraction']:.3f} | {o['agreement']:.3f} / "
+                         f"{o['cost_fraction']:.3f} | {'-' if wall is None else f'{wall:.2f}'} |")
+    return "\n".join(lines)

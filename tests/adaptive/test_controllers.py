@@ -158,6 +158,36 @@ def test_every_controller_runs_through_forward_and_generation(tiny, probe_for_ti
     assert all(set(l.tolist()) <= allowed for l in gen.layers_per_token)
 
 
+@pytest.mark.parametrize("name", [n for n in CONTROLLER_NAMES if n != "static"])
+def test_the_first_token_never_stops_early_unless_asked(tiny, probe_for_tiny, name):
+    """Position 0 is the attention sink: with a threshold at which every check stops, only it runs every layer."""
+    ids = torch.randint(2, 50, (2, 10), generator=torch.Generator().manual_seed(3))
+    always = -1e9 if make_controller(name, LogitLens(tiny), 0.5, probe=probe_for_tiny).higher_exits else 1e9
+    for sink, expected_first in ((1, N_LAYERS), (0, None)):
+        c = make_controller(name, LogitLens(tiny), always, probe=probe_for_tiny, sink_tokens=sink)
+        exits = tiny.forward(ids, controller=c).stats.exit_layers  # [B, T]
+        first_chance = exits[0, 1].item()  # the first layer this rule can stop at (patience needs a streak)
+        assert first_chance < N_LAYERS and (exits[:, 1:] == first_chance).all()
+        assert (exits[:, 0] == (expected_first or first_chance)).all(), (name, sink, exits[:, 0])
+    # in cached decoding the sink is the first token of the sequence, not of each call
+    c = make_controller(name, LogitLens(tiny), always, probe=probe_for_tiny)
+    out = tiny.forward(ids[:, :3], controller=c, use_cache=True)
+    step = tiny.forward(ids[:, 3:4], controller=c, past_key_values=out.past_key_values, use_cache=True)
+    assert (out.stats.exit_layers[:, 0] == N_LAYERS).all() and (step.stats.exit_layers < N_LAYERS).all()
+
+
+def test_static_has_no_sink_exception(tiny):
+    # every token stops at the same layer, so no layer beyond it ever reads a frozen state
+    exits = tiny.forward(torch.arange(2, 8)[None], controller=make_controller("static", LogitLens(tiny), 2)).stats.exit_layers
+    assert exits.tolist() == [[2] * 6]
+
+
+@pytest.mark.parametrize("sink_tokens", [-1, 1.5, "1", True])
+def test_sink_tokens_must_be_a_count(tiny, sink_tokens):
+    with pytest.raises((TypeError, ValueError), match="sink_tokens"):
+        make_controller("confidence", LogitLens(tiny), 0.5, sink_tokens=sink_tokens)
+
+
 @pytest.mark.parametrize("name", ["confidence", "learned", "saturation"])
 def test_extreme_thresholds(tiny, probe_for_tiny, name):
     ids = torch.randint(2, 50, (1, 10), generator=torch.Generator().manual_seed(1))
@@ -166,7 +196,7 @@ def test_extreme_thresholds(tiny, probe_for_tiny, name):
     always = controller_for(name, tiny, probe_for_tiny, threshold=-2.0)
     exits = tiny.forward(ids, controller=always).stats.exit_layers
     first = always.exit_layers_allowed[0] + (1 if name == "saturation" else 0)  # saturation needs a previous resid
-    assert exits.max() == first
+    assert exits[0, 1:].max() == first and exits[0, 0] == N_LAYERS  # the first token is the attention sink
 
 
 def test_tuned_lens_readout_is_used_for_exited_tokens(tiny):
@@ -257,10 +287,11 @@ def test_exit_probe_round_trips_through_safetensors(probe_for_tiny, tmp_path):
 def test_shipped_smollm2_assets_have_the_right_shapes():
     from safetensors import safe_open
 
-    for path in (lens_path(), probe_path()):
-        assert path.stat().st_size < 5_000_000
+    assert lens_path().stat().st_size < 8_500_000  # 12 fp16 [576, 576] translators: the README says 8.0 MB
+    assert probe_path().stat().st_size < 100_000
     with safe_open(str(lens_path()), framework="pt") as f:
-        assert {f.get_slice(f"layer.{l}.weight").get_shape()[0] for l in SMOLLM2_EXIT_LAYERS} == {576}
+        assert {tuple(f.get_slice(f"layer.{l}.weight").get_shape()) for l in SMOLLM2_EXIT_LAYERS} == {(576, 576)}
+        assert {f.get_slice(f"layer.{l}.weight").get_dtype() for l in SMOLLM2_EXIT_LAYERS} == {"F16"}
     assert ExitProbe.load(probe_path()).layers == list(SMOLLM2_EXIT_LAYERS)
 
 

@@ -86,8 +86,8 @@ def counted_flops(fn) -> int:
 def test_the_unembedding_runs_and_is_charged_once_per_token(model, threshold, exit_layer):
     dims = model.dims
     n = dims.n_layers
-    c = make_controller("confidence", LogitLens(model), threshold, exit_layers_allowed=[1, 2])
-    ids = torch.tensor([[3]])
+    c = make_controller("confidence", LogitLens(model), threshold, exit_layers_allowed=[1, 2], sink_tokens=0)
+    ids = torch.tensor([[3]])  # one token, so position 0: sink_tokens=0 lets it stop
     got = counted_flops(lambda: model.forward(ids, controller=c, return_patterns=True))
     L = exit_layer or n
     cost = token_cost(dims, layers_run=L, context_len=1, **c.charges(L))

@@ -55,3 +55,30 @@ def test_asset_paths_refuse_a_folder_that_is_not_a_path(folder):
 
 def test_is_smollm2_is_false_for_non_names():
     assert not is_smollm2(3) and not is_smollm2(None) and is_smollm2("HuggingFaceTB/SmolLM2-135M-Instruct")
+
+
+def paragraphs(name):
+    return {p.strip() for p in eval_text(name).split("\n\n") if p.strip()}
+
+
+def test_text_roles_share_no_paragraph():
+    # The lens and probe learn from "train", thresholds come from "calibration", numbers are reported on
+    # "heldout": a paragraph in two roles would let training or calibration see what is measured.
+    from anee_lite.io import TEXT_ROLES
+
+    assert sorted(n for names in TEXT_ROLES.values() for n in names) == sorted(EVAL_TEXTS)
+    roles = {role: set().union(*(paragraphs(n) for n in names)) for role, names in TEXT_ROLES.items()}
+    for a, b in (("train", "calibration"), ("train", "heldout"), ("calibration", "heldout")):
+        shared = roles[a] & roles[b]
+        assert not shared, f"{a} and {b} share {len(shared)} paragraphs, e.g. {next(iter(shared))[:80]!r}"
+    # and no long sentence either: a paragraph re-wrapped differently would slip past the check above
+    def sentences(role):
+        return {s.strip() for p in roles[role] for s in p.split(". ") if len(s.split()) >= 12}
+    assert not sentences("train") & (sentences("calibration") | sentences("heldout"))
+
+
+def test_calibration_and_heldout_texts_are_long_enough_to_calibrate_on():
+    # Calibration needs >= 2,000 tokens; words are a lower bound on this tokenizer's tokens.
+    for name in ("python_docs_calibration", "python_docs_heldout"):
+        assert len(eval_text(name).split()) >= 2000, name
+    assert len(eval_text("python_docs_train").split()) >= 10 * len(eval_text("python_docs_calibration").split())

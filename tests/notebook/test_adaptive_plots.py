@@ -30,3 +30,43 @@ def test_calibration_chart_shows_cost_beside_agreement():
     assert 0.91 in heights and 0.94 in heights
     assert sorted(round(b.get_height(), 2) for b in agree.patches) == [0.75, 0.8, 0.9]
     plt.close("all")
+
+
+def fake_benchmark():
+    """A benchmark result shaped like benchmarks/bench_adaptive.py's, with numbers that are easy to follow."""
+    curve = [{"threshold": t, "agreements": a, "tokens": 200, "cost_fraction": c, "mean_layers_fraction": c - 0.01}
+             for t, a, c in ((0.99, 198, 0.95), (0.9, 180, 0.7))]
+    side = {"agreement": 0.885, "cost_fraction": 0.71, "mean_layers_fraction": 0.7, "tokens": 200}
+    target = {"threshold": 0.9, "met": True, "wall_time_ratio_in_domain": 0.74,
+              "calibration": {"agreement": 0.9, "lower_bound": 0.871, "tokens": 200},
+              "in domain": side, "out of domain": side | {"agreement": 0.8}}
+    return {"controllers": {"learned": {"curves": {"calibration": curve, "in domain": curve, "out of domain": curve},
+                                        "targets": {"0.8": target, "0.9": target | {"met": False}}}}}
+
+
+def test_benchmark_curves_turn_counts_into_agreements(tmp_path):
+    import json
+
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(fake_benchmark()))
+    curves = adaptive_plots.benchmark_curves(adaptive_plots.load_benchmark(path), "out of domain")
+    assert [(p.threshold, p.agreement, p.cost_fraction) for p in curves["learned"]] == [(0.99, 0.99, 0.95), (0.9, 0.9, 0.7)]
+    import pytest
+
+    with pytest.raises(ValueError, match="text must be one of"):
+        adaptive_plots.benchmark_curves(fake_benchmark(), "heldout")
+
+
+def test_benchmark_table_shows_each_target_with_its_bound_and_wall_time():
+    lines = adaptive_plots.benchmark_table(fake_benchmark()).splitlines()
+    assert len(lines) == 4  # header, rule, one row per target
+    assert lines[2] == "| `learned` | 0.80 | 0.9 | 0.900 (0.871) | 0.885 / 0.710 | 0.800 / 0.710 | 0.74 |"
+    assert "(not met)" in lines[3] and "(not met)" not in lines[2]
+
+
+def test_shipped_adaptive_benchmark_matches_the_readme():
+    from pathlib import Path
+
+    table = adaptive_plots.benchmark_table(adaptive_plots.load_benchmark())
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert table in readme  # regenerate the README's table from the JSON after a new run

@@ -391,6 +391,39 @@ def test_clopper_pearson_lower_right_and_wrong(capsys):
     assert "not answered yet" in capsys.readouterr().out
 
 
+def pareto_by_hand(points):
+    front, best = [], -1.0
+    for c, a in sorted(points, key=lambda p: (p[0], -p[1])):
+        if a > best:
+            front.append((c, a))
+            best = a
+    return front
+
+
+def test_pareto_front_right_and_wrong(capsys):
+    ex.check_pareto_front(pareto_by_hand)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="kept all"):
+        ex.check_pareto_front(lambda pts: sorted(pts))
+    with pytest.raises(ExerciseError, match="wrong order"):
+        ex.check_pareto_front(lambda pts: pareto_by_hand(pts)[::-1])
+    def plus_one_beaten(pts):
+        front = pareto_by_hand(pts)
+        return sorted(front + [next(p for p in pts if any(q[0] <= p[0] and q[1] > p[1] for q in pts))])
+
+    with pytest.raises(ExerciseError, match="agrees more"):
+        ex.check_pareto_front(plus_one_beaten)
+    with pytest.raises(ExerciseError, match="same agreement"):  # a tie in agreement kept at the higher cost
+        ex.check_pareto_front(lambda pts: [(c, a) for c, a in sorted(pts, key=lambda p: (p[0], -p[1]))
+                                           if a >= max(q[1] for q in pts if q[0] <= c)])
+    with pytest.raises(ExerciseError, match="missing"):  # forgets the cheapest point
+        ex.check_pareto_front(lambda pts: pareto_by_hand(pts)[1:])
+    with pytest.raises(ExerciseError, match="pairs"):
+        ex.check_pareto_front(lambda pts: 3)
+    ex.check_pareto_front(None)
+    assert "not answered yet" in capsys.readouterr().out
+
+
 # --- wrong kinds of answers: a one-line ExerciseError from the checker, never a trace from inside it -----------
 
 

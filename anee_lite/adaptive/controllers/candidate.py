@@ -111,7 +111,7 @@ class CandidateConfidenceExit(ExitController):
             screen = self.score(layer, resid)  # [B, T]
             thr = torch.as_tensor(self.threshold_at(self.threshold, self.positions, screen), dtype=screen.dtype)
             thr = thr.expand(screen.shape)  # [B, T]: a number, per-row thresholds or CALM's decay
-            maybe = (screen >= thr) & active  # [B, T]
+            maybe = (screen >= thr) & active & self.past_sink(self.positions, screen)  # [B, T]
             self.checks += active.long()
             if bool(maybe.any()):
                 exact = self.lens.logits(layer, resid[maybe])  # [M, d] -> [M, V], the confirmation

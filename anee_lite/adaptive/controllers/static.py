@@ -14,6 +14,7 @@ class StaticExit(ExitController):
     name = "static"
     default_threshold = 0.7  # as a fraction of the layers: see default_threshold_for
     decays = False  # a layer count does not decay
+    default_sink_tokens = 0  # every token stops at the same layer: no deeper layer ever reads a frozen state
 
     @classmethod
     def default_threshold_for(cls, n_layers):

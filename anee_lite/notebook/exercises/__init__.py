@@ -8,7 +8,7 @@ does not pass. A cell reads ``check_rms_norm(my_rms_norm)``; the checks live by 
 """
 
 from ._convention import ExerciseError
-from .adaptive_exit import check_clopper_pearson_lower, check_confidence_score
+from .adaptive_exit import check_clopper_pearson_lower, check_confidence_score, check_pareto_front
 from .early_exit_budget import check_ablation_cost, check_budget_rule, check_direct_effects, check_perplexity
 from .gpt2_internals import check_attention, check_block, check_logits, check_rms_norm, check_rotate
 from .kv_cache_and_cost import check_break_even_layer, check_kv_owed, check_unembed_flops
@@ -28,6 +28,7 @@ __all__ = [
     "check_budget_rule",
     "check_clopper_pearson_lower",
     "check_confidence_score",
+    "check_pareto_front",
     "check_crossover_batch",
     "check_direct_effects",
     "check_exit_speedup",

@@ -1,4 +1,4 @@
-"""Checks of notebook 05 (adaptive exit): the confidence score, the Clopper-Pearson lower bound."""
+"""Checks of notebook 05 (adaptive exit): the confidence score, the Pareto front, the Clopper-Pearson lower bound."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from ...adaptive.calibration import CurvePoint, pareto_front
 from ...adaptive.guarantee import clopper_pearson_lower
 from ._convention import ExerciseError, call, close, correct, exercise, tensor_like
 
@@ -68,3 +69,45 @@ def check_clopper_pearson_lower(fn: Callable | None) -> None:
         raise ExerciseError(f"{name}: wrong for k={k}, n={n}, delta={delta} (you return {got:.4f}); the bound is "
                             "the p at which P(Binomial(n, p) >= k) equals delta (0 when k = 0): a Beta quantile.")
     correct(name, f"({len(cases)} cases agree with anee_lite.adaptive.guarantee)")
+
+
+def _pareto_cases() -> list[list[tuple[float, float]]]:
+    """(cost, agreement) point sets: a hand-made one with a tie and a dominated point, then random ones."""
+    gen = torch.Generator().manual_seed(5)
+    cases = [[(0.5, 0.7), (0.9, 0.95), (0.6, 0.65), (0.7, 0.95), (1.0, 1.0), (0.3, 0.4)]]
+    for n in (8, 20):
+        cost = torch.rand(n, generator=gen).round(decimals=2)  # rounded: equal costs happen
+        agree = (cost + 0.3 * torch.rand(n, generator=gen)).clamp(max=1).round(decimals=2)
+        cases.append(list(zip(cost.tolist(), agree.tolist())))
+    return cases
+
+
+@exercise("Pareto front")
+def check_pareto_front(fn: Callable | None) -> None:
+    """Exercise: ``fn(points) -> list`` the (cost, agreement) points no other point beats on both, by increasing cost."""
+    name = "Pareto front"
+    for points in _pareto_cases():
+        front = pareto_front([CurvePoint(0.0, a, c, c) for c, a in points])
+        expected = [(p.cost_fraction, p.agreement) for p in front]
+        got = call(name, fn, list(points))
+        try:
+            got = [(float(c), float(a)) for c, a in got]
+        except (TypeError, ValueError):
+            raise ExerciseError(f"{name}: return a list of (cost, agreement) pairs, got {type(got).__name__}") from None
+        if got == expected:
+            continue
+        if sorted(got) == expected:
+            raise ExerciseError(f"{name}: the right points, in the wrong order: sort them by increasing cost.")
+        if len(got) == len(points):
+            raise ExerciseError(f"{name}: you kept all {len(points)} points; drop every point that another point "
+                                "beats (cheaper or equal cost and higher agreement).")
+        beaten = [p for p in got if any(q[0] <= p[0] and q[1] > p[1] for q in points)]
+        if beaten:
+            c, a = beaten[0]
+            raise ExerciseError(f"{name}: ({c}, {a}) is on your front, but a point at no more cost agrees more.")
+        missing = [p for p in expected if p not in got]
+        if missing:
+            c, a = missing[0]
+            raise ExerciseError(f"{name}: ({c}, {a}) is missing: no point is both cheaper and more agreeing.")
+        raise ExerciseError(f"{name}: of two points with the same agreement, keep only the cheaper one.")
+    correct(name, f"({len(_pareto_cases())} point sets agree with anee_lite.adaptive.pareto_front)")
