@@ -249,7 +249,8 @@ def format_result(r: EvaluationResult) -> str:
     if r.calibration:
         c = r.calibration
         rows.append(("calibration", f"target {c['target']:.2f}: agreement {c['agreement']:.3f} on {c['tokens']} tokens "
-                                    f"by real decoding, lower bound {c['lower_bound']:.3f} at confidence "
+                                    f"(worth {c['effective_tokens']:.0f} independent ones) by real decoding, "
+                                    f"lower bound {c['lower_bound']:.3f} at confidence "
                                     f"{1 - c['delta']:.2f}, cost {c['cost_fraction']:.3f}"
                                     + ("" if c["met"] else " (target not guaranteed: the safest candidate)")))
     width = max(len(k) for k, _ in rows)

@@ -13,10 +13,14 @@ calibration text. Here the promise is top-1 agreement with the full model >= ``t
 
 Because each step tests only if all safer ones passed, the chance that *any* passed threshold in
 fact agrees less than ``target`` is at most ``delta`` (fixed-sequence testing needs no multiple-
-testing correction). The guarantee assumes the calibration tokens are independent draws from the
-text the model will see. Tokens of one text are not independent (a hard paragraph makes several
-hard tokens in a row), so the real confidence is lower than ``1 - delta`` says; the bound is a
-guide, and the held-out measurement is the check. Text of another kind is not covered at all.
+testing correction). The exact bound assumes the calibration tokens are independent draws from the
+text the model will see. Tokens of one text are not independent: a hard paragraph makes several
+hard tokens in a row, and an early exit's frozen state drags the tokens after it down with it.
+So when the agreements are known per chunk (each chunk decoded from its own empty cache, hence
+independent of the others), the bound counts the *effective* number of tokens: n divided by the
+design effect, the ratio of the variance of the agreement rate measured between chunks to the
+binomial variance (Kish's correction for cluster samples). The guarantee then covers chunks drawn
+like the calibration chunks; text of another kind is not covered at all.
 """
 
 from __future__ import annotations
@@ -85,6 +89,36 @@ def clopper_pearson_lower(k: int, n: int, delta: float = 0.1) -> float:
     return lo
 
 
+def effective_tokens(agreements: list[int], tokens: list[int]) -> float:
+    """How many independent tokens per-chunk agreement counts are worth: n / design effect, at most n.
+
+    The agreement rate p = sum(agreements) / n has, between chunks, the cluster-sample variance
+    C / (C - 1) * sum((a_i - p m_i)^2) / n^2 (C chunks, a_i of m_i tokens agreeing); an independent
+    sample of n' tokens has variance p (1 - p) / n'. Equating the two gives n'.
+
+    Args:
+        agreements: per chunk, tokens whose top-1 equals the full model's.
+        tokens: per chunk, tokens decoded (same length as ``agreements``, each >= 1).
+    """
+    if len(agreements) != len(tokens) or not tokens or min(tokens) < 1:
+        raise ValueError(f"agreements and tokens must be per-chunk counts of one length with >= 1 token each, "
+                         f"got {len(agreements)} and {len(tokens)}")
+    n, k, chunks = sum(tokens), sum(agreements), len(tokens)
+    p = k / n
+    if chunks < 2 or p in (0.0, 1.0):
+        return float(n)  # no spread to measure: nothing to correct
+    between = chunks / (chunks - 1) * sum((a - p * m) ** 2 for a, m in zip(agreements, tokens)) / n**2
+    return float(n) if between <= 0 else min(float(n), p * (1 - p) / between)
+
+
+def clustered_lower_bound(agreements: list[int], tokens: list[int], delta: float = 0.1) -> float:
+    """:func:`clopper_pearson_lower` on the effective number of tokens of per-chunk counts (see the module)."""
+    n_eff = effective_tokens(agreements, tokens)
+    p = sum(agreements) / sum(tokens)
+    n = max(1, round(n_eff))
+    return clopper_pearson_lower(min(n, round(p * n)), n, delta)
+
+
 @dataclass
 class CandidateThreshold:
     """One candidate threshold as measured on the calibration tokens."""
@@ -96,6 +130,9 @@ class CandidateThreshold:
     cost_fraction: float
     mean_layers_fraction: float
     passed: bool = False  # reached by the fixed sequence with lower_bound >= target
+    # per chunk (decoded independently): agreements and tokens; the bound then counts effective tokens
+    chunk_agreements: list[int] | None = None
+    chunk_tokens: list[int] | None = None
 
     @property
     def agreement(self) -> float:
@@ -116,7 +153,8 @@ def fixed_sequence_select(tested: list[CandidateThreshold], target: float, delta
     target = check_target_agreement(target)
     delta = check_delta(delta)  # here too: with no candidates the loop below would never look at it
     for t in tested:
-        t.lower_bound = clopper_pearson_lower(t.agreements, t.tokens, delta)
+        t.lower_bound = (clopper_pearson_lower(t.agreements, t.tokens, delta) if t.chunk_agreements is None
+                         else clustered_lower_bound(t.chunk_agreements, t.chunk_tokens, delta))
         t.passed = False
     for t in tested:
         if t.lower_bound < target:

@@ -59,9 +59,17 @@ class ExitProbe:
         return FEATURE_REDUCTIONS * (n_features - 1) + n_features
 
     def prob(self, layer: int, resid: Tensor, prev: Tensor) -> Tensor:
-        """[..., d] -> [...] probability that the lens's top-1 at ``layer`` is the final one."""
-        x = probe_features(resid, prev)  # [..., d + 1]
-        return torch.sigmoid(x @ self.weights[layer].to(x.dtype) + self.biases[layer].to(x.dtype))
+        """[..., d] -> [...] probability that the lens's top-1 at ``layer`` is the final one.
+
+        The same number as ``sigmoid(probe_features(resid, prev) @ w + b)``, with the normalisation folded
+        into the dot product instead of building the features: a decoding step makes this call at every
+        allowed layer, and each tensor operation it saves is time the exit must win back.
+        """
+        w = self.weights[layer].to(resid.dtype)  # [d + 1]
+        d = resid.shape[-1]
+        scale = torch.rsqrt(resid.pow(2).mean(-1) + 1e-6)  # [...]: 1 / RMS, as in probe_features
+        cos = F.cosine_similarity(resid, prev, dim=-1)  # [...]
+        return torch.sigmoid((resid @ w[:d]) * scale + cos * w[d] + self.biases[layer].to(resid.dtype))
 
     def save(self, path: str | Path, model_name: str = "") -> None:
         """Write the probe to a safetensors file, atomically and with a checksum

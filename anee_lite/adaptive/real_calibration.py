@@ -29,7 +29,7 @@ from ..core.validation import check_chunks, check_int
 from ..cost import cost_fraction, early_exit_cost
 from .calibration import build_replay, check_thresholds, sweep
 from .controllers import ExitController
-from .guarantee import CandidateThreshold, check_delta, check_target_agreement, fixed_sequence_select
+from .guarantee import CandidateThreshold, check_delta, check_target_agreement, effective_tokens, fixed_sequence_select
 
 
 @contextmanager
@@ -130,6 +130,7 @@ class DecodedCalibration:
     mean_layers_fraction: float
     met: bool  # False: even the safest candidate's bound is below target; it was taken anyway
     tested: list[CandidateThreshold] = field(repr=False)
+    effective_tokens: float = 0.0  # what the chosen threshold's tokens are worth as independent ones (chunks correlate)
     seconds: float = 0.0
 
     def summary(self) -> dict:
@@ -187,7 +188,8 @@ def summarize(model: UnrolledModel, controller: ExitController, runs: dict, chun
 
     Returns:
         Per threshold: ``threshold``, ``agreements``, ``tokens``, ``cost_fraction`` (every check and
-        K/V propagation charged) and ``mean_layers_fraction``.
+        K/V propagation charged), ``mean_layers_fraction``, and ``chunk_agreements``/``chunk_tokens``
+        per chunk (for the bound that counts effective tokens, :mod:`anee_lite.adaptive.guarantee`).
     """
     n = model.dims.n_layers
     order = sorted(range(len(chunks)) if which is None else which)
@@ -200,7 +202,9 @@ def summarize(model: UnrolledModel, controller: ExitController, runs: dict, chun
                                       cat["extra_lens_checks"], controller.extra_check_translator_macs())
         results.append({"threshold": thr, "agreements": int((cat["top1"] == cat["final"]).sum()),
                         "tokens": int(positions.numel()), "cost_fraction": cost_fraction(spent, full),
-                        "mean_layers_fraction": float(cat["exits"].float().mean()) / n})
+                        "mean_layers_fraction": float(cat["exits"].float().mean()) / n,
+                        "chunk_agreements": [int((per_chunk[c]["top1"] == per_chunk[c]["final"]).sum()) for c in order],
+                        "chunk_tokens": [int(chunks[c].shape[1]) for c in order]})
     return results
 
 
@@ -247,4 +251,6 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
     controller.threshold = chosen.threshold
     return DecodedCalibration(controller.name, chosen.threshold, target, delta, chosen.tokens, chosen.agreement,
                               chosen.lower_bound, chosen.cost_fraction, chosen.mean_layers_fraction,
-                              best is not None, tested, time.perf_counter() - start)
+                              best is not None, tested,
+                              effective_tokens(chosen.chunk_agreements, chosen.chunk_tokens),
+                              time.perf_counter() - start)

@@ -104,6 +104,18 @@ def test_learned_probe_thresholds_its_probability():
     assert int(c.checks.sum()) == 0
 
 
+def test_probe_probability_is_the_logistic_regression_on_its_features():
+    # prob() folds the normalisation into the dot product; it must equal the model it was trained as
+    from anee_lite.adaptive.probe import probe_features
+
+    g = torch.Generator().manual_seed(4)
+    d = 16
+    probe = ExitProbe({3: torch.randn(d + 1, generator=g)}, {3: torch.tensor(-0.3)})
+    resid, prev = 5 * torch.randn(2, 7, d, generator=g), torch.randn(2, 7, d, generator=g)
+    expected = torch.sigmoid(probe_features(resid, prev) @ probe.weights[3] + probe.biases[3])
+    torch.testing.assert_close(probe.prob(3, resid, prev), expected)
+
+
 def test_disallowed_layers_and_inactive_tokens_are_not_checked():
     c = make_controller("confidence", IdentityLens(), 0.0, exit_layers_allowed=[3])
     c.reset()

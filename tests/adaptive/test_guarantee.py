@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anee_lite.adaptive.guarantee import CandidateThreshold, binomial_tail, clopper_pearson_lower, fixed_sequence_select
+from anee_lite.adaptive.guarantee import (
+    CandidateThreshold,
+    binomial_tail,
+    clopper_pearson_lower,
+    clustered_lower_bound,
+    effective_tokens,
+    fixed_sequence_select,
+)
 
 
 def test_binomial_tail_small_cases_by_hand():
@@ -79,3 +86,30 @@ def test_fixed_sequence_refuses_a_target_outside_0_1(target):
 def test_fixed_sequence_refuses_a_bad_delta_even_without_candidates(bad, error):
     with pytest.raises(error, match="delta"):
         fixed_sequence_select([], target=0.9, delta=bad)
+
+
+def test_effective_tokens_by_hand():
+    # chunks that agree all-or-nothing are worth one token each: p = 0.5, between-chunk variance
+    # 4/3 * 4 * 10^2 / 40^2 = 1/3 * ... = p (1 - p) / 3  ->  3 tokens
+    assert effective_tokens([10, 0, 10, 0], [10] * 4) == pytest.approx(0.25 / (4 / 3 * 4 * 25 / 1600))
+    assert effective_tokens([10, 0, 10, 0], [10] * 4) == pytest.approx(3.0)
+    # identical chunks show no spread beyond the binomial's: nothing is lost (capped at n)
+    assert effective_tokens([5, 5, 5, 5], [10] * 4) == 40.0
+    assert effective_tokens([7], [10]) == 10.0  # one chunk: no spread to measure
+    assert effective_tokens([10, 10], [10, 10]) == 20.0  # p = 1
+
+
+def test_clustered_bound_is_the_exact_bound_on_the_effective_sample():
+    assert clustered_lower_bound([10, 0, 10, 0], [10] * 4, 0.1) == pytest.approx(clopper_pearson_lower(2, 3, 0.1))
+    assert clustered_lower_bound([5, 5, 5, 5], [10] * 4, 0.1) == pytest.approx(clopper_pearson_lower(20, 40, 0.1))
+    with pytest.raises(ValueError, match="per-chunk counts"):
+        effective_tokens([1, 2], [3])
+
+
+def test_fixed_sequence_uses_the_chunks_when_it_has_them():
+    spread = CandidateThreshold(0.5, 20, 40, 0.0, 0.6, 0.6, chunk_agreements=[10, 0, 10, 0], chunk_tokens=[10] * 4)
+    flat = CandidateThreshold(0.5, 20, 40, 0.0, 0.6, 0.6)
+    fixed_sequence_select([spread], 0.1, 0.1)
+    fixed_sequence_select([flat], 0.1, 0.1)
+    assert spread.lower_bound == pytest.approx(clopper_pearson_lower(2, 3, 0.1))
+    assert spread.lower_bound < flat.lower_bound == pytest.approx(clopper_pearson_lower(20, 40, 0.1))

@@ -322,7 +322,7 @@ def test_a_controller_or_draft_lens_built_for_another_model_is_refused():
 
     a, b = UnrolledModel(random_llama(n_layers=4, seed=0)), UnrolledModel(random_llama(n_layers=4, seed=1))
     ids = torch.randint(2, VOCAB, (1, 6))
-    controller = make_controller("confidence", LogitLens(a), 0.0)  # would exit everything at layer 1
+    controller = make_controller("confidence", LogitLens(a), 0.0, sink_tokens=0)  # would exit everything at layer 1
     with pytest.raises(ValueError, match="controller was built for another UnrolledModel"):
         b(ids, controller=controller)
     with pytest.raises(ValueError, match="controller was built for another UnrolledModel"):

@@ -75,7 +75,7 @@ def test_generation_report_charges_a_controllers_checks(tiny):
     from anee_lite.cost import generation_report
 
     # saturation cannot stop at its first check (no previous residual), then stops at the second
-    c = make_controller("saturation", LogitLens(tiny), -2.0, exit_layers_allowed=[1, 2])
+    c = make_controller("saturation", LogitLens(tiny), -2.0, exit_layers_allowed=[1, 2], sink_tokens=0)
     result = greedy_generate(tiny, torch.tensor([[3, 4, 5]]), max_new_tokens=2, controller=c)
     rows = generation_report(result, tiny.dims, exit_charges=c.charges)
     plain = generation_report(result, tiny.dims)

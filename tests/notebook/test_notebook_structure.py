@@ -21,6 +21,16 @@ def test_solutions_are_hidden_and_have_no_stored_output(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_frozen_progress_bar_is_stored(path):
+    """A tqdm bar saved mid-run reads '0%' forever; a learner would wait for it. Bars show live, never stored."""
+    for cell in json.loads(path.read_text())["cells"]:
+        for out in cell.get("outputs", []):
+            assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {}), "".join(cell["source"])[:60]
+            text = "".join(out.get("text", []))
+            assert "%|" not in text and "it/s]" not in text, "".join(cell["source"])[:60]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_exercise_is_checked_before_its_solution(path):
     """Each solution follows a learner's cell that calls the same check, so the learner runs it first."""
     cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
