@@ -1,6 +1,6 @@
 """Greedy generation speed on smollm2-135m: anee-lite's KV cache against HF ``generate`` and the seed's recompute.
 
-    python benchmarks/bench_generate.py [--repeats 5] [--quick] [--threads N]
+    python benchmarks/bench_generate.py [--repeats 5] [--quick] [--threads N] [--out results.json]
 
 A 32-token English prompt, 64 new greedy tokens. Every variant is timed in every round, in a
 rotating order, so that drifting machine load hits them alike; medians are reported. Wrapping a
@@ -8,19 +8,30 @@ model with ``share_weights=True`` (as the library does with models it loads) re-
 weights as [in, out] views (faster on CPU), which also speeds up the HF model that shares them, so
 HF is timed twice: on a second copy left as loaded, and on the shared, re-laid-out weights. Static exits are compared with the ideal decoding step predicted from the
 measured time of one layer and of the unembedding (measured / ideal > 1 is fixed overhead).
+
+The speed limit is measured in the same run, once per round: the ``local`` micro-benchmark's
+matrix-vector bandwidth (the forward's own products on matrices no model uses) and its streaming
+bandwidth (``torch.sum`` on every thread); the weights one token reads divided by each is the fastest a
+decoding step could be if it did nothing but read weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import time
 
 import torch
+from machine import machine
 from tqdm import tqdm
 
 from anee_lite import UnrolledModel, greedy_generate
 from anee_lite.cost import full_token_cost, layer_and_unembed_seconds, token_cost
+from anee_lite.cost.devices import run_micro_benchmark
+from anee_lite.cost.simulator import model_weight_bytes
+from anee_lite.io.files import write_atomically
 from anee_lite.io.loading import load_pretrained
 
 PROMPT = ("The printing press changed Europe within a single lifetime. Before it, every book was copied by hand, "
@@ -46,7 +57,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (medians reported); default 5")
     parser.add_argument("--quick", action="store_true", help="2 rounds and no recompute baseline")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", default=None, help="write the medians, the limit and the machine's load as JSON here")
     args = parser.parse_args()
+    about = machine()  # the load before this run's own threads raise it
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads is not None:
@@ -82,7 +95,9 @@ def main() -> None:
     totals = {name: [] for name in runs}
     steps = {name: [] for name in runs}  # per-token decode times (step 0, the prefill, left out)
     names = list(runs)
+    limits = []  # per round: the micro-benchmark, side by side with the decoding it bounds
     for r in tqdm(range(repeats), desc="rounds", leave=False):
+        limits.append(run_micro_benchmark())
         for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order each round
             seconds, out = timed(runs[name])
             totals[name].append(seconds)
@@ -101,6 +116,15 @@ def main() -> None:
           f"{hf_relaid / base:.2f}x on the re-laid-out weights; same tokens as HF: {same}")
     if "anee full depth, recompute (seed)" in med:
         print(f"the KV cache is {med['anee full depth, recompute (seed)'] / base:.1f}x as fast as recomputing")
+
+    weights = model_weight_bytes(model.dims, "fp32")  # what one full-depth step reads, the unembedding included
+    matvec = statistics.median(m.matvec_bandwidth for m in limits)
+    stream = statistics.median(m.stream_bandwidth for m in limits)
+    step = statistics.median(steps["anee full depth, cache"])
+    print(f"\nlimit: {weights / 1e6:.0f} MB of weights per token; matrix-vector bandwidth {matvec / 1e9:.1f} GB/s -> "
+          f"{matvec / weights:.1f} tokens/s; streaming {stream / 1e9:.1f} GB/s -> {stream / weights:.1f} tokens/s")
+    print(f"full-depth decoding step {1e3 * step:.1f} ms = {1 / step:.1f} tokens/s: "
+          f"{weights / matvec / step:.2f} of the matrix-vector limit, {weights / stream / step:.2f} of streaming")
 
     context = N_PROMPT + N_NEW // 2
     full = full_token_cost(model.dims, context)
@@ -121,6 +145,16 @@ def main() -> None:
         print(f"{name:<34} {cache.nbytes() / 2**20:8.2f}")
     hf_bytes = 2 * n * model.dims.n_kv_heads * model.dims.d_head * (sequence.shape[1] - 1) * 4
     print(f"{'HF DynamicCache (K and V only)':<34} {hf_bytes / 2**20:8.2f}")
+
+    if args.out:
+        report = {**about, "load_after": list(os.getloadavg()), "torch": torch.__version__, "rounds": repeats,
+                  "prompt_tokens": N_PROMPT, "new_tokens": N_NEW, "same_tokens_as_hf": same,
+                  "median_seconds": med, "tokens_per_s": {k: N_NEW / v for k, v in med.items()},
+                  "median_step_ms": {k: 1e3 * statistics.median(v) for k, v in steps.items() if v},
+                  "weight_bytes_per_token": weights, "matvec_bandwidth": matvec, "stream_bandwidth": stream,
+                  "share_of_matvec_limit": weights / matvec / step, "share_of_stream_limit": weights / stream / step,
+                  "layer_ms": 1e3 * layer_s, "unembed_ms": 1e3 * head_s}
+        write_atomically(args.out, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ class ForwardCall:
     causal: bool  # with no mask: whether to apply the causal mask (False when one new token meets a cache)
     cache: KVCache | None  # keys/values of earlier calls; each block appends this call's
     active: Tensor  # [B, T] bool: tokens that still run the current layer (the others keep their residual)
+    all_active: bool = True  # every entry of ``active`` is True: blocks need not freeze anyone
     record_resid: bool = False  # store blocks.{l}.hook_resid_pre/mid/post in activations
     record_patterns: bool = False  # store blocks.{l}.attn.hook_pattern in activations
     sparsity: Sparsity = field(default_factory=Sparsity)  # layers/heads/neurons/activations switched off
@@ -245,6 +246,10 @@ class UnrolledModel:
         kept_from = input_ids.shape[1] - logits_to_keep if logits_to_keep else 0  # first position returned
         reused = _ReusedLogits()
         deepest = 0
+        # Below the shallowest exit asked for, every token runs unless a controller stops one: the per-layer
+        # comparisons (a few operator calls each, which a decoding step pays) wait until then.
+        everyone_runs_below = int(exit_layers.min())
+        changed = False  # whether a controller stopped someone since call.active was computed
         for layer in range(self.dims.n_layers):
             if layer in sparsity.skip_layers:  # the identity: no exit decision, no K/V, no cost
                 resid = self._skipped_layer(layer, resid, call, exit_layers > layer)
@@ -255,9 +260,13 @@ class UnrolledModel:
                 if bool(stop.any()):  # most decisions stop nobody, and then nothing changes (decoding pays per op)
                     exit_layers = torch.where(stop, torch.full_like(exit_layers, layer), exit_layers)
                     reused.take(controller, stop[:, kept_from:])
-            call.active = exit_layers > layer  # [B, T]
-            if not bool(call.active.any()):
-                break
+                    changed = True
+            if changed or layer >= everyone_runs_below:
+                call.active = exit_layers > layer  # [B, T]
+                call.all_active = bool(call.active.all())
+                if not call.all_active and not bool(call.active.any()):
+                    break
+                changed = False
             deepest = layer + 1
             if cache is not None:
                 cache.catch_up(self.arch, layer)  # tokens that exited below this layer before this call
@@ -338,7 +347,7 @@ class UnrolledModel:
         if call.record_mlp_hidden or call.record_linear_inputs:
             call.activations[f"blocks.{layer}.mlp.hook_post"] = hidden
         resid_post = resid_mid + arch.mlp_out(layer, hidden, project=project[3])  # [B, T, d_model]
-        if not bool(call.active.all()):
+        if not call.all_active:
             resid_post = torch.where(call.active[..., None], resid_post, resid_pre)  # exited tokens stay frozen
         if hooks:
             resid_post = _hook_running(hooks, layer, "hook_resid_post", resid_post, call.active)

@@ -37,7 +37,7 @@ from .timing import fit_step_time, median_seconds
 
 LOCAL = "local"
 # Bumped whenever run_micro_benchmark measures differently, so that a cached profile from before is re-measured.
-MEASUREMENT_METHOD = 2
+MEASUREMENT_METHOD = 3
 
 
 def device_names() -> list[str]:
@@ -175,14 +175,16 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasure
     calls the simulator charges for that step. Tight loops of tiny ``torch.add`` calls measured a third
     of that and left the simulator 20-30% optimistic on this machine.
 
-    Matrix-vector products run at four weight sizes (0.5 to 32 MiB, sizes no model in particular
-    uses), each over distinct matrices totalling >= ``stream_mib`` / 2 MiB, so that most come from
-    DRAM, not a cache; a least-squares line ``seconds = overhead + bytes / bandwidth`` through the four
-    gives the bandwidth a streaming kernel reaches and the fixed cost of one product (thread
-    fork/join). About 2 s on an idle 2-core machine.
+    Matrix-vector products, through the forward's own ``linear`` (split-K over the torch threads),
+    run at four weight sizes (0.5 to 32 MiB, sizes no model in particular uses), each over distinct
+    matrices totalling >= ``stream_mib`` / 2 MiB, so that most come from DRAM, not a cache; a
+    least-squares line ``seconds = overhead + bytes / bandwidth`` through the four gives the bandwidth
+    the forward's products reach and the fixed cost of one product (thread fork/join). About 2 s on
+    an idle 2-core machine.
     """
     import torch
-    import torch.nn.functional as F
+
+    from ..core.architectures.base import linear  # the forward's own product, split-K for one row included
 
     repeats = check_int("repeats", repeats, low=1)
     stream_mib = check_int("stream_mib", stream_mib, low=1)
@@ -199,7 +201,7 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasure
 
         def matvecs(weights=weights, x=x):
             for w in weights:
-                F.linear(x, w.t())  # [1, 1, in] @ [in, out] -> [1, 1, out], the forward's layout
+                linear(x, w)  # [1, 1, in] @ [in, out] -> [1, 1, out], as the forward multiplies
 
         sizes.append(nbytes)
         seconds.append(median_seconds(matvecs, repeats) / count)

@@ -35,9 +35,9 @@ class GPT2(Architecture):
     n_norm_vectors = 2  # LayerNorm: scale and shift
     norm_centres = True  # LayerNorm subtracts the mean
     eager_dispatches = MappingProxyType({  # torch.profiler's count per operation of one decoding step
-        "attn_norm": 1, "q_proj": 3, "k_proj": 0, "v_proj": 0, "attention": 16, "o_proj": 3, "mlp_norm": 1,
-        "mlp_up": 3, "mlp_down": 10, "final_norm": 1, "lm_head": 2, "step": 45, "lens_check": 3, "probe_check": 2,
-        "kv_propagation": 10})
+        "attn_norm": 1, "q_proj": 7, "k_proj": 0, "v_proj": 0, "attention": 10, "o_proj": 7, "mlp_norm": 1,
+        "mlp_up": 6, "mlp_down": 15, "final_norm": 1, "lm_head": 5, "step": 64, "lens_check": 6, "probe_check": 2,
+        "kv_propagation": 13})
     hf_layers = "transformer.h"
     hf_config_keys = MappingProxyType({"n_layers": "n_layer", "d_mlp": "n_inner"})
     head_pruning = ("it needs a Llama-family model (HF's GPT-2 derives the head width from n_embd / n_head); "

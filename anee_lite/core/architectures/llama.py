@@ -13,9 +13,8 @@ from .base import Architecture, LayerWeights, ModelDims, keep_blocks, register
 
 def rms_norm(x: Tensor, w: Tensor, eps: float) -> Tensor:
     """Scale each position to unit root-mean-square (no mean subtraction), in float32 like HF."""
-    x32 = x.float()  # [B, T, d]
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)  # [B, T, d] / [B, T, 1]
-    return w * x32.to(x.dtype)
+    normed = F.rms_norm(x.float(), x.shape[-1:], eps=eps)  # [B, T, d]: x / sqrt(mean(x^2) + eps), one call
+    return w * normed.to(x.dtype)  # HF's order: cast back, then scale
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -49,8 +48,8 @@ class Llama(Architecture):
     n_norm_vectors = 1  # RMSNorm: a scale only
     norm_centres = False  # RMSNorm keeps the mean
     eager_dispatches = MappingProxyType({  # torch.profiler's count per operation of one decoding step
-        "attn_norm": 7, "q_proj": 2, "k_proj": 2, "v_proj": 2, "attention": 26, "o_proj": 3, "mlp_norm": 7,
-        "mlp_gate": 2, "mlp_up": 2, "mlp_down": 5, "final_norm": 8, "lm_head": 2, "step": 54, "lens_check": 10,
+        "attn_norm": 4, "q_proj": 6, "k_proj": 0, "v_proj": 0, "attention": 16, "o_proj": 6, "mlp_norm": 4,
+        "mlp_gate": 5, "mlp_up": 3, "mlp_down": 6, "final_norm": 4, "lm_head": 5, "step": 73, "lens_check": 9,
         "probe_check": 2, "kv_propagation": 22})
     hf_layers = "model.layers"
     hf_config_keys = MappingProxyType({"n_layers": "num_hidden_layers", "d_mlp": "intermediate_size",
