@@ -41,6 +41,10 @@ class DeviceProfile:
     idle_watts: float  # static power paid for every second a step takes, W
     compute_efficiency: float = 0.7  # share of peak FLOP/s that real matrix kernels reach
     bandwidth_efficiency: float = 0.8  # share of peak bandwidth that streaming kernels reach
+    # (rows, share) pairs: the share of the achievable FLOP/s a product over that many rows reaches (a CPU's
+    # BLAS runs a short prompt's [rows, in] @ [in, out] well below its large-product rate); interpolated in
+    # log(rows), held at the ends. Empty: every product reaches the achievable rate.
+    rows_efficiency: tuple = ()
     measured: bool = False  # True when the numbers come from a micro-benchmark on this machine
     validated: bool = False  # True when predicted decode times were checked against measured ones
     sources: dict = field(default_factory=dict)  # field name -> where its number comes from
@@ -64,6 +68,7 @@ class DeviceProfile:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise ValueError(f"{self.name}.{name} must be in (0, 1], got {value!r}")
+        object.__setattr__(self, "rows_efficiency", _check_rows_efficiency(self.name, self.rows_efficiency))
         for name in ("peak_flops", "joules_per_flop"):
             table = getattr(self, name)
             if not isinstance(table, dict) or set(table) != set(COMPUTE_DTYPES):
@@ -75,6 +80,19 @@ class DeviceProfile:
         """Achievable FLOP/s for weights of ``dtype`` (peak x compute_efficiency)."""
         return self.peak_flops[COMPUTE_DTYPE[check_dtype(dtype)]] * self.compute_efficiency
 
+    def rows_share(self, rows: int) -> float:
+        """The share of :meth:`flops_per_second` a matrix product over ``rows`` positions reaches (1 without a table)."""
+        table = self.rows_efficiency
+        if not table or rows <= 0:
+            return 1.0
+        if rows <= table[0][0]:
+            return table[0][1]
+        for (r0, s0), (r1, s1) in zip(table, table[1:]):
+            if rows <= r1:
+                t = math.log(rows / r0) / math.log(r1 / r0)
+                return s0 + t * (s1 - s0)
+        return table[-1][1]
+
     def bytes_per_second(self) -> float:
         """Achievable memory bandwidth (peak x bandwidth_efficiency)."""
         return self.memory_bandwidth * self.bandwidth_efficiency
@@ -82,6 +100,20 @@ class DeviceProfile:
     def as_dict(self) -> dict:
         """Plain JSON-ready fields (what :func:`profile_from_dict` reads back)."""
         return asdict(self)
+
+
+def _check_rows_efficiency(device: str, table) -> tuple:
+    """(rows, share) pairs with rows increasing integers >= 1 and shares in (0, 1], as a tuple of tuples."""
+    try:
+        pairs = tuple((r, s) for r, s in table)
+    except (TypeError, ValueError):
+        raise ValueError(f"{device}.rows_efficiency must be (rows, share) pairs, got {table!r}") from None
+    for i, (r, s) in enumerate(pairs):
+        if isinstance(r, bool) or not isinstance(r, int) or r < 1 or (i and r <= pairs[i - 1][0]):
+            raise ValueError(f"{device}.rows_efficiency rows must be increasing integers >= 1, got {table!r}")
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 1:
+            raise ValueError(f"{device}.rows_efficiency shares must be in (0, 1], got {table!r}")
+    return pairs
 
 
 def _check_positive(name: str, value, allow_zero: bool = False) -> None:

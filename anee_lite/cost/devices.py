@@ -37,7 +37,8 @@ from .timing import fit_step_time, median_seconds
 
 LOCAL = "local"
 # Bumped whenever run_micro_benchmark measures differently, so that a cached profile from before is re-measured.
-MEASUREMENT_METHOD = 3
+MEASUREMENT_METHOD = 4
+MATMUL_ROWS = (16, 64, 256, 512)  # row counts of the matrix-matrix micro-benchmark (1 is the matrix-vector one)
 
 
 def device_names() -> list[str]:
@@ -163,8 +164,9 @@ class LocalMeasurements:
     stream_bandwidth: float  # bytes/s reading a 128 MiB fp32 tensor (torch.sum)
     matvec_bandwidth: float  # bytes/s of weight streaming in [1, in] @ [in, out] (slope of the fit)
     matvec_overhead_s: float  # fixed seconds per matrix-vector product (intercept of the fit)
-    matmul_flops: float  # FLOP/s of [512, 1024] @ [1024, 1024] fp32 products over distinct weights
+    matmul_flops: float  # FLOP/s of the fastest [rows, 1024] @ [1024, 1024] fp32 products over distinct weights
     op_overhead_s: float  # seconds per framework operator call on the library's own decoding path
+    matmul_rows: tuple = ()  # (rows, FLOP/s) for each row count measured (MATMUL_ROWS)
 
 
 def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasurements:
@@ -211,20 +213,24 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasure
         slope, intercept = seconds[-1] / sizes[-1], 0.0
 
     # Distinct weights, as a forward streams each layer's own: one matrix reused stays in the cache and ran
-    # ~20% faster than a prefill's products on this machine.
-    a = torch.full((512, 1024), 0.5)  # [rows, in]
+    # ~20% faster than a prefill's products on this machine. The rate depends on the rows multiplied at once
+    # (here ~50 GFLOP/s at 16 rows, ~110 at 64, ~150 at 256 and more), so a prompt's length sets its products' speed.
     weights = [torch.full((1024, 1024), 0.5) for _ in range(max(2, stream_mib * MiB // 2 // (1024 * 1024 * 4)))]
+    matmul_rows = []
+    for rows in MATMUL_ROWS:
+        a = torch.full((rows, 1024), 0.5)  # [rows, in]
 
-    def matmuls(a=a, weights=weights):
-        for w in weights:
-            a @ w  # [512, 1024] @ [1024, 1024]
+        def matmuls(a=a, weights=weights):
+            for w in weights:
+                linear(a, w)  # [rows, 1024] @ [1024, 1024], as the forward multiplies
 
-    matmul = 2 * 512 * 1024 * 1024 * len(weights) / median_seconds(matmuls, repeats)
+        matmul_rows.append((rows, 2 * rows * 1024 * 1024 * len(weights) / median_seconds(matmuls, repeats)))
     del weights
 
     op = _decode_dispatch_seconds(repeats)
     return LocalMeasurements(stream_bandwidth=stream, matvec_bandwidth=1 / slope,
-                             matvec_overhead_s=max(intercept, 0.0), matmul_flops=matmul, op_overhead_s=op)
+                             matvec_overhead_s=max(intercept, 0.0), matmul_flops=max(f for _, f in matmul_rows),
+                             op_overhead_s=op, matmul_rows=tuple(matmul_rows))
 
 
 def _decode_dispatch_seconds(repeats: int, n_layers: int = 8) -> float:
@@ -270,10 +276,12 @@ def profile_from_measurements(m: LocalMeasurements) -> DeviceProfile:
         op_overhead_s=m.op_overhead_s, matmul_overhead_s=m.matvec_overhead_s,
         joules_per_flop=dict(HOROWITZ_45NM_J_PER_FLOP), joules_per_byte=ENERGY_PER_BYTE_J, idle_watts=10,
         compute_efficiency=1.0, bandwidth_efficiency=m.matvec_bandwidth / bandwidth,
+        rows_efficiency=tuple((rows, flops / m.matmul_flops) for rows, flops in m.matmul_rows),
         measured=True, validated=True,
         sources={
-            "peak_flops": "measured: [512, 1024] @ [1024, 1024] fp32 matmuls over distinct weights (fp16/int8 assumed "
-                          "equal)",
+            "peak_flops": "measured: the fastest of [rows, 1024] @ [1024, 1024] fp32 matmuls over distinct weights "
+                          "(fp16/int8 assumed equal)",
+            "rows_efficiency": "measured: each row count's rate over the fastest",
             "memory_bandwidth": "measured: max of torch.sum over 128 MiB and the matrix-vector fit's slope",
             "bandwidth_efficiency": "measured: matrix-vector bandwidth / memory_bandwidth",
             "op_overhead_s": "measured: a cached decoding step of a tiny random Llama through the library, "

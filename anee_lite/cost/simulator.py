@@ -60,6 +60,7 @@ class Op:
     bytes: float  # bytes to/from DRAM: weights streamed, K/V read
     dispatches: int = 0  # framework operator calls it takes (eager PyTorch)
     products: int = 0  # matrix-product kernels it launches
+    rows: int = 0  # positions a matrix product multiplies at once (0: not a product over positions)
 
     @property
     def intensity(self) -> float:
@@ -148,7 +149,7 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
     def matmul(name, d_in, d_out, n_rows, products=1):
         params = d_in * d_out
         return Op(name, "matmul", 2 * n_rows * params * weight_fraction, params * w_bytes, disp[name.split(".")[-1]],
-                  products)
+                  products, n_rows)
 
     def norm(name, n_rows, key):
         return Op(name, "norm", 2 * n_rows * norm_macs(dims), n_norm * small_bytes, disp[key])
@@ -201,7 +202,7 @@ def _bound(compute: float, memory: float, overhead: float) -> str:
 
 def time_op(op: Op, profile: DeviceProfile, dtype: str = "fp32") -> OpTiming:
     """One operation's roofline time and energy on ``profile`` with weights of ``dtype``."""
-    compute = op.flops / profile.flops_per_second(dtype)
+    compute = op.flops / (profile.flops_per_second(dtype) * profile.rows_share(op.rows))
     memory = op.bytes / profile.bytes_per_second()
     overhead = op.dispatches * profile.op_overhead_s + op.products * profile.matmul_overhead_s
     seconds = max(compute, memory) + overhead

@@ -68,6 +68,11 @@ def test_profile_from_yaml(tmp_path):
     ({"joules_per_flop": {"fp32": 1e-12, "fp16": -1, "int8": 1e-13}}, "joules_per_flop"),
     ({"op_overhead_s": float("nan")}, "op_overhead_s"),
     ({"idle_watts": True}, "idle_watts"),
+    ({"rows_efficiency": [[64, 0.5], [16, 0.2]]}, "rows_efficiency rows must be increasing"),
+    ({"rows_efficiency": [[0, 0.5]]}, "rows_efficiency rows must be increasing integers >= 1"),
+    ({"rows_efficiency": [[16, 1.5]]}, r"rows_efficiency shares must be in \(0, 1\]"),
+    ({"rows_efficiency": [[16.0, 0.5]]}, "rows_efficiency rows"),
+    ({"rows_efficiency": [16, 0.5]}, r"rows_efficiency must be \(rows, share\) pairs"),
 ])
 def test_bad_profile_fields_are_refused(change, match):
     with pytest.raises(ValueError, match=match):
@@ -96,6 +101,23 @@ def test_unknown_device_lists_the_known_ones():
 
 FAKE = LocalMeasurements(stream_bandwidth=10e9, matvec_bandwidth=8e9, matvec_overhead_s=20e-6, matmul_flops=50e9,
                          op_overhead_s=2e-6)
+
+
+def test_a_products_share_of_the_peak_follows_its_rows_between_the_measured_ones():
+    p = profile_from_dict(PROFILES["t4"].as_dict() | {"rows_efficiency": [[16, 0.25], [64, 0.75], [256, 1.0]]})
+    assert p.rows_share(0) == 1.0  # not a product over positions
+    assert p.rows_share(1) == p.rows_share(16) == 0.25  # held below the smallest measured
+    assert p.rows_share(32) == pytest.approx(0.5)  # halfway in log(rows) between 16 and 64
+    assert p.rows_share(128) == pytest.approx(0.875)
+    assert p.rows_share(4096) == 1.0  # held above the largest
+    assert PROFILES["t4"].rows_share(8) == 1.0  # no table: the achievable rate for every product
+    assert profile_from_dict(json.loads(json.dumps(p.as_dict()))) == p  # JSON keeps the table
+
+
+def test_the_local_profile_keeps_the_measured_rate_per_row_count():
+    rows = LocalMeasurements(**(vars(FAKE) | {"matmul_flops": 80e9, "matmul_rows": ((16, 20e9), (256, 80e9))}))
+    p = profile_from_measurements(rows)
+    assert p.peak_flops["fp32"] == 80e9 and p.rows_efficiency == ((16, 0.25), (256, 1.0))
 
 
 def test_local_profile_is_measured_once_then_cached(tmp_path, monkeypatch):

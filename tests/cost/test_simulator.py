@@ -318,3 +318,19 @@ def test_decode_context_is_one_rule_for_the_library_and_the_cli():
     assert decode_context(SHORT) == SHORT.n_ctx == 64 and decode_context(SHORT, 7) == 7
     with pytest.raises(ValueError, match=r"context must be in \[1, 64\], got 65"):
         decode_context(SHORT, 65)
+
+
+def test_a_short_prompts_products_run_at_their_measured_share_of_the_peak():
+    """A product over 16 rows at a measured share of 0.25 takes 4x the compute time; decode stays memory-bound."""
+    from dataclasses import replace
+
+    slow_rows = replace(TOY, rows_efficiency=((16, 0.25), (256, 1.0)))
+    product = Op("p", "matmul", flops=2e9, bytes=1e3, dispatches=0, products=0, rows=16)
+    assert time_op(product, slow_rows).compute_seconds == pytest.approx(8.0)  # 2e9 / (1e9 * 0.25)
+    assert time_op(product, TOY).compute_seconds == pytest.approx(2.0)
+    big = replace(product, rows=1024)
+    assert time_op(big, slow_rows).compute_seconds == pytest.approx(2.0)
+    prefill = [o for o in pass_ops(SMOLLM2, layers_run=2, context_len=64, tokens=64) if o.kind == "matmul"]
+    assert {o.rows for o in prefill} == {64}
+    assert simulate_prefill(SMOLLM2, slow_rows, prompt_tokens=64).seconds > simulate_prefill(
+        SMOLLM2, TOY, prompt_tokens=64).seconds

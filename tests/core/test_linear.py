@@ -1,0 +1,64 @@
+"""The forward's matrix product: split-K for one row on the CPU, F.linear otherwise; both equal x @ W + b."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anee_lite.core.architectures.base import linear
+
+
+@pytest.fixture
+def threads():
+    """Set torch's thread count for one test, then put it back."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@settings(max_examples=40, deadline=None)
+@given(d_in=st.integers(1, 70), d_out=st.integers(1, 40), rows=st.sampled_from([(1,), (1, 1), (1, 1, 1), (2, 3), (1, 4)]),
+       bias=st.booleans(), n_threads=st.integers(1, 4), sliced=st.booleans())
+def test_linear_is_x_times_w_plus_b_for_any_shape_and_thread_count(d_in, d_out, rows, bias, n_threads, sliced):
+    gen = torch.Generator().manual_seed(d_in * 100 + d_out)
+    full = torch.randn(d_in, d_out + 3, generator=gen)
+    w = full[:, 1:1 + d_out] if sliced else full[:, :d_out].contiguous()  # a column block, as project_columns passes
+    b = torch.randn(d_out, generator=gen) if bias else None
+    x = torch.randn(*rows, d_in, generator=gen)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(n_threads)
+        got = linear(x, w, b)
+    finally:
+        torch.set_num_threads(before)
+    want = x.double() @ w.double() + (0 if b is None else b.double())
+    assert got.shape == (*rows, d_out) and got.dtype == x.dtype
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_one_row_is_split_into_one_block_of_rows_per_thread(threads):
+    """The split path really runs (a bmm over one block per thread) and agrees with F.linear."""
+    from torch.profiler import ProfilerActivity, profile
+
+    threads(2)
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(1, 1, 64, generator=gen), torch.randn(64, 48, generator=gen)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        got = linear(x, w)
+    bmm = [e for e in prof.events() if e.name == "aten::bmm"]
+    assert len(bmm) == 1
+    torch.testing.assert_close(got, F.linear(x, w.t()), rtol=1e-5, atol=1e-5)  # another summation order
+    threads(1)  # one thread: nothing to split
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        linear(x, w)
+    assert not [e for e in prof.events() if e.name == "aten::bmm"]
+
+
+def test_half_precision_and_several_rows_keep_the_plain_product(threads):
+    threads(2)
+    w = torch.randn(64, 32)
+    for x, weight in ((torch.randn(1, 1, 64, dtype=torch.bfloat16), w.bfloat16()), (torch.randn(3, 64), w)):
+        assert torch.equal(linear(x, weight), F.linear(x, weight.t()))  # no partial sums rounded twice
