@@ -156,7 +156,12 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     print(format_result(result))
-    data = {k: finite_or_none(v) if isinstance(v, float) else v for k, v in result.as_dict().items()}
+    def finite(value):  # JSON has no inf: a threshold of "never exit" is written as null
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        return finite_or_none(value) if isinstance(value, float) else value
+
+    data = finite(result.as_dict())
     write_json(parser, args.json, {"model": args.model, "text": args.text, **data})
 
 

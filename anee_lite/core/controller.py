@@ -15,6 +15,10 @@ probes or thresholds; it calls these four methods, in this order, once per call:
    ``exit_logits``: [B, T, d_model] final residuals and their [B, T] exit layers -> the residuals
    to unembed (identity, or a tuned lens's translator).
 
+A controller may also say ``stops_nobody = True`` (an attribute or property; absent means False): it
+would stop no token in this call (e.g. calibrated to "never exit"), so the forward skips step 2 and 3
+and pays nothing for decisions; ``reset`` and ``readout`` are still called.
+
 :class:`anee_lite.adaptive.ExitController` implements it for every controller in the library. A controller
 that reads a model's weights says which in a ``model`` attribute (ExitController: its lens's model);
 the forward refuses one built for another model. A

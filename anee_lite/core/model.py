@@ -243,6 +243,7 @@ class UnrolledModel:
         resid = self.arch.embed(input_ids, positions)  # [B, T] -> [B, T, d_model]
         if controller is not None:
             controller.reset(positions)  # a stateful controller starts each call afresh
+        deciding = controller is not None and not getattr(controller, "stops_nobody", False)
         kept_from = input_ids.shape[1] - logits_to_keep if logits_to_keep else 0  # first position returned
         reused = _ReusedLogits()
         deepest = 0
@@ -254,7 +255,7 @@ class UnrolledModel:
             if layer in sparsity.skip_layers:  # the identity: no exit decision, no K/V, no cost
                 resid = self._skipped_layer(layer, resid, call, exit_layers > layer)
                 continue
-            if controller is not None and layer > 0:
+            if deciding and layer > 0:
                 stop = check_controller_stop(controller(layer, resid, call.active), call.active, layer)  # [B, T]
                 stop = stop & call.active
                 if bool(stop.any()):  # most decisions stop nobody, and then nothing changes (decoding pays per op)

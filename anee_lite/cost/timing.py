@@ -7,6 +7,7 @@ import time
 
 import torch
 
+from ..core.architectures.base import linear
 from ..core.model import ForwardCall
 from ..core.validation import check_int
 from ..decoding import greedy_generate
@@ -118,7 +119,7 @@ def matmul_flops_and_bytes(n_rows: int, d_in: int, d_out: int) -> tuple[int, int
 
 @torch.no_grad()
 def matmul_seconds(n_rows: int, weight: torch.Tensor, repeats: int = 20) -> float:
-    """Median seconds of ``x [n_rows, d_in] @ weight [d_in, d_out]`` for a random ``x``.
+    """Median seconds of ``x [n_rows, d_in] @ weight [d_in, d_out]`` for a random ``x``, as the forward multiplies.
 
     At ``n_rows=1`` (one decoding token) every weight is used once; with more rows the same weights
     serve many tokens, so the FLOPs grow with ``n_rows`` while the bytes barely do.
@@ -126,4 +127,4 @@ def matmul_seconds(n_rows: int, weight: torch.Tensor, repeats: int = 20) -> floa
     n_rows = check_int("n_rows", n_rows, low=1)
     repeats = check_int("repeats", repeats, low=1)
     x = torch.randn(n_rows, weight.shape[0], dtype=weight.dtype, device=weight.device)  # [n_rows, d_in]
-    return median_seconds(lambda: x @ weight, repeats)
+    return median_seconds(lambda: linear(x, weight), repeats)  # one row: split-K over the cores

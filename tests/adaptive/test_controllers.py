@@ -211,6 +211,32 @@ def test_extreme_thresholds(tiny, probe_for_tiny, name):
     assert exits[0, 1:].max() == first and exits[0, 0] == N_LAYERS  # the first token is the attention sink
 
 
+@pytest.mark.parametrize("name", CONTROLLER_NAMES)
+def test_a_controller_calibrated_to_never_exit_is_switched_off(tiny, probe_for_tiny, name, monkeypatch):
+    """Its "never" candidate makes no decision at all: no score is computed, no check is charged, the output
+    is the full model's, even with CALM's decay (which would otherwise clamp the threshold to 1)."""
+    c = controller_for(name, tiny, probe_for_tiny)
+    scores = torch.linspace(0, 1, 40).reshape(N_LAYERS - 1, 8)  # replayed scores: only their range matters
+    c.threshold = c.candidate_thresholds(scores)[-1]  # the safest candidate: never exit
+    assert c.stops_nobody and c.charges(N_LAYERS)["lens_checks"] == c.charges(N_LAYERS)["probe_checks"] == 0
+
+    def no_score(*args):
+        raise AssertionError("a switched-off controller computed a score")
+
+    monkeypatch.setattr(c, "score", no_score)
+    ids = torch.randint(2, 50, (2, 9), generator=torch.Generator().manual_seed(4))
+    out = tiny.forward(ids, controller=c)
+    assert (out.stats.exit_layers == N_LAYERS).all() and (c.checks == 0).all()
+    torch.testing.assert_close(out.logits, tiny.forward(ids).logits)
+    if c.decays and c.higher_exits:  # the decay keeps "never" never, for a number and for per-row thresholds
+        positions = torch.arange(9)[None]
+        assert math.isinf(c.threshold_at(math.inf, positions, torch.zeros(1, 9)))
+        rows = c.threshold_at(torch.tensor([[math.inf], [0.5]]), positions, torch.zeros(2, 9))
+        assert torch.isinf(rows[0]).all() and (rows[1] <= 1).all()
+    c.threshold = 0.5 if c.higher_exits else 3.0  # any finite rule decides again
+    assert not c.stops_nobody
+
+
 def test_tuned_lens_readout_is_used_for_exited_tokens(tiny):
     torch.manual_seed(2)
     d = tiny.dims.d_model

@@ -106,6 +106,8 @@ class CandidateConfidenceExit(ExitController):
         if self.extra_lens_checks is None:
             self.extra_lens_checks = torch.zeros_like(self.checks)
         self._logits = None
+        if self.stops_nobody:
+            return self.no_stop(active)
         stop = torch.zeros(active.shape, dtype=torch.bool, device=active.device)
         if layer in self.exit_layers_allowed:
             screen = self.score(layer, resid)  # [B, T]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import LensController, register
@@ -29,4 +31,4 @@ class PatienceExit(LensController):
         return self.streak
 
     def candidate_thresholds(self, scores, n_quantiles=48):
-        return [float(k) for k in range(len(self.exit_layers_allowed) + 1)]
+        return [float(k) for k in range(len(self.exit_layers_allowed))] + [math.inf]  # the last: never exit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import ExitController, register
@@ -24,4 +26,4 @@ class StaticExit(ExitController):
         return torch.full(resid.shape[:2], float(layer), device=resid.device)  # [B, T]
 
     def candidate_thresholds(self, scores, n_quantiles=48):
-        return [float(l) for l in self.exit_layers_allowed] + [float(self.n_layers)]
+        return [float(l) for l in self.exit_layers_allowed] + [math.inf]  # the last: never exit
