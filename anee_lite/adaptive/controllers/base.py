@@ -114,7 +114,7 @@ class ExitController:
         n_layers = lens.model.dims.n_layers
         self.lens = lens
         self.n_layers = n_layers
-        # Any real number is a rule (one beyond every score means "never exit"); strings and NaN are not.
+        # Any real number is a rule (+-inf, beyond every score, means "never exit"); strings and NaN are not.
         self.threshold = check_fraction("threshold", self.default_threshold_for(n_layers) if threshold is None
                                         else threshold, low=-math.inf, high=math.inf)
         self.exit_layers_allowed = allowed_exit_layers(exit_layers_allowed, n_layers)
