@@ -65,11 +65,19 @@ class ExitProbe:
         into the dot product instead of building the features: a decoding step makes this call at every
         allowed layer, and each tensor operation it saves is time the exit must win back.
         """
-        w = self.weights[layer].to(resid.dtype)  # [d + 1]
-        d = resid.shape[-1]
+        w_resid, w_cos, b = self._parts(layer, resid.dtype)  # [d], [], []
         scale = torch.rsqrt(resid.pow(2).mean(-1) + 1e-6)  # [...]: 1 / RMS, as in probe_features
         cos = F.cosine_similarity(resid, prev, dim=-1)  # [...]
-        return torch.sigmoid((resid @ w[:d]) * scale + cos * w[d] + self.biases[layer].to(resid.dtype))
+        return torch.sigmoid(torch.addcmul(cos * w_cos + b, resid @ w_resid, scale))  # [...]
+
+    def _parts(self, layer: int, dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """The residual's weights [d], the cosine's weight and the bias at ``dtype``, cut once and kept."""
+        cache = self.__dict__.setdefault("_cut", {})
+        key = (layer, dtype)
+        if key not in cache:
+            w = self.weights[layer].to(dtype)  # [d + 1]
+            cache[key] = (w[:-1], w[-1], self.biases[layer].to(dtype))
+        return cache[key]
 
     def save(self, path: str | Path, model_name: str = "") -> None:
         """Write the probe to a safetensors file, atomically and with a checksum

@@ -17,7 +17,10 @@ probes or thresholds; it calls these four methods, in this order, once per call:
 
 A controller may also say ``stops_nobody = True`` (an attribute or property; absent means False): it
 would stop no token in this call (e.g. calibrated to "never exit"), so the forward skips step 2 and 3
-and pays nothing for decisions; ``reset`` and ``readout`` are still called.
+and pays nothing for decisions; ``reset`` and ``readout`` are still called. And it may define
+``may_stop_at(layer) -> bool``: False promises that the call before ``layer`` stops nobody (a layer
+where it makes no check), so the forward still calls it (it may remember the residual) but does not
+read the answer.
 
 :class:`anee_lite.adaptive.ExitController` implements it for every controller in the library. A controller
 that reads a model's weights says which in a ``model`` attribute (ExitController: its lens's model);

@@ -244,6 +244,7 @@ class UnrolledModel:
         if controller is not None:
             controller.reset(positions)  # a stateful controller starts each call afresh
         deciding = controller is not None and not getattr(controller, "stops_nobody", False)
+        may_stop_at = getattr(controller, "may_stop_at", None) or (lambda layer: True)
         kept_from = input_ids.shape[1] - logits_to_keep if logits_to_keep else 0  # first position returned
         reused = _ReusedLogits()
         deepest = 0
@@ -257,11 +258,14 @@ class UnrolledModel:
                 continue
             if deciding and layer > 0:
                 stop = check_controller_stop(controller(layer, resid, call.active), call.active, layer)  # [B, T]
-                stop = stop & call.active
-                if bool(stop.any()):  # most decisions stop nobody, and then nothing changes (decoding pays per op)
-                    exit_layers = torch.where(stop, torch.full_like(exit_layers, layer), exit_layers)
-                    reused.take(controller, stop[:, kept_from:])
-                    changed = True
+                # Most decisions stop nobody, and then nothing changes (a decoding step pays per operator call);
+                # a controller that says it cannot stop anyone before this layer is not even read.
+                if may_stop_at(layer) and bool(stop.any()):
+                    stop = stop & call.active  # True for a token that already stopped means nothing
+                    if bool(stop.any()):
+                        exit_layers = torch.where(stop, torch.full_like(exit_layers, layer), exit_layers)
+                        reused.take(controller, stop[:, kept_from:])
+                        changed = True
             if changed or layer >= everyone_runs_below:
                 call.active = exit_layers > layer  # [B, T]
                 call.all_active = bool(call.active.all())

@@ -286,7 +286,7 @@ def check_controller_stop(stop, active: Tensor, layer: int) -> Tensor:
     if stop.shape != active.shape:
         raise ValueError(f"controller must return a bool tensor of shape {list(active.shape)} ([B, T]) before "
                          f"layer {layer}, got shape {list(stop.shape)} (it would be broadcast)")
-    return stop.to(active.device)
+    return stop if stop.device == active.device else stop.to(active.device)
 
 
 _controllers_in_use: set[int] = set()

@@ -423,3 +423,47 @@ def test_a_lens_that_is_not_a_lens_is_refused(tiny):
         make_controller("confidence", "logit", 0.5)
     with pytest.raises(TypeError, match="got UnrolledModel"):
         make_controller("confidence", tiny, 0.5)
+
+
+def test_the_forward_reads_a_decision_only_where_the_controller_may_stop(tiny):
+    """``may_stop_at(layer)`` False: the answer before that layer is not read (every call still happens)."""
+    calls = []
+
+    class StopsEverywhereButSaysLayer3:  # the controller protocol, plus may_stop_at
+        def reset(self, positions):
+            pass
+
+        def __call__(self, layer, resid, active):
+            calls.append(layer)
+            return torch.ones_like(active)  # "stop" at every layer
+
+        def exit_logits(self):
+            return None
+
+        def readout(self, resid, exit_layers):
+            return resid
+
+        def may_stop_at(self, layer):
+            return layer == 3
+
+    ids = torch.randint(2, 50, (2, 5), generator=torch.Generator().manual_seed(5))
+    exits = tiny.forward(ids, controller=StopsEverywhereButSaysLayer3()).stats.exit_layers
+    assert (exits == 3).all() and calls == [1, 2, 3]
+
+
+@pytest.mark.parametrize("name", ["learned", "saturation", "confidence", "static"])
+def test_the_decoding_fast_path_decides_as_decide_does(tiny, probe_for_tiny, name):
+    """__call__'s shortcut (sink mask once per call) stops exactly the tokens decide() stops."""
+    c = controller_for(name, tiny, probe_for_tiny, threshold=0.3 if name != "static" else 3)
+    ids = torch.randint(2, 50, (2, 8), generator=torch.Generator().manual_seed(6))
+    positions = torch.arange(8).expand(2, 8)
+    c.reset(positions)
+    out = tiny.forward(ids, return_resid=True)
+    for layer in c.exit_layers_allowed:
+        resid = out.activations[f"blocks.{layer - 1}.hook_resid_post"]
+        c.reset(positions)
+        c.observe(layer - 1, out.activations[f"blocks.{layer - 2}.hook_resid_post"] if layer > 1 else resid)
+        fast = c(layer, resid, torch.ones(2, 8, dtype=torch.bool))
+        c.reset(positions)
+        c.observe(layer - 1, out.activations[f"blocks.{layer - 2}.hook_resid_post"] if layer > 1 else resid)
+        assert torch.equal(fast, c.decide(c.score(layer, resid), positions=positions)), layer

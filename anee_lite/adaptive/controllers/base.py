@@ -128,6 +128,7 @@ class ExitController:
         self.sink_tokens = check_int("sink_tokens", self.default_sink_tokens if sink_tokens is None else sink_tokens,
                                      low=0)
         self.positions: Tensor | None = None
+        self._may_stop: Tensor | None = None  # [B, T] past the sink tokens in the current call (None: all are)
         self.checks: Tensor | None = None  # [B, T] checks made for each token in the current call
         self._logits: Tensor | None = None  # [B, T, d_vocab] the last check's lens logits
         self.clear_state()  # so a controller called without reset() still has its per-call state
@@ -146,6 +147,10 @@ class ExitController:
     def reset(self, positions: Tensor | None = None) -> None:
         """Start a new forward call: clear per-call state; ``positions`` [B, T] feed the decay."""
         self.positions = positions
+        # [B, T] past the sink tokens, once per call; None when every token is (a decoding step after the first)
+        self._may_stop = None if positions is None else self.past_sink(positions, positions)
+        if self._may_stop is not None and bool(self._may_stop.all()):
+            self._may_stop = None
         self.checks = None if positions is None else torch.zeros(positions.shape, dtype=torch.long,
                                                                  device=positions.device)
         self._logits = None
@@ -166,8 +171,14 @@ class ExitController:
         if self.stops_nobody:
             return self.no_stop(active)
         if layer in self.exit_layers_allowed:
-            stop = self.decide(self.score(layer, resid), positions=self.positions) & active  # [B, T]
-            self.checks += active.long()
+            score = self.score(layer, resid)  # [B, T]
+            if self.decay_tau is None and self.positions is not None:  # the same rule as decide(), fewer calls
+                stop = self.passes(score, self.threshold) & active
+                if self._may_stop is not None:
+                    stop = stop & self._may_stop
+            else:
+                stop = self.decide(score, positions=self.positions) & active  # [B, T]
+            self.checks += active  # bool into long: one call
         else:
             stop = self.no_stop(active)
         self.observe(layer, resid)
@@ -203,8 +214,15 @@ class ExitController:
     def decide(self, score: Tensor, threshold: float | None = None, positions: Tensor | None = None) -> Tensor:
         """[B, T] scores -> bool stops under ``threshold`` (default: this controller's) at ``positions`` [B, T]."""
         thr = self.threshold_at(self.threshold if threshold is None else threshold, positions, score)
-        stop = score >= thr if self.higher_exits else score <= thr
-        return stop & self.past_sink(positions, stop)
+        return self.passes(score, thr) & self.past_sink(positions, score)
+
+    def passes(self, score: Tensor, threshold) -> Tensor:
+        """[B, T] scores -> where they reach ``threshold`` (a number or a broadcastable tensor)."""
+        return score >= threshold if self.higher_exits else score <= threshold
+
+    def may_stop_at(self, layer: int) -> bool:
+        """Whether the decision before ``layer`` can stop anyone (the forward skips reading it otherwise)."""
+        return layer in self.exit_layers_allowed and not self.stops_nobody
 
     def past_sink(self, positions: Tensor | None, like: Tensor):
         """[B, T] True where a token may stop: its position is past the ``sink_tokens`` first ones."""

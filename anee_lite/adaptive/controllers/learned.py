@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from ..probe import ExitProbe
 from .base import ExitController, RemembersPrevious, register
 
@@ -36,4 +38,6 @@ class LearnedExit(RemembersPrevious, ExitController):
 
     def score(self, layer, resid):
         prev = resid if self.prev is None else self.prev
-        return self.probe.prob(layer, resid.float(), prev.float())  # [B, T]
+        if resid.dtype != torch.float32:  # the probe's arithmetic in float32 (a cast of a float32 tensor still costs a call)
+            resid, prev = resid.float(), prev.float()
+        return self.probe.prob(layer, resid, prev)  # [B, T]
