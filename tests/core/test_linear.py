@@ -51,6 +51,11 @@ def test_one_row_is_split_into_one_block_of_rows_per_thread(threads):
     bmm = [e for e in prof.events() if e.name == "aten::bmm"]
     assert len(bmm) == 1
     torch.testing.assert_close(got, F.linear(x, w.t()), rtol=1e-5, atol=1e-5)  # another summation order
+    x_odd, w_odd = torch.randn(1, 1, 65, generator=gen), torch.randn(65, 48, generator=gen)  # a pruned, odd width
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        got = linear(x_odd, w_odd)
+    assert len([e for e in prof.events() if e.name == "aten::bmm"]) == 1  # split too, the last row added after
+    torch.testing.assert_close(got, F.linear(x_odd, w_odd.t()), rtol=1e-5, atol=1e-5)
     threads(1)  # one thread: nothing to split
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         linear(x, w)

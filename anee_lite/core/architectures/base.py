@@ -403,10 +403,19 @@ def linear(x: Tensor, w_in_out: Tensor, bias: Tensor | None = None) -> Tensor:
     """
     parts = torch.get_num_threads()
     d_in, d_out = w_in_out.shape
-    if x.numel() != d_in or parts < 2 or d_in % parts or x.dtype not in _SPLIT_K_DTYPES or x.device.type != "cpu":
+    if x.numel() != d_in or parts < 2 or d_in < parts or x.dtype not in _SPLIT_K_DTYPES or x.device.type != "cpu":
         return F.linear(x, w_in_out.t(), bias)
-    rows = w_in_out.view(parts, d_in // parts, d_out)  # [in, out] -> [parts, in / parts, out]: a view
-    y = torch.bmm(x.reshape(parts, 1, d_in // parts), rows).sum(0)  # [parts, 1, out] -> [1, out]
+    block = d_in // parts  # rows per core; the d_in % parts left over (an odd, pruned width) are added after
+    main, rest = block * parts, None
+    if main == d_in:
+        xs, rows = x.reshape(parts, 1, block), w_in_out.view(parts, block, d_out)  # views: [parts, 1|block, ...]
+    else:
+        flat = x.reshape(d_in)  # [in]
+        xs, rows = flat[:main].view(parts, 1, block), w_in_out[:main].view(parts, block, d_out)
+        rest = flat[main:] @ w_in_out[main:]  # [in - main] @ [in - main, out] -> [out]
+    y = torch.bmm(xs, rows).sum(0)  # [parts, 1, out] -> [1, out]
+    if rest is not None:
+        y = y + rest
     if bias is not None:
         y = y + bias
     return y.view(*x.shape[:-1], d_out)  # -> [..., out]
