@@ -51,6 +51,7 @@ class ExitProbe:
         self.biases = biases
         self.lens_kind = lens_kind
         self.layers = sorted(weights)
+        self._cut: dict = {}  # (layer, dtype) -> the tensors it was cut from, and the parts (see _parts)
 
     @property
     def macs_per_check(self) -> int:
@@ -71,13 +72,14 @@ class ExitProbe:
         return torch.sigmoid(torch.addcmul(cos * w_cos + b, resid @ w_resid, scale))  # [...]
 
     def _parts(self, layer: int, dtype) -> tuple[Tensor, Tensor, Tensor]:
-        """The residual's weights [d], the cosine's weight and the bias at ``dtype``, cut once and kept."""
-        cache = self.__dict__.setdefault("_cut", {})
-        key = (layer, dtype)
-        if key not in cache:
-            w = self.weights[layer].to(dtype)  # [d + 1]
-            cache[key] = (w[:-1], w[-1], self.biases[layer].to(dtype))
-        return cache[key]
+        """The residual's weights [d], the cosine's weight and the bias at ``dtype``, cut once and kept
+        (cut again if ``weights[layer]`` or ``biases[layer]`` was replaced since)."""
+        w, b = self.weights[layer], self.biases[layer]
+        kept = self._cut.get((layer, dtype))
+        if kept is None or kept[0] is not w or kept[1] is not b:
+            w_dtype = w.to(dtype)  # [d + 1]
+            kept = self._cut[layer, dtype] = (w, b, (w_dtype[:-1], w_dtype[-1], b.to(dtype)))
+        return kept[2]
 
     def save(self, path: str | Path, model_name: str = "") -> None:
         """Write the probe to a safetensors file, atomically and with a checksum

@@ -104,6 +104,15 @@ def test_learned_probe_thresholds_its_probability():
     assert int(c.checks.sum()) == 0
 
 
+def test_a_replaced_probe_weight_is_used_at_once():
+    """The probe keeps its weights cut per layer and dtype; replacing one must not leave the old cut in use."""
+    probe = ExitProbe({2: torch.zeros(5)}, {2: torch.tensor(0.0)}, "logit")
+    resid, prev = torch.ones(1, 1, 4), torch.ones(1, 1, 4)
+    assert probe.prob(2, resid, prev).item() == pytest.approx(0.5)
+    probe.weights[2], probe.biases[2] = torch.zeros(5), torch.tensor(2.0)
+    assert probe.prob(2, resid, prev).item() == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+
+
 def test_probe_probability_is_the_logistic_regression_on_its_features():
     # prob() folds the normalisation into the dot product; it must equal the model it was trained as
     from anee_lite.adaptive.probe import probe_features
@@ -453,7 +462,7 @@ def test_the_forward_reads_a_decision_only_where_the_controller_may_stop(tiny):
 
 @pytest.mark.parametrize("name", ["learned", "saturation", "confidence", "static"])
 def test_the_decoding_fast_path_decides_as_decide_does(tiny, probe_for_tiny, name):
-    """__call__'s shortcut (sink mask once per call) stops exactly the tokens decide() stops."""
+    """The sink mask made once per call stops exactly the tokens a fresh past_sink would."""
     c = controller_for(name, tiny, probe_for_tiny, threshold=0.3 if name != "static" else 3)
     ids = torch.randint(2, 50, (2, 8), generator=torch.Generator().manual_seed(6))
     positions = torch.arange(8).expand(2, 8)
@@ -466,4 +475,5 @@ def test_the_decoding_fast_path_decides_as_decide_does(tiny, probe_for_tiny, nam
         fast = c(layer, resid, torch.ones(2, 8, dtype=torch.bool))
         c.reset(positions)
         c.observe(layer - 1, out.activations[f"blocks.{layer - 2}.hook_resid_post"] if layer > 1 else resid)
-        assert torch.equal(fast, c.decide(c.score(layer, resid), positions=positions)), layer
+        fresh = positions.clone()  # not the call's own positions: decide() builds the sink mask again
+        assert torch.equal(fast, c.decide(c.score(layer, resid), positions=fresh)), layer

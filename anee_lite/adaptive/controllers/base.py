@@ -171,13 +171,7 @@ class ExitController:
         if self.stops_nobody:
             return self.no_stop(active)
         if layer in self.exit_layers_allowed:
-            score = self.score(layer, resid)  # [B, T]
-            if self.decay_tau is None and self.positions is not None:  # the same rule as decide(), fewer calls
-                stop = self.passes(score, self.threshold) & active
-                if self._may_stop is not None:
-                    stop = stop & self._may_stop
-            else:
-                stop = self.decide(score, positions=self.positions) & active  # [B, T]
+            stop = self.decide(self.score(layer, resid), positions=self.positions) & active  # [B, T]
             self.checks += active  # bool into long: one call
         else:
             stop = self.no_stop(active)
@@ -214,11 +208,10 @@ class ExitController:
     def decide(self, score: Tensor, threshold: float | None = None, positions: Tensor | None = None) -> Tensor:
         """[B, T] scores -> bool stops under ``threshold`` (default: this controller's) at ``positions`` [B, T]."""
         thr = self.threshold_at(self.threshold if threshold is None else threshold, positions, score)
-        return self.passes(score, thr) & self.past_sink(positions, score)
-
-    def passes(self, score: Tensor, threshold) -> Tensor:
-        """[B, T] scores -> where they reach ``threshold`` (a number or a broadcastable tensor)."""
-        return score >= threshold if self.higher_exits else score <= threshold
+        stop = score >= thr if self.higher_exits else score <= thr
+        if positions is not None and positions is self.positions:  # this call's: the sink mask reset() made
+            return stop if self._may_stop is None else stop & self._may_stop
+        return stop & self.past_sink(positions, score)
 
     def may_stop_at(self, layer: int) -> bool:
         """Whether the decision before ``layer`` can stop anyone (the forward skips reading it otherwise)."""
