@@ -20,6 +20,9 @@ from ..core.validation import check_int
 from .ablation import record, run_and_record
 
 RESID_POINTS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
+# A sweep runs a layer's patches as batch rows; each row's logits are [T, d_vocab], so the rows of one forward
+# are capped to keep its logits under 2**26 floats (256 MB in float32).
+LOGITS_PER_FORWARD = 2**26
 
 
 def logit_difference(logits: Tensor, correct: int, wrong: int, position: int = -1) -> Tensor:
@@ -69,9 +72,9 @@ def patching_sweep(model: UnrolledModel, clean_ids: Tensor, corrupted_ids: Tenso
     """[n_layers, T]: how much of the clean logit difference patching each (layer, position) restores.
 
     Entry (l, t) is ``(LD_patched - LD_corrupted) / (LD_clean - LD_corrupted)`` for the activation
-    ``blocks.{l}.{point}`` at position t copied from the clean run (one batch row per prompt pair: the
-    inputs are ``[1, T]``): 1 restores the clean answer, 0 changes nothing. The logit difference is read
-    at the last position.
+    ``blocks.{l}.{point}`` at position t copied from the clean run (the inputs are one prompt each, ``[1, T]``):
+    1 restores the clean answer, 0 changes nothing. The logit difference is read at the last position. A
+    layer's patches run as the rows of one batch (several batches when the logits would not fit in memory).
 
     Args:
         point: a residual hook point, ``"hook_resid_pre"`` (default), ``"hook_resid_mid"`` or ``"hook_resid_post"``.
@@ -92,17 +95,23 @@ def patching_sweep(model: UnrolledModel, clean_ids: Tensor, corrupted_ids: Tenso
         raise ValueError(f"the clean and corrupted prompts give the same logit difference ({ld_clean:.4g}): nothing "
                          "for patching to restore; choose prompts whose answers differ")
     T = clean_ids.shape[1]
+    per_forward = max(1, LOGITS_PER_FORWARD // (T * model.dims.d_vocab))  # patches side by side, memory-bounded
     restored = torch.zeros(model.dims.n_layers, T)
     for layer in tqdm(range(model.dims.n_layers), desc=f"patching {point}", disable=not progress):
-        for t in range(T):
-            def paste(resid: Tensor, name: str, t=t, layer=layer) -> Tensor:
-                resid = resid.clone()
-                resid[:, t] = clean_acts[names[layer]][:, t]  # [1, d_model]
+        clean = clean_acts[names[layer]][0]  # [T, d_model]
+        for start in range(0, T, per_forward):
+            positions = torch.arange(start, min(T, start + per_forward))  # [R]: row r patches position start + r
+
+            def paste(resid: Tensor, name: str, clean=clean, positions=positions) -> Tensor:
+                resid = resid.clone()  # [R, T, d_model]
+                rows = torch.arange(len(positions), device=resid.device)  # [R]
+                resid[rows, positions.to(resid.device)] = clean[positions].to(resid.dtype)  # [R, d_model]
                 return resid
 
-            logits = model(corrupted_ids, hooks={names[layer]: paste}).logits
-            ld = float(logit_difference(logits, correct, wrong)[0])
-            restored[layer, t] = (ld - ld_corrupted) / (ld_clean - ld_corrupted)
+            batch = corrupted_ids.expand(len(positions), -1)  # [1, T] -> [R, T]
+            logits = model(batch, hooks={names[layer]: paste}).logits  # [R, T, d_vocab]
+            ld = logit_difference(logits, correct, wrong).float().cpu()  # [R]
+            restored[layer, positions] = (ld - ld_corrupted) / (ld_clean - ld_corrupted)
     return restored
 
 

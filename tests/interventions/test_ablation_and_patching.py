@@ -16,9 +16,11 @@ from anee_lite.interventions import (
     logit_difference,
     mean_activations,
     patch,
+    patching,
     patching_sweep,
     record,
 )
+from anee_lite.interventions.patching import RESID_POINTS
 
 MODELS = {"gpt2": lambda: random_gpt2(n_layer=3), "llama-gqa": lambda: random_llama(n_layers=3)}
 TOL = 1e-4
@@ -217,3 +219,21 @@ def test_the_wrapper_passes_hooks_to_the_forward(tiny_gpt2_folder):
     hooks = ablate_layers(wrapper.model, [0])
     assert (wrapper(ids, energy_budget=1.0, hooks=hooks).logits
             - wrapper(ids, energy_budget=1.0, skip_layers=[0]).logits).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("point", RESID_POINTS)
+def test_the_patching_sweep_equals_one_patch_per_layer_and_position(model, point, monkeypatch):
+    """The sweep's batched rows give the numbers of patch(), run one (layer, position) at a time; also when the
+    memory cap splits a layer's patches into several forwards."""
+    clean, corrupted = random_ids(1, 6, seed=3), random_ids(1, 6, seed=4)
+    correct, wrong = 5, 11
+    ld = {name: float(logit_difference(model(ids).logits, correct, wrong)[0])
+          for name, ids in (("clean", clean), ("corrupted", corrupted))}
+    expected = torch.tensor([[(float(logit_difference(patch(model, clean, corrupted, f"blocks.{l}.{point}", [t]).logits,
+                                                      correct, wrong)[0]) - ld["corrupted"]) / (ld["clean"] - ld["corrupted"])
+                              for t in range(6)] for l in range(model.dims.n_layers)])
+    assert torch.allclose(patching_sweep(model, clean, corrupted, correct, wrong, point, progress=False), expected,
+                          atol=1e-4)
+    monkeypatch.setattr(patching, "LOGITS_PER_FORWARD", 4 * 6 * model.dims.d_vocab)  # 4 rows, then 2
+    assert torch.allclose(patching_sweep(model, clean, corrupted, correct, wrong, point, progress=False), expected,
+                          atol=1e-4)
