@@ -151,8 +151,11 @@ def _group(chunks: list[Tensor], per_group: int):
 
 @torch.no_grad()
 def decode_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
-                      thresholds: list[float], *, batch_rows: int = 64, desc: str = "decoding") -> dict:
+                      thresholds: list[float], *, batch_rows: int = 64, desc: str = "decoding",
+                      final_top1: list[Tensor] | None = None) -> dict:
     """Real decoding of every chunk under every threshold, as few batched decodings as ``batch_rows`` allows.
+
+    ``final_top1``: the full model's top-1 per chunk (:func:`full_top1`), when the caller already has it.
 
     Returns:
         threshold -> chunk index -> ``top1``, ``final`` (the full model's top-1), ``exits``,
@@ -167,7 +170,9 @@ def decode_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: Ex
                         f"got {type(controller).__name__}")
     batch_rows = check_int("batch_rows", batch_rows, low=1)
     thresholds = check_thresholds(thresholds)
-    tops = full_top1(model, chunks)
+    if final_top1 is not None and [t.shape[-1] for t in final_top1] != [c.shape[1] for c in chunks]:
+        raise ValueError("final_top1 must hold one [T] tensor per chunk, as full_top1(model, chunks) returns")
+    tops = full_top1(model, chunks) if final_top1 is None else final_top1
     J = len(thresholds)
     thr_groups = [thresholds[s:s + batch_rows] for s in range(0, J, batch_rows)]
     per_group = max(1, batch_rows // min(J, batch_rows))
@@ -231,6 +236,10 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
             default grid is read off a replay of the same text.
         n_candidates: size of the default grid.
         batch_rows: decodings run side by side in one forward (memory grows with it).
+
+    Candidates are decoded safest first, as many at a time as ``batch_rows`` holds (``batch_rows //
+    len(chunks)``, at least one), and decoding stops after the first one that fails: the walk never looks
+    past it, so ``tested`` lists the candidates up to that one.
     """
     target = check_target_agreement(target_agreement)
     delta = check_delta(delta)
@@ -244,9 +253,16 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
     if thresholds is None:
         thresholds = candidate_grid(model, chunks, controller, target, n_candidates)
     ordered = order_safest_first(controller, thresholds)
-    measured = measure_thresholds(model, chunks, controller, ordered, batch_rows=batch_rows)
-    tested = [CandidateThreshold(lower_bound=0.0, **m) for m in measured]
-    best = fixed_sequence_select(tested, target, delta)
+    per_round = max(1, batch_rows // len(chunks))  # candidates whose decodings fit side by side in one batch
+    tops = full_top1(model, chunks)  # once for every round
+    tested: list[CandidateThreshold] = []
+    for start in range(0, len(ordered), per_round):
+        runs = decode_thresholds(model, chunks, controller, ordered[start:start + per_round], batch_rows=batch_rows,
+                                 desc="calibrating", final_top1=tops)
+        tested += [CandidateThreshold(lower_bound=0.0, **m) for m in summarize(model, controller, runs, chunks)]
+        best = fixed_sequence_select(tested, target, delta)
+        if not tested[-1].passed:  # the walk stopped here: the fixed-sequence test never looks further
+            break
     chosen = best if best is not None else tested[0]
     controller.threshold = chosen.threshold
     return DecodedCalibration(controller.name, chosen.threshold, target, delta, chosen.tokens, chosen.agreement,

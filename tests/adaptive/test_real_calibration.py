@@ -100,6 +100,22 @@ def test_calibration_picks_the_cheapest_threshold_whose_bound_reaches_the_target
     assert first_fail is None or first_fail.lower_bound < 0.5
 
 
+def test_calibration_stops_decoding_after_the_first_failure_and_chooses_the_same(tiny):
+    """One candidate per round (batch_rows = the number of chunks): the walk decodes up to its first failure only."""
+    chunks = _chunks(4, 6, seed=4)
+    controller = make_controller("confidence", LogitLens(tiny), 0.5)
+    thresholds = order_safest_first(controller, _middle_thresholds(tiny, chunks, controller, 5) + [2.0])
+    everything = calibrate_by_decoding(tiny, chunks, controller, 0.7, delta=0.2, thresholds=thresholds, batch_rows=64)
+    walked = calibrate_by_decoding(tiny, chunks, controller, 0.7, delta=0.2, thresholds=thresholds, batch_rows=4)
+    first_fail = next(i for i, t in enumerate(everything.tested) if not t.passed)  # the safest (2.0) always passes
+    assert len(everything.tested) == len(thresholds) and first_fail < len(thresholds) - 1  # a real cut below
+    assert [t.threshold for t in walked.tested] == thresholds[:first_fail + 1]
+    assert [(t.agreements, t.cost_fraction, t.passed) for t in walked.tested] == \
+        [(t.agreements, t.cost_fraction, t.passed) for t in everything.tested[:first_fail + 1]]
+    assert (walked.threshold, walked.lower_bound, walked.met) == (everything.threshold, everything.lower_bound,
+                                                                   everything.met)
+
+
 # Thresholds on the learned probe's P(readout is final), fixed before any text is seen (Learn-then-Test).
 FIXED_GRID = [0.999, 0.995, 0.99, 0.98, 0.97, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7]
 
