@@ -117,7 +117,7 @@ def test_calibration_stops_decoding_after_the_first_failure_and_chooses_the_same
 
 
 # Thresholds on the learned probe's P(readout is final), fixed before any text is seen (Learn-then-Test).
-FIXED_GRID = [0.999, 0.995, 0.99, 0.98, 0.97, 0.95, 0.93, 0.9, 0.85, 0.8, 0.7]
+FIXED_GRID = [0.99, 0.97, 0.95, 0.93, 0.9, 0.85, 0.8]
 
 
 @pytest.mark.slow
@@ -137,7 +137,7 @@ def test_the_guarantee_holds_over_random_calibration_samples(smollm2_hf):
     model = UnrolledModel(hf)
     controller = build_controller(model, "smollm2-135m", "learned")
     chunks = [c for name in ("python_docs_calibration", "python_docs_heldout")
-              for c in text_chunks(tok, eval_text(name), max_tokens=2048, chunk=64)]
+              for c in text_chunks(tok, eval_text(name), max_tokens=1536, chunk=64)]
     grid = order_safest_first(controller, FIXED_GRID)
     runs = decode_thresholds(model, chunks, controller, grid, batch_rows=256)
     right = torch.tensor([[int((runs[t][c]["top1"] == runs[t][c]["final"]).sum()) for c in range(len(chunks))]
