@@ -1,7 +1,7 @@
 """Self-speculative decoding on smollm2-135m: full-depth cached greedy vs draft-and-verify, side by side.
 
     python benchmarks/bench_speculative.py [--repeats 3] [--new-tokens 32] [--layers 9 18 27] [--tokens 1 3]
-                                           [--threads 1] [--out results.json]
+                                           [--threads N] [--out results.json]
 
 Prompts: the first 40 tokens of a shipped in-domain text (python_docs_heldout) and an out-of-domain
 one (kjv_heldout). Two parts:
@@ -87,7 +87,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated per run; default 32")
     parser.add_argument("--layers", type=int, nargs="+", default=[12, 21, 27], help="draft depths L to time")
     parser.add_argument("--tokens", type=int, nargs="+", default=[1, 3], help="draft lengths K to time")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice, every core, as on the user's path)")
     parser.add_argument("--out", default=None, help="write every number as JSON here")
     parser.add_argument("--force", action="store_true", help="overwrite the shipped JSON even from a busy machine")
     args = parser.parse_args()
@@ -96,7 +97,9 @@ def main() -> None:
     refuse_unless_quiet(about["load_before"], shipped=shipped, force=args.force)
     if args.repeats < 1 or args.new_tokens < 2:
         parser.error("--repeats must be >= 1 and --new-tokens >= 2")
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
 
     hf, tokenizer = load_pretrained("smollm2-135m")
     model = UnrolledModel(hf)

@@ -6,6 +6,7 @@ read by :func:`anee_lite.cost.devices.load_profile`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -87,7 +88,7 @@ class DeviceProfile:
             return 1.0
         if rows <= table[0][0]:
             return table[0][1]
-        for (r0, s0), (r1, s1) in zip(table, table[1:]):
+        for (r0, s0), (r1, s1) in itertools.pairwise(table):
             if rows <= r1:
                 t = math.log(rows / r0) / math.log(r1 / r0)
                 return s0 + t * (s1 - s0)

@@ -143,8 +143,9 @@ def benchmark_curves(bench: dict, text: str = "in domain") -> dict:
 
 def benchmark_table(bench: dict) -> str:
     """The calibrated thresholds of the benchmark as a Markdown table: the rows the README quotes."""
-    lines = ["| controller | target | threshold | calibration: agreement (bound) | held-out Python docs: agreement / "
-             "cost | held-out KJV: agreement / cost | wall time vs full |", "|---|---|---|---|---|---|---|"]
+    header = ("| controller | target | threshold | calibration: agreement (bound) | held-out Python docs: agreement / "
+              "cost | held-out KJV: agreement / cost | wall time vs full |")
+    lines = [header, "|---|---|---|---|---|---|---|"]
     for name, row in bench["controllers"].items():
         for target, r in row["targets"].items():
             c, i, o = r["calibration"], r["in domain"], r["out of domain"]

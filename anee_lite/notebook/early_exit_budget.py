@@ -16,8 +16,16 @@ from torch import Tensor
 from ..budget import budget_exit_layer, budget_table
 from ..config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
 from ..core.validation import as_list, check_int
-from .parts import (error_html, prompt_text, require_items, require_keys, require_same_length, show_figure, text_html,
-                    with_class)
+from .parts import (
+    error_html,
+    prompt_text,
+    require_items,
+    require_keys,
+    require_same_length,
+    show_figure,
+    text_html,
+    with_class,
+)
 
 DEFAULT_PROMPT = "The future of artificial intelligence is"
 

@@ -129,6 +129,21 @@ def plot_predicted_speedup(rows: list[dict], ax=None):
 
 
 BENCHMARK_FILE = "smollm2-135m_speculative_bench.json"
+TEXT_TITLES = {"python_docs_heldout": "in domain (python_docs_heldout)", "kjv_heldout": "out of domain (kjv_heldout)"}
+
+
+def markdown_tables(bench: dict) -> str:
+    """The benchmark's timing rows as the README's Markdown tables, one per text."""
+    tables = []
+    for name, text in bench["texts"].items():
+        header = f"| {TEXT_TITLES.get(name, name)} | tokens/s | measured speed-up | a | tokens per verify | c | v | predicted |"
+        lines = [header, "|---|---|---|---|---|---|---|---|"]
+        for r in text["rows"]:
+            tail = (f"{r['acceptance']:.2f} | {r['tokens_per_verify']:.2f} | {r['c']:.2f} | {r['v']:.2f} | "
+                    f"{r['predicted']:.2f}x" if "acceptance" in r else "- | 1 | - | 1 | 1.00x")
+            lines.append(f"| {r['setting']} | {r['tokens_per_s']:.2f} | {r['speedup']:.2f}x | {tail} |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def load_benchmark(path=None) -> dict:
