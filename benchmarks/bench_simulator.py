@@ -1,10 +1,12 @@
 """The virtual accelerator against this machine: predicted vs measured decode and prefill time of smollm2-135m.
 
-    python benchmarks/bench_simulator.py [--rounds 3] [--new-tokens 24] [--prompt 32] [--prefill 128] [--threads N]
+    python benchmarks/bench_simulator.py [--rounds 3] [--new-tokens 24] [--prompt 32] [--prefill 32 128 512]
+                                         [--threads N] [--out results.json]
 
 Each round first re-runs the ``local`` micro-benchmark (streaming bandwidth, matrix-vector and
-matrix-matrix throughput, per-op overhead; nothing in it is fitted to the decoding below), then
-measures cached greedy decoding at 30, 20, 15 and 8 layers and a prefill, in a rotating order.
+matrix-matrix and attention throughput, per-op overhead; nothing in it is fitted to the decoding below),
+then measures cached greedy decoding at 30, 20, 15 and 8 layers and prefills of each length, in a rotating
+order.
 The prediction of a round uses that round's profile, so machine load drifts hit both alike.
 Medians over rounds are reported, predicted vs measured side by side.
 """
@@ -12,15 +14,19 @@ Medians over rounds are reported, predicted vs measured side by side.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import time
 
 import torch
+from machine import machine
 from tqdm.auto import tqdm
 
 from anee_lite import UnrolledModel, greedy_generate
 from anee_lite.cost.devices import profile_from_measurements, run_micro_benchmark
 from anee_lite.cost.simulator import prefill_plan, simulate_plan, static_plan
+from anee_lite.io.files import write_atomically
 from anee_lite.io.loading import load_pretrained
 
 LAYERS = (30, 20, 15, 8)
@@ -44,11 +50,11 @@ def predict_decode(dims, profile, layers: int, prompt: int, new_tokens: int) -> 
     return simulate_plan(dims, profile, static_plan(new_tokens, layers), context=prompt).seconds_per_token
 
 
-def validate(model, ids_decode, ids_prefill, rounds: int, new_tokens: int, progress: bool = True) -> dict:
+def validate(model, ids_decode, prefills: dict, rounds: int, new_tokens: int, progress: bool = True) -> dict:
     """Predicted and measured seconds per variant, per round: ``{variant: {"predicted": [...], "measured": [...]}}``."""
     dims = model.dims
     layers = [L for L in LAYERS if L <= dims.n_layers] or [dims.n_layers]
-    variants = [f"decode {L} layers" for L in layers] + ["prefill"]
+    variants = [f"decode {L} layers" for L in layers] + list(prefills)  # prefills: {"prefill N": [1, N] ids}
     out = {v: {"predicted": [], "measured": []} for v in variants}
     prompt = ids_decode.shape[1]
     measure_decode(model, ids_decode, layers[0], 2)  # warm-up
@@ -56,10 +62,10 @@ def validate(model, ids_decode, ids_prefill, rounds: int, new_tokens: int, progr
         profile = profile_from_measurements(run_micro_benchmark())
         order = variants[r % len(variants):] + variants[:r % len(variants)]
         for v in order:
-            if v == "prefill":
-                out[v]["measured"].append(measure_prefill(model, ids_prefill))
+            if v in prefills:
+                out[v]["measured"].append(measure_prefill(model, prefills[v]))
                 out[v]["predicted"].append(simulate_plan(dims, profile,
-                                                         prefill_plan(ids_prefill.shape[1], dims.n_layers)).seconds)
+                                                         prefill_plan(prefills[v].shape[1], dims.n_layers)).seconds)
             else:
                 L = int(v.split()[1])
                 out[v]["measured"].append(measure_decode(model, ids_decode, L, new_tokens))
@@ -82,30 +88,41 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians reported); default 3")
     parser.add_argument("--new-tokens", type=int, default=24, help="decoding steps timed per variant; default 24")
     parser.add_argument("--prompt", type=int, default=32, help="prompt tokens before decoding; default 32")
-    parser.add_argument("--prefill", type=int, default=128, help="prompt tokens of the prefill; default 128")
+    parser.add_argument("--prefill", type=int, nargs="+", default=[32, 128, 512],
+                        help="prompt lengths of the prefills; default 32 128 512")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", default=None, help="write the table, the last profile and the machine's load as JSON")
     args = parser.parse_args()
-    for name in ("rounds", "new_tokens", "prompt", "prefill", "threads"):
+    for name in ("rounds", "new_tokens", "prompt", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if min(args.prefill) < 1:
+        parser.error(f"--prefill lengths must be >= 1, got {args.prefill}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    about = machine()  # the load before this run's own threads raise it
     hf, _ = load_pretrained("smollm2-135m")
     model = UnrolledModel(hf)
     gen = torch.Generator().manual_seed(0)
     ids_decode = torch.randint(0, model.dims.d_vocab, (1, args.prompt), generator=gen)
-    ids_prefill = torch.randint(0, model.dims.d_vocab, (1, args.prefill), generator=gen)
+    prefills = {f"prefill {n}": torch.randint(0, model.dims.d_vocab, (1, n), generator=gen) for n in args.prefill}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; smollm2-135m fp32; "
           f"{args.rounds} rounds; decode: {args.prompt}-token prompt, {args.new_tokens} steps; "
-          f"prefill: {args.prefill} tokens")
-    results = validate(model, ids_decode, ids_prefill, args.rounds, args.new_tokens)
+          f"prefill: {', '.join(map(str, args.prefill))} tokens")
+    results = validate(model, ids_decode, prefills, args.rounds, args.new_tokens)
+    rows = summary(results)
     print(f"\n{'variant':<18} {'measured ms':>12} {'predicted ms':>13} {'error':>7}")
-    for row in summary(results):
+    for row in rows:
         print(f"{row['variant']:<18} {row['measured_ms']:12.1f} {row['predicted_ms']:13.1f} {row['error']:+7.1%}")
     profile = profile_from_measurements(run_micro_benchmark())
     print(f"\nlast local profile: bandwidth {profile.bytes_per_second() / 1e9:.1f} GB/s (matrix-vector), "
           f"matmul {profile.peak_flops['fp32'] / 1e9:.0f} GFLOP/s, op overhead {1e6 * profile.op_overhead_s:.1f} us, "
-          f"matrix-vector overhead {1e6 * profile.matmul_overhead_s:.1f} us")
+          f"matrix-vector overhead {1e6 * profile.matmul_overhead_s:.1f} us, attention at "
+          f"{profile.attention_efficiency:.2f} of the matmul rate")
+    if args.out:
+        report = {**about, "load_after": list(os.getloadavg()), "torch": torch.__version__, "rounds": args.rounds,
+                  "new_tokens": args.new_tokens, "prompt": args.prompt, "rows": rows, "last_profile": profile.as_dict()}
+        write_atomically(args.out, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ class DeviceProfile:
     # BLAS runs a short prompt's [rows, in] @ [in, out] well below its large-product rate); interpolated in
     # log(rows), held at the ends. Empty: every product reaches the achievable rate.
     rows_efficiency: tuple = ()
+    # Share of the achievable FLOP/s that attention reaches (q @ k.T, softmax, @ v in one kernel): a CPU's fused
+    # attention over a long prompt runs well below its large matrix products, and its cost grows with the prompt's square.
+    attention_efficiency: float = 1.0
     measured: bool = False  # True when the numbers come from a micro-benchmark on this machine
     validated: bool = False  # True when predicted decode times were checked against measured ones
     sources: dict = field(default_factory=dict)  # field name -> where its number comes from
@@ -65,7 +68,7 @@ class DeviceProfile:
             _check_positive(f"{self.name}.{name}", getattr(self, name))
         for name in ("op_overhead_s", "matmul_overhead_s", "idle_watts"):
             _check_positive(f"{self.name}.{name}", getattr(self, name), allow_zero=True)
-        for name in ("compute_efficiency", "bandwidth_efficiency"):
+        for name in ("compute_efficiency", "bandwidth_efficiency", "attention_efficiency"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise ValueError(f"{self.name}.{name} must be in (0, 1], got {value!r}")

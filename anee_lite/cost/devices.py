@@ -37,8 +37,10 @@ from .timing import fit_step_time, median_seconds
 
 LOCAL = "local"
 # Bumped whenever run_micro_benchmark measures differently, so that a cached profile from before is re-measured.
-MEASUREMENT_METHOD = 4
+MEASUREMENT_METHOD = 5
 MATMUL_ROWS = (16, 64, 256, 512)  # row counts of the matrix-matrix micro-benchmark (1 is the matrix-vector one)
+ATTENTION_TOKENS = 256  # prompt length of the attention micro-benchmark (it reached 54-66 GFLOP/s from 128 to 512 here)
+ATTENTION_CALLS = 16  # attention calls per timing, as many as a short model's layers
 
 
 def device_names() -> list[str]:
@@ -167,6 +169,7 @@ class LocalMeasurements:
     matmul_flops: float  # FLOP/s of the fastest [rows, 1024] @ [1024, 1024] fp32 products over distinct weights
     op_overhead_s: float  # seconds per framework operator call on the library's own decoding path
     matmul_rows: tuple = ()  # (rows, FLOP/s) for each row count measured (MATMUL_ROWS)
+    attention_flops: float = 0.0  # FLOP/s of causal attention over ATTENTION_TOKENS tokens (0: not measured)
 
 
 def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasurements:
@@ -230,7 +233,25 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasure
     op = _decode_dispatch_seconds(repeats)
     return LocalMeasurements(stream_bandwidth=stream, matvec_bandwidth=1 / slope,
                              matvec_overhead_s=max(intercept, 0.0), matmul_flops=max(f for _, f in matmul_rows),
-                             op_overhead_s=op, matmul_rows=tuple(matmul_rows))
+                             op_overhead_s=op, matmul_rows=tuple(matmul_rows),
+                             attention_flops=_attention_flops(repeats))
+
+
+def _attention_flops(repeats: int, heads: int = 8, d_head: int = 64) -> float:
+    """FLOP/s of the forward's causal attention kernel over an ATTENTION_TOKENS-token prompt, counted as the simulator does."""
+    import torch
+    import torch.nn.functional as F
+
+    T = ATTENTION_TOKENS
+    q, k, v = (torch.full((1, heads, T, d_head), 0.5) for _ in range(3))  # [B, H, T, D]
+    keys_attended = T * T - T * (T - 1) // 2  # query t sees t + 1 keys
+    flops = 2 * 2 * heads * d_head * keys_attended  # q @ k.T and pattern @ v, 2 FLOPs per multiply-add
+
+    def prefill_attention():
+        for _ in range(ATTENTION_CALLS):
+            F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, H, T, D], as core.attention calls it
+
+    return flops * ATTENTION_CALLS / median_seconds(prefill_attention, repeats)
 
 
 def _decode_dispatch_seconds(repeats: int, n_layers: int = 8) -> float:
@@ -277,11 +298,14 @@ def profile_from_measurements(m: LocalMeasurements) -> DeviceProfile:
         joules_per_flop=dict(HOROWITZ_45NM_J_PER_FLOP), joules_per_byte=ENERGY_PER_BYTE_J, idle_watts=10,
         compute_efficiency=1.0, bandwidth_efficiency=m.matvec_bandwidth / bandwidth,
         rows_efficiency=tuple((rows, flops / m.matmul_flops) for rows, flops in m.matmul_rows),
+        attention_efficiency=min(1.0, m.attention_flops / m.matmul_flops) if m.attention_flops > 0 else 1.0,
         measured=True, validated=True,
         sources={
             "peak_flops": "measured: the fastest of [rows, 1024] @ [1024, 1024] fp32 matmuls over distinct weights "
                           "(fp16/int8 assumed equal)",
             "rows_efficiency": "measured: each row count's rate over the fastest",
+            "attention_efficiency": f"measured: causal attention over {ATTENTION_TOKENS} tokens (8 heads of 64), "
+                                    "its rate over the fastest matmul's",
             "memory_bandwidth": "measured: max of torch.sum over 128 MiB and the matrix-vector fit's slope",
             "bandwidth_efficiency": "measured: matrix-vector bandwidth / memory_bandwidth",
             "op_overhead_s": "measured: a cached decoding step of a tiny random Llama through the library, "

@@ -202,7 +202,8 @@ def _bound(compute: float, memory: float, overhead: float) -> str:
 
 def time_op(op: Op, profile: DeviceProfile, dtype: str = "fp32") -> OpTiming:
     """One operation's roofline time and energy on ``profile`` with weights of ``dtype``."""
-    compute = op.flops / (profile.flops_per_second(dtype) * profile.rows_share(op.rows))
+    share = profile.attention_efficiency if op.kind == "attention" else profile.rows_share(op.rows)
+    compute = op.flops / (profile.flops_per_second(dtype) * share)
     memory = op.bytes / profile.bytes_per_second()
     overhead = op.dispatches * profile.op_overhead_s + op.products * profile.matmul_overhead_s
     seconds = max(compute, memory) + overhead

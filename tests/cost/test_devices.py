@@ -120,6 +120,21 @@ def test_the_local_profile_keeps_the_measured_rate_per_row_count():
     assert p.peak_flops["fp32"] == 80e9 and p.rows_efficiency == ((16, 0.25), (256, 1.0))
 
 
+def test_the_local_profile_charges_attention_at_its_measured_share_of_the_peak():
+    p = profile_from_measurements(LocalMeasurements(**(vars(FAKE) | {"attention_flops": 20e9})))
+    assert p.attention_efficiency == pytest.approx(0.4)  # 20 of the fastest matmul's 50 GFLOP/s
+    assert profile_from_measurements(FAKE).attention_efficiency == 1.0  # not measured: the matmul rate
+    fast = profile_from_measurements(LocalMeasurements(**(vars(FAKE) | {"attention_flops": 90e9})))
+    assert fast.attention_efficiency == 1.0  # never above the peak it is a share of
+    assert profile_from_dict(json.loads(json.dumps(p.as_dict()))) == p
+
+
+@pytest.mark.parametrize("value", [0, -0.5, 1.5, "0.5", True])
+def test_an_attention_efficiency_outside_0_1_is_refused(value):
+    with pytest.raises(ValueError, match="attention_efficiency"):
+        profile_from_dict(PROFILES["t4"].as_dict() | {"attention_efficiency": value})
+
+
 def test_local_profile_is_measured_once_then_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     calls = []
@@ -147,6 +162,7 @@ def test_micro_benchmark_runs_and_gives_sane_numbers():
     m = devices.run_micro_benchmark(repeats=1, stream_mib=8)
     assert m.stream_bandwidth > 1e8 and m.matvec_bandwidth > 1e8 and m.matmul_flops > 1e8
     assert 0 < m.op_overhead_s < 1e-3 and m.matvec_overhead_s >= 0
+    assert m.attention_flops > 1e8
 
 
 def test_an_unwritable_local_profile_cache_warns_and_still_returns_the_profile(tmp_path, monkeypatch):

@@ -334,3 +334,19 @@ def test_a_short_prompts_products_run_at_their_measured_share_of_the_peak():
     assert {o.rows for o in prefill} == {64}
     assert simulate_prefill(SMOLLM2, slow_rows, prompt_tokens=64).seconds > simulate_prefill(
         SMOLLM2, TOY, prompt_tokens=64).seconds
+
+
+def test_attention_runs_at_its_measured_share_and_only_attention():
+    """attention_efficiency 0.25: an attention op's compute time is 4x, a product over many rows keeps its time."""
+    from dataclasses import replace
+
+    slow_attention = replace(TOY, attention_efficiency=0.25)
+    attention = Op("a", "attention", flops=2e9, bytes=1e3, dispatches=0, products=0)
+    product = Op("p", "matmul", flops=2e9, bytes=1e3, dispatches=0, products=0, rows=1024)
+    assert time_op(attention, slow_attention).compute_seconds == pytest.approx(8.0)  # 2e9 / (1e9 * 0.25)
+    assert time_op(attention, TOY).compute_seconds == pytest.approx(2.0)
+    assert time_op(product, slow_attention).compute_seconds == time_op(product, TOY).compute_seconds
+    # A long prompt's attention grows with its square: the slower kernel weighs more at 512 tokens than at 32.
+    ratio = {T: simulate_prefill(SMOLLM2, slow_attention, prompt_tokens=T).seconds
+             / simulate_prefill(SMOLLM2, TOY, prompt_tokens=T).seconds for T in (32, 512)}
+    assert 1 < ratio[32] < ratio[512]

@@ -4,7 +4,7 @@ The ``local`` profile is measured by the micro-benchmark in the same run, betwee
 measurements (nothing is fitted to SmolLM2's decoding: the per-call overhead comes from a tiny random
 model); medians of alternating rounds are compared. Timings mean something only on a quiet machine, so
 the test is skipped when the 1-minute load is above 1 when it starts; on a quiet machine it fails when a
-decoding prediction leaves [0.8, 1.2] of the measurement, or the prefill's [0.75, 1.25].
+decoding prediction leaves [0.8, 1.2] of the measurement, or a prefill's (128 and 512 tokens) [0.75, 1.25].
 ``benchmarks/bench_simulator.py`` prints the full table.
 """
 
@@ -21,7 +21,7 @@ from anee_lite import UnrolledModel, greedy_generate
 from anee_lite.cost.devices import profile_from_measurements, run_micro_benchmark
 from anee_lite.cost.simulator import prefill_plan, simulate_plan, static_plan
 
-PROMPT, STEPS, PREFILL, ROUNDS = 32, 16, 128, 3
+PROMPT, STEPS, PREFILLS, ROUNDS = 32, 16, (128, 512), 3
 
 
 def _measure(smollm2_hf):
@@ -29,21 +29,22 @@ def _measure(smollm2_hf):
     dims = model.dims
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, dims.d_vocab, (1, PROMPT), generator=gen)
-    long_ids = torch.randint(0, dims.d_vocab, (1, PREFILL), generator=gen)
+    prompts = {f"prefill {n}": torch.randint(0, dims.d_vocab, (1, n), generator=gen) for n in PREFILLS}
     layer_counts = [L for L in (30, 20, 15, 8) if L <= dims.n_layers]
-    measured = {k: [] for k in [*layer_counts, "prefill"]}
+    measured = {k: [] for k in [*layer_counts, *prompts]}
     predicted = {k: [] for k in measured}
     greedy_generate(model, ids, max_new_tokens=2)  # warm-up
     for r in range(ROUNDS):
         profile = profile_from_measurements(run_micro_benchmark(repeats=3))
         keys = list(measured)
         for key in keys[r % len(keys):] + keys[:r % len(keys)]:
-            if key == "prefill":
+            if key in prompts:
                 start = time.perf_counter()
                 with torch.no_grad():
-                    model(long_ids, use_cache=True, logits_to_keep=1)
+                    model(prompts[key], use_cache=True, logits_to_keep=1)
                 measured[key].append(time.perf_counter() - start)
-                predicted[key].append(simulate_plan(dims, profile, prefill_plan(PREFILL, dims.n_layers)).seconds)
+                predicted[key].append(simulate_plan(dims, profile,
+                                                    prefill_plan(prompts[key].shape[1], dims.n_layers)).seconds)
             else:
                 run = greedy_generate(model, ids, max_new_tokens=STEPS + 1, exit_layers=key)
                 measured[key].append(statistics.median(run.step_times[1:]))
@@ -71,5 +72,7 @@ def test_local_prediction_matches_measured_decoding_at_every_depth(ratios):
 @pytest.mark.slow
 def test_local_prediction_matches_measured_prefill(ratios):
     # The products' rate follows the rows multiplied at once (the profile's rows_efficiency): with one rate
-    # measured on 512 rows, a 128-token prefill was predicted 28-38% too fast.
-    assert 0.75 <= ratios["prefill"] <= 1.25, ratios
+    # measured on 512 rows, a 128-token prefill was predicted 28-38% too fast. Attention runs at its own
+    # measured rate (attention_efficiency), which weighs more as the prompt grows.
+    for n in PREFILLS:
+        assert 0.75 <= ratios[f"prefill {n}"] <= 1.25, ratios
