@@ -35,7 +35,7 @@ test: .venv
 	$(NOTEBOOK_ENV) $(PY) -m pytest -m "not slow" $(if $(NOTEBOOK_TESTS),--nbval-lax tests $(NOTEBOOK_TESTS))
 
 test-slow: .venv
-	$(NOTEBOOK_ENV) $(PY) -m pytest -m slow tests
+	$(NOTEBOOK_ENV) $(PY) -m pytest -m slow --durations=10 tests
 
 # anee-lite goes in with --no-deps, so Colab's pins (tests/colab/requirements.txt) are what it runs on;
 # the IPython startup file makes the kernel see a (fake) google.colab module.
