@@ -41,7 +41,6 @@ from anee_lite.adaptive.real_calibration import candidate_grid, decode_threshold
 from anee_lite.core.model import UnrolledModel
 from anee_lite.cost import cost_fraction, early_exit_cost
 from anee_lite.io import DATA_DIR, eval_text
-from anee_lite.io.assets import SMOLLM2_EXIT_LAYERS
 from anee_lite.io.files import write_atomically
 from anee_lite.io.loading import load_pretrained
 
@@ -56,7 +55,7 @@ def make(model, name):
 
 
 def oracle(model, replay, controller, agreement: float = 1.0) -> float:
-    """Cost fraction of the oracle reaching ``agreement`` with the controller's lens at every layer the lens reads.
+    """Cost fraction of the oracle reaching ``agreement`` with the controller's lens and exit layers.
 
     Tokens whose readout is right at some allowed layer stop at the first such layer; to reach
     ``agreement`` < 1 the oracle also lets the tokens with the most to save be wrong, stopping them
@@ -67,14 +66,13 @@ def oracle(model, replay, controller, agreement: float = 1.0) -> float:
     """
     n = controller.n_layers
     exits = torch.full((replay.n_tokens,), n)
-    layers = list(SMOLLM2_EXIT_LAYERS)  # all 12 lens layers, wherever the controller itself may stop
-    for layer in reversed(layers):
+    for layer in reversed(controller.exit_layers_allowed):
         right = replay.readout_top1(controller.lens, layer) == replay.final_top1
         exits = torch.where(right, torch.full_like(exits, layer), exits)
     may_miss = int((1 - agreement) * replay.n_tokens)
     if may_miss:
         worst = exits.argsort(descending=True)[:may_miss]  # [may_miss] the deepest oracle exits
-        exits[worst] = layers[0]
+        exits[worst] = controller.exit_layers_allowed[0]
     spent, full = early_exit_cost(model.dims, exits, replay.positions, replay.chunk_ids,
                                   lambda L: {"readout_translator_macs": controller.lens.translator_macs(L)})
     return cost_fraction(spent, full)

@@ -24,7 +24,7 @@ from ..core.metrics import mean_kl, next_token_nll, perplexity, top1_agreement
 from ..core.model import UnrolledModel, check_unrolled
 from ..core.validation import check_int
 from ..cost import cost_fraction, early_exit_cost
-from ..io.assets import SMOLLM2_CONTROLLER_EXIT_LAYERS, SMOLLM2_EXIT_LAYERS, is_smollm2, lens_path, probe_path
+from ..io.assets import SMOLLM2_EXIT_LAYERS, is_smollm2, lens_path, probe_path
 from ..lens import LogitLens, TunedLens
 from .calibration import check_target_agreement, text_chunks
 from .controllers import ExitController, controller_class, make_controller
@@ -57,19 +57,11 @@ def load_lens(model: UnrolledModel, model_name: str | None, lens: str = "auto"):
 
 def build_controller(model: UnrolledModel, model_name: str | None, name: str, *, lens: str = "auto",
                      threshold: float | None = None, **kwargs) -> ExitController:
-    """A controller by name with the shipped lens/probe when they fit the model.
-
-    For smollm2-135m it may stop after layers 7, 9, ..., 15 (``SMOLLM2_CONTROLLER_EXIT_LAYERS``: later exits save
-    too little for the agreement they spend) unless ``exit_layers_allowed`` says otherwise; for other models
-    after every layer.
-    """
+    """A controller by name with the shipped lens/probe when they fit the model."""
     if model_name is not None and not isinstance(model_name, str):
         raise TypeError(f"model_name must be a str or None, got {type(model_name).__name__}")
     cls = controller_class(name)
     lens_obj, allowed = load_lens(model, model_name, lens)
-    if allowed is not None:
-        allowed = list(SMOLLM2_CONTROLLER_EXIT_LAYERS)
-    allowed = kwargs.pop("exit_layers_allowed", allowed)
     probe = None
     if cls.needs_probe:
         if not (is_smollm2(model_name) and probe_path().exists()):

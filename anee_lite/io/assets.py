@@ -11,12 +11,6 @@ OFFLINE_ALIAS = "smollm2-135m"  # the offline model's name for load_pretrained; 
 # 12 probe checks at most per token (each a few d_model-long reductions), and 12 fp16 translators in one
 # 8 MB file. Layers before 7 agree with the full model too rarely to be worth a check.
 SMOLLM2_EXIT_LAYERS = tuple(range(7, 30, 2))
-# Where the shipped controllers may stop by default: the lens layers up to 15. An exit after layer 25-29 saves
-# 1-5 of 30 layers yet spends as much of the agreement budget as an early one, and every token reaching those
-# layers pays a check; without them a calibrated threshold can sit lower and stop more tokens early. Chosen
-# on the training text before any calibration (scripts/choose_exit_layers.py: replayed cost at agreement 0.9
-# 0.922 with all 12 layers, 0.824 with 7-15, 0.831 with 7-17, 0.827 with 7-13).
-SMOLLM2_CONTROLLER_EXIT_LAYERS = tuple(layer for layer in SMOLLM2_EXIT_LAYERS if layer <= 15)
 
 
 def lens_path(folder: Path = DATA_DIR, model_name: str = OFFLINE_ALIAS) -> Path:

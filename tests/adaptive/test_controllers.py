@@ -15,7 +15,7 @@ from anee_lite.adaptive.calibration import build_replay, calibrate, pareto_front
 from anee_lite.adaptive.controllers import CONTROLLER_NAMES, make_controller
 from anee_lite.adaptive.evaluate import decode_teacher_forced, evaluate
 from anee_lite.adaptive.probe import ExitProbe
-from anee_lite.io.assets import SMOLLM2_CONTROLLER_EXIT_LAYERS, SMOLLM2_EXIT_LAYERS, lens_path, probe_path
+from anee_lite.io.assets import SMOLLM2_EXIT_LAYERS, lens_path, probe_path
 from anee_lite.lens import LogitLens, TunedLens
 
 N_LAYERS = 6
@@ -340,20 +340,6 @@ def test_shipped_smollm2_assets_have_the_right_shapes():
         assert {tuple(f.get_slice(f"layer.{l}.weight").get_shape()) for l in SMOLLM2_EXIT_LAYERS} == {(576, 576)}
         assert {f.get_slice(f"layer.{l}.weight").get_dtype() for l in SMOLLM2_EXIT_LAYERS} == {"F16"}
     assert ExitProbe.load(probe_path()).layers == list(SMOLLM2_EXIT_LAYERS)
-
-
-@pytest.mark.skipif(not lens_path().exists(), reason="shipped smollm2 assets not built")
-def test_shipped_controllers_stop_at_the_early_lens_layers_unless_told_otherwise(smollm2_hf):
-    from anee_lite.adaptive.evaluate import build_controller, load_lens
-
-    model = UnrolledModel(smollm2_hf[0])
-    assert set(SMOLLM2_CONTROLLER_EXIT_LAYERS) < set(SMOLLM2_EXIT_LAYERS)  # a subset of where the lens reads
-    for name in ("learned", "saturation", "confidence"):
-        assert build_controller(model, "smollm2-135m", name).exit_layers_allowed == list(SMOLLM2_CONTROLLER_EXIT_LAYERS)
-    every = build_controller(model, "smollm2-135m", "learned", exit_layers_allowed=list(SMOLLM2_EXIT_LAYERS))
-    assert every.exit_layers_allowed == list(SMOLLM2_EXIT_LAYERS)
-    assert load_lens(model, "smollm2-135m", "tuned")[1] == list(SMOLLM2_EXIT_LAYERS)  # drafts read all 12
-    assert build_controller(model, "other-model", "confidence").exit_layers_allowed == list(range(1, model.dims.n_layers))
 
 
 # --- bad input -----------------------------------------------------------------------------------------
