@@ -157,18 +157,7 @@ def load_benchmark(path=None) -> dict:
 
 
 def benchmark_table(bench: dict) -> str:
-    """The benchmark's timing rows as a plain-text table, the same numbers the README quotes."""
-    lines = [(f"{bench['new_tokens']} new tokens, medians of {bench['repeats']} rotating rounds, "
-              f"{bench['threads']} torch thread(s), shared 2-core CPU; identical text in every row")]
-    for name, text in bench["texts"].items():
-        lines.append(f"\n{name}")
-        lines.append(f"{'setting':<18}{'tokens/s':>9}{'speed-up':>10}{'a':>6}{'tok/verify':>11}{'c':>6}{'v':>6}"
-                     f"{'predicted':>10}")
-        for r in text["rows"]:
-            if "acceptance" in r:
-                tail = (f"{r['acceptance']:6.2f}{r['tokens_per_verify']:11.2f}{r['c']:6.2f}{r['v']:6.2f}"
-                        f"{r['predicted']:9.2f}x")
-            else:
-                tail = f"{'-':>6}{1:11.2f}{'-':>6}{1:6.2f}{1:9.2f}x"
-            lines.append(f"{r['setting']:<18}{r['tokens_per_s']:9.2f}{r['speedup']:9.2f}x{tail}")
-    return "\n".join(lines)
+    """How the benchmark ran, then its timing rows as the README's Markdown tables (:func:`markdown_tables`)."""
+    setup = (f"{bench['new_tokens']} new tokens, medians of {bench['repeats']} rotating rounds, "
+             f"{bench['threads']} torch thread(s), shared 2-core CPU; identical text in every row")
+    return f"{setup}\n\n{markdown_tables(bench)}"
