@@ -24,4 +24,4 @@ def refuse_unless_quiet(load_before: list[float], shipped: bool, force: bool) ->
     if shipped and load_before[0] > QUIET_LOAD and not force:
         raise SystemExit(f"the 1-minute load is {load_before[0]:.2f} (> {QUIET_LOAD}): a run now would not be quiet, "
                          "so it may not overwrite the shipped results. Stop other jobs and rerun, write elsewhere "
-                         "with --json, or pass --force to record it anyway (the load is stored with the results).")
+                         "(--json or --out), or pass --force to record it anyway (the load is stored with the results).")

@@ -5,7 +5,7 @@ from .controllers import CONTROLLER_NAMES, ExitController, controller_names, mak
 from .evaluate import build_controller, evaluate, quality_vs_budget
 from .guarantee import clopper_pearson_lower, fixed_sequence_select
 from .probe import ExitProbe, train_probe
-from .real_calibration import DecodedCalibration, calibrate_by_decoding, measure_thresholds
+from .real_calibration import DecodedCalibration, agreement_by_exit_history, calibrate_by_decoding, measure_thresholds
 from .speculative import acceptance_by_depth
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "ExitController",
     "ExitProbe",
     "acceptance_by_depth",
+    "agreement_by_exit_history",
     "build_controller",
     "build_replay",
     "calibrate",

@@ -213,6 +213,40 @@ def summarize(model: UnrolledModel, controller: ExitController, runs: dict, chun
     return results
 
 
+def agreement_by_exit_history(runs: dict, n_layers: int) -> dict[float, dict[str, dict[str, int]]]:
+    """Split each threshold's agreement by what the token and the tokens before it in its chunk did.
+
+    A token that runs every layer can still disagree with the full model: it attends to the frozen
+    keys and values that earlier exits left (state propagation). Counting it apart from the tokens that
+    exited shows which of the two costs the agreement.
+
+    Args:
+        runs: what :func:`decode_thresholds` returned (threshold -> chunk -> ``top1``, ``final``, ``exits``).
+        n_layers: the model's depth: a token with ``exits == n_layers`` ran every layer.
+
+    Returns:
+        threshold -> group -> ``{"tokens": n, "agreements": k}`` for the groups ``exited`` (stopped
+        early), ``full_depth_clean`` (ran every layer, no earlier token of its chunk had exited) and
+        ``full_depth_after_exit`` (ran every layer after an earlier token of its chunk exited).
+    """
+    n_layers = check_int("n_layers", n_layers, low=1)
+    if not isinstance(runs, dict) or not all(isinstance(v, dict) for v in runs.values()):
+        raise TypeError("runs must be what decode_thresholds returned: threshold -> chunk -> tensors")
+    out = {}
+    for thr, per_chunk in runs.items():
+        groups = {g: {"tokens": 0, "agreements": 0} for g in ("exited", "full_depth_clean", "full_depth_after_exit")}
+        for run in per_chunk.values():
+            early = run["exits"] < n_layers  # [T]
+            agree = run["top1"] == run["final"]  # [T]
+            after = (early.long().cumsum(0) - early.long()) > 0  # [T]: an earlier token of the chunk exited
+            for name, where in (("exited", early), ("full_depth_clean", ~early & ~after),
+                                ("full_depth_after_exit", ~early & after)):
+                groups[name]["tokens"] += int(where.sum())
+                groups[name]["agreements"] += int((agree & where).sum())
+        out[thr] = groups
+    return out
+
+
 def measure_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
                        thresholds: list[float], *, batch_rows: int = 64, desc: str = "calibrating") -> list[dict]:
     """Real-decoding agreement and cost of each threshold on ``chunks``, in the given order (see :func:`summarize`)."""

@@ -3,6 +3,8 @@
 import pytest
 import torch
 from conftest import VOCAB, random_llama
+from hypothesis import given
+from hypothesis import strategies as st
 
 from anee_lite import UnrolledModel
 from anee_lite.adaptive.calibration import build_replay, replay_scores, text_chunks
@@ -10,6 +12,7 @@ from anee_lite.adaptive.controllers import make_controller
 from anee_lite.adaptive.evaluate import build_controller, decode_teacher_forced
 from anee_lite.adaptive.guarantee import CandidateThreshold, clopper_pearson_lower, fixed_sequence_select
 from anee_lite.adaptive.real_calibration import (
+    agreement_by_exit_history,
     calibrate_by_decoding,
     decode_rows,
     decode_thresholds,
@@ -158,3 +161,44 @@ def test_the_guarantee_holds_over_random_calibration_samples(smollm2_hf):
             exits += j > 0 and truth[j] < 1.0
         assert misses / n_samples <= delta, f"target {target}: missed on {misses} of {n_samples} samples"
         assert exits > n_samples // 2, f"target {target}: a threshold that exits was chosen on only {exits} samples"
+
+
+def test_agreement_by_exit_history_by_hand():
+    """Chunk of 5 on a 6-layer model: tokens 1 and 4 exit; 2 and 3 run every layer after an exit."""
+    t = torch.tensor
+    runs = {0.5: {0: {"top1": t([1, 2, 3, 4, 5]), "final": t([1, 2, 0, 4, 0]), "exits": t([6, 3, 6, 6, 2])},
+                  1: {"top1": t([7, 8]), "final": t([7, 9]), "exits": t([6, 6])}}}
+    got = agreement_by_exit_history(runs, 6)[0.5]
+    assert got == {"exited": {"tokens": 2, "agreements": 1},
+                   "full_depth_clean": {"tokens": 3, "agreements": 2},
+                   "full_depth_after_exit": {"tokens": 2, "agreements": 1}}
+
+
+def test_agreement_by_exit_history_partitions_real_decoding(tiny):
+    """On real decodings the three groups hold every token and every agreement that summarize counts;
+    a threshold that never exits leaves every token clean and in agreement with the full model."""
+    chunks = _chunks(3, 8, seed=5)
+    controller = make_controller("confidence", LogitLens(tiny), 0.5)
+    thresholds = [2.0, *_middle_thresholds(tiny, chunks, controller, 3)]
+    runs = decode_thresholds(tiny, chunks, controller, thresholds)
+    split = agreement_by_exit_history(runs, tiny.dims.n_layers)
+    for row in summarize(tiny, controller, runs, chunks):
+        groups = split[row["threshold"]]
+        assert sum(g["tokens"] for g in groups.values()) == row["tokens"]
+        assert sum(g["agreements"] for g in groups.values()) == row["agreements"]
+    assert split[2.0] == {"exited": {"tokens": 0, "agreements": 0},
+                          "full_depth_clean": {"tokens": 24, "agreements": 24},
+                          "full_depth_after_exit": {"tokens": 0, "agreements": 0}}
+    assert any(split[t]["exited"]["tokens"] > 0 for t in thresholds[1:])
+
+
+@given(st.one_of(st.integers(max_value=0), st.floats(allow_nan=True), st.text(max_size=3)))
+def test_agreement_by_exit_history_refuses_a_bad_depth(n_layers):
+    with pytest.raises((TypeError, ValueError), match="n_layers"):
+        agreement_by_exit_history({}, n_layers)
+
+
+@pytest.mark.parametrize("runs", [[], {0.5: [1]}, "runs"])
+def test_agreement_by_exit_history_refuses_what_decode_thresholds_did_not_return(runs):
+    with pytest.raises(TypeError, match="decode_thresholds"):
+        agreement_by_exit_history(runs, 6)

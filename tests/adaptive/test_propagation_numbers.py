@@ -1,0 +1,31 @@
+"""The README's account of where early exit loses agreement quotes the shipped propagation benchmark."""
+
+import json
+import re
+from pathlib import Path
+
+from anee_lite.io.assets import DATA_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_readme_quotes_the_shipped_propagation_counts():
+    bench = json.loads((DATA_DIR / "smollm2-135m_propagation_bench.json").read_text())
+    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
+    at_90 = bench["groups"][str(bench["calibrated_thresholds"]["0.9"])]
+    ex, after, clean = at_90["exited"], at_90["full_depth_after_exit"], at_90["full_depth_clean"]
+
+    def share(g):
+        return f"{g['agreements'] / g['tokens']:.3f}"
+
+    assert (f"the {ex['tokens']:,} tokens that exited agree {share(ex)} ({ex['tokens'] - ex['agreements']} wrong), "
+            f"and the {after['tokens']:,} tokens that ran every layer") in readme
+    assert f"agree {share(after)} ({after['tokens'] - after['agreements']} wrong)" in readme
+    assert f"no exit before it agrees {share(clean)}" in readme and clean["agreements"] == clean["tokens"]
+    at_95 = bench["groups"]["0.95"]
+    wrong = {k: g["tokens"] - g["agreements"] for k, g in at_95.items()}
+    overall = sum(g["agreements"] for g in at_95.values()) / bench["tokens"]
+    assert (f"At threshold 0.95 only {at_95['exited']['tokens']} tokens exit, yet agreement falls to {overall:.3f}, "
+            f"and {wrong['full_depth_after_exit'] + wrong['full_depth_clean']} of its {sum(wrong.values())} "
+            "disagreements are on full-depth tokens") in readme
+    assert f"the same {bench['tokens']:,} held-out tokens" in readme
