@@ -29,3 +29,12 @@ def test_readme_quotes_the_shipped_propagation_counts():
             f"and {wrong['full_depth_after_exit'] + wrong['full_depth_clean']} of its {sum(wrong.values())} "
             "disagreements are on full-depth tokens") in readme
     assert f"the same {bench['tokens']:,} held-out tokens" in readme
+
+
+def test_notebook_05_quotes_the_shipped_propagation_counts():
+    bench = json.loads((DATA_DIR / "smollm2-135m_propagation_bench.json").read_text())
+    at_90 = bench["groups"][str(bench["calibrated_thresholds"]["0.9"])]
+    wrong = {k: g["tokens"] - g["agreements"] for k, g in at_90.items()}
+    cells = json.loads((ROOT / "notebooks" / "05_adaptive_exit.ipynb").read_text())["cells"]
+    prose = " ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    assert f"{wrong['full_depth_after_exit']} of the {sum(wrong.values())} disagreements" in prose
