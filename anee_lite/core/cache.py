@@ -9,8 +9,11 @@ The values are the same as filling them eagerly at exit time, but a static exit 
 stops at the same layer) never pays for layers nobody reaches.
 
 The alternative, running the skipped layers in full for the exited tokens later (a "catch-up"
-pass), gives the keys/values the full model would have had, but costs as much as not exiting,
-so it undoes the saving it is meant to keep; propagation is what CALM measured to keep quality.
+pass), gives the keys/values the full model would have had, but costs the FLOPs the exit saved.
+Propagation is what CALM used; it is not free either: on SmolLM2-135M most of the agreement early
+exit loses is on later tokens that ran every layer and attended to propagated entries
+(``benchmarks/bench_propagation.py``). A catch-up run side by side with the next token (FREE, Bae
+et al. 2023) would share that token's weight reads, which is what a decoding step on a CPU pays for.
 """
 
 from __future__ import annotations
