@@ -28,3 +28,13 @@ def test_shipped_results_need_a_quiet_machine(load, shipped, force, refused):
             machine.refuse_unless_quiet([load, 0.0, 0.0], shipped=shipped, force=force)
     else:
         machine.refuse_unless_quiet([load, 0.0, 0.0], shipped=shipped, force=force)
+
+
+@pytest.mark.parametrize("script", sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("bench_*.py")),
+                         ids=lambda p: p.name)
+def test_every_benchmark_that_writes_results_records_the_load(script):
+    """A benchmark that writes JSON records the load before (machine()) and after its run."""
+    source = script.read_text()
+    if "write_atomically" not in source and "json.dump" not in source:
+        pytest.skip(f"{script.name} writes no results")
+    assert "machine()" in source and "load_after" in source and "getloadavg" in source
