@@ -14,8 +14,12 @@ COLAB_STAMP := $(COLAB_VENV)/.installed
 COLAB_IPYTHONDIR := $(CURDIR)/$(COLAB_VENV)/ipython
 # The notebooks `make test-browser` runs whole in JupyterLab (read off browser_tests/, so the list has one home).
 BROWSER_NOTEBOOKS := $(addprefix notebooks/,$(sort $(shell grep -ho '[0-9][0-9]_[a-z0-9_]*\.ipynb' browser_tests/*.py)))
+# `make test SKIP_BROWSER_NOTEBOOKS=1` (what .ci/run runs) leaves those out: each notebook still runs twice there,
+# under nbval with Colab's pins (test-colab, which also compares the marked outputs) and in this venv, under nbval
+# here or whole in JupyterLab (test-browser, where a cell that fails fails the test). A third run bought no coverage.
+TEST_NOTEBOOKS := $(if $(SKIP_BROWSER_NOTEBOOKS),$(filter-out $(BROWSER_NOTEBOOKS),$(NOTEBOOK_TESTS)),$(NOTEBOOK_TESTS))
 
-.PHONY: .venv demo test test-slow test-colab test-browser ci clean
+.PHONY: .venv demo test test-slow test-colab test-browser clean
 
 .venv: $(STAMP)
 
@@ -34,7 +38,7 @@ demo: .venv
 # `slow` (real conversions killed mid-way, 64-token HF comparisons on SmolLM2, ...) run in `make test-slow`.
 test: .venv
 	$(VENV)/bin/lint-imports
-	$(NOTEBOOK_ENV) $(PY) -m pytest -m "not slow" $(if $(NOTEBOOK_TESTS),--nbval-lax tests $(NOTEBOOK_TESTS))
+	$(NOTEBOOK_ENV) $(PY) -m pytest -m "not slow" $(if $(TEST_NOTEBOOKS),--nbval-lax tests $(TEST_NOTEBOOKS))
 
 test-slow: .venv
 	$(NOTEBOOK_ENV) $(PY) -m pytest -m slow --durations=10 tests
@@ -70,16 +74,6 @@ $(BROWSER_STAMP): $(STAMP)
 test-browser: $(BROWSER_STAMP)
 	test -x $(CHROMIUM) || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
 	$(NOTEBOOK_ENV) $(PY) -m pytest -p no:cacheprovider browser_tests -v
-
-# What .ci/run runs. Each notebook still runs twice: under nbval with Colab's pins (test-colab, which also
-# compares the marked outputs) and in this venv, either under nbval (test) or whole in JupyterLab, where a
-# cell that fails fails the test (test-browser); a third run of the browser's notebooks bought no coverage
-# and took about 2.5 of the ~22 minutes.
-ci:
-	$(MAKE) test NOTEBOOK_TESTS="$(filter-out $(BROWSER_NOTEBOOKS),$(NOTEBOOK_TESTS))"
-	$(MAKE) test-slow
-	$(MAKE) test-browser
-	$(MAKE) test-colab
 
 clean:
 	rm -rf $(VENV) $(COLAB_VENV) build *.egg-info .pytest_cache test-artefacts
