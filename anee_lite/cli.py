@@ -98,6 +98,7 @@ def _int_at_least(low: int):
 def add_evaluate_parser(commands) -> None:
     from .adaptive.controllers import controller_names
     from .adaptive.evaluate import CALIBRATION_TOKENS, LENS_CHOICES
+    from .core.cache import KV_FILLS
 
     ev = commands.add_parser("evaluate", help="agreement, cost and wall time of an exit controller on a text")
     ev.add_argument("--model", required=True, help="hub id, local folder or 'smollm2-135m'")
@@ -117,6 +118,10 @@ def add_evaluate_parser(commands) -> None:
                          "tightens with more)")
     ev.add_argument("--chunk", type=_int_at_least(2), default=None,
                     help="tokens per teacher-forced chunk (default: 256, or the context window if shorter)")
+    ev.add_argument("--kv-fill", choices=KV_FILLS, default="propagate",
+                    help="how an exited token's deeper keys/values are filled: propagate (from its frozen residual, "
+                         "default) or catch_up (its skipped layers run in full beside a later token: exact keys, "
+                         "no FLOPs saved)")
     ev.add_argument("--json", required=True, help="where to write the results (JSON)")
 
 
@@ -152,7 +157,7 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
         controller = build_controller(model, args.model, args.controller, lens=args.lens, threshold=args.threshold)
         result = evaluate(model, tokenizer, text, controller, calibration_text=calibration,
                           target_agreement=args.target_agreement, max_tokens=args.max_tokens, chunk=args.chunk,
-                          delta=args.delta, calibration_tokens=args.calibration_tokens)
+                          delta=args.delta, calibration_tokens=args.calibration_tokens, kv_fill=args.kv_fill)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     print(format_result(result))

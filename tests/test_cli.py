@@ -129,3 +129,8 @@ def test_the_module_entry_point_prints_usage_not_a_traceback():
     proc = subprocess.run([sys.executable, "-m", "anee_lite", "demo", "--max-new-tokens", "-1"],
                           check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "usage:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_evaluate_kv_fill_outside_the_choices_is_refused_before_any_work(tmp_path, capsys, no_model):
+    code, err = run(evaluate_args(tmp_path, tmp_path / "out.json", "--kv-fill", "eager"), capsys)
+    assert code == 2 and "--kv-fill" in err and "catch_up" in err

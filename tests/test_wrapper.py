@@ -295,3 +295,19 @@ def test_smollm2_shipped_thresholds_zero_about_that_share_of_held_out_inputs(smo
     shares = [1 - keep_inputs(acts[f"blocks.{l}.{h}"], l, s, spec).float().mean().item()
               for l in range(wrapper.n_layers) for s, h in enumerate(LINEAR_INPUT_HOOKS)]
     assert 0.4 <= sum(shares) / len(shares) <= 0.6  # calibrated on other text: close to, not exactly, 0.5
+
+
+def test_generate_passes_kv_fill_on(twelve):
+    """The user's path: a controller's exits caught up beside later tokens, and a bad kv_fill refused up front."""
+    step = {"n": 0}
+
+    def every_other(layer, resid, active):  # odd steps stop at layer 3, even ones run every layer
+        if layer == 1:
+            step["n"] += 1
+        return torch.full_like(active, layer == 3 and step["n"] % 2 == 0)
+
+    result = twelve.generate(prompt="Early exits", max_new_tokens=5, controller=every_other, kv_fill="catch_up",
+                             return_result=True)
+    assert result.kv_caught_up > 0 and result.kv_propagated == 0
+    with pytest.raises(ValueError, match="kv_fill must be one of"):
+        twelve.generate(prompt="Early exits", max_new_tokens=0, kv_fill="exact")

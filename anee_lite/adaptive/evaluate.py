@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..budget import budget_table
 from ..config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
+from ..core.cache import check_kv_fill
 from ..core.metrics import mean_kl, next_token_nll, perplexity, top1_agreement
 from ..core.model import UnrolledModel, check_unrolled
 from ..core.validation import check_int
@@ -72,20 +73,23 @@ def build_controller(model: UnrolledModel, model_name: str | None, name: str, *,
 
 
 @torch.no_grad()
-def decode_teacher_forced(model: UnrolledModel, chunks: list[Tensor], controller: ExitController) -> dict:
+def decode_teacher_forced(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
+                          kv_fill: str = "propagate") -> dict:
     """Decode each chunk token by token, full depth and with the controller interleaved.
+
+    ``kv_fill``: how the controller run fills exited tokens' deeper keys/values (``UnrolledModel.forward``).
 
     Returns:
         ``logits``/``full_logits`` [N, V], ``exits``, ``checks`` (exit checks made),
         ``extra_lens_checks`` (lens evaluations beyond what the exit layer implies), ``positions``,
         ``chunk_ids`` [N], ``seconds``/``full_seconds`` (summed step times) and ``kv_propagated``
-        (entries the controller run filled lazily).
+        and ``kv_caught_up`` (what the controller run filled lazily: entries, or layers run in full).
     """
     model.forward(chunks[0][:, :1])  # warm-up: the first call pays one-off allocation costs
     rows = {k: [] for k in ("logits", "full_logits", "exits", "checks", "extra_lens_checks", "positions",
                             "chunk_ids")}
     seconds = full_seconds = 0.0
-    kv = 0
+    kv = caught_up = 0
     for c, ids in enumerate(chunks):
         cache_full = cache = None
         for t in range(ids.shape[1]):
@@ -93,12 +97,13 @@ def decode_teacher_forced(model: UnrolledModel, chunks: list[Tensor], controller
             start = time.perf_counter()
             full = model.forward(step, past_key_values=cache_full, use_cache=True)
             mid = time.perf_counter()
-            out = model.forward(step, controller=controller, past_key_values=cache, use_cache=True)
+            out = model.forward(step, controller=controller, past_key_values=cache, use_cache=True, kv_fill=kv_fill)
             end = time.perf_counter()
             full_seconds += mid - start
             seconds += end - mid
             cache_full, cache = full.past_key_values, out.past_key_values
             kv += out.stats.kv_propagated
+            caught_up += out.stats.kv_caught_up
             rows["full_logits"].append(full.logits[0, 0])
             rows["logits"].append(out.logits[0, 0])
             rows["exits"].append(int(out.stats.exit_layers[0, 0]))
@@ -108,7 +113,7 @@ def decode_teacher_forced(model: UnrolledModel, chunks: list[Tensor], controller
             rows["positions"].append(t)
             rows["chunk_ids"].append(c)
     result = {k: torch.stack(v) if k.endswith("logits") else torch.tensor(v) for k, v in rows.items()}
-    return {**result, "seconds": seconds, "full_seconds": full_seconds, "kv_propagated": kv}
+    return {**result, "seconds": seconds, "full_seconds": full_seconds, "kv_propagated": kv, "kv_caught_up": caught_up}
 
 
 def _perplexity(logits: Tensor, chunks: list[Tensor]) -> float:
@@ -144,6 +149,8 @@ class EvaluationResult:
     wall_seconds_full: float
     calibration: dict | None = None
     exits: list[int] = field(default_factory=list, repr=False)
+    kv_fill: str = "propagate"  # how exited tokens' deeper keys/values were filled
+    kv_caught_up: int = 0  # (token, layer) blocks run in full past an exit (kv_fill="catch_up")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -152,7 +159,8 @@ class EvaluationResult:
 def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitController | str, *,
              model_name: str | None = None, calibration_text: str | None = None, target_agreement: float = 0.9,
              max_tokens: int = 512, chunk: int | None = None, lens: str = "auto",
-             delta: float = 0.1, calibration_tokens: int = CALIBRATION_TOKENS) -> EvaluationResult:
+             delta: float = 0.1, calibration_tokens: int = CALIBRATION_TOKENS,
+             kv_fill: str = "propagate") -> EvaluationResult:
     """Teacher-force ``text`` through the controller and the full model; compare them.
 
     Args:
@@ -173,6 +181,9 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
             fewer if it is shorter: the result says how many were used). The bound tightens with the
             square root of the tokens: on a few hundred it lies so far below the measured agreement
             that no threshold that exits passes.
+        kv_fill: how exited tokens' deeper keys/values are filled, in calibration and evaluation alike:
+            ``"propagate"`` (from frozen residuals, CALM) or ``"catch_up"`` (the skipped layers run in
+            full beside a later token, FREE: only the exiting tokens can disagree; no FLOPs saved).
     """
     _check_evaluate_inputs(model, tokenizer, text, controller, model_name, calibration_text)
     if lens not in LENS_CHOICES:  # checked even when controller brings its own lens: a typo is not a no-op
@@ -181,6 +192,7 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
     delta = check_delta(delta)  # even without calibration_text: a nonsense delta is a mistake, not a no-op
     max_tokens = check_int("max_tokens", max_tokens, low=2)
     calibration_tokens = check_int("calibration_tokens", calibration_tokens, low=2)
+    kv_fill = check_kv_fill(kv_fill)
     chunk = min(256, model.dims.n_ctx) if chunk is None else check_int("chunk", chunk, low=2)
     if chunk > model.dims.n_ctx:
         raise ValueError(f"chunk must be at most the model's context window ({model.dims.n_ctx} tokens), got {chunk}")
@@ -190,10 +202,11 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
     calibration = None
     if calibration_text is not None:
         cal_chunks = text_chunks(tokenizer, calibration_text, max_tokens=calibration_tokens, chunk=chunk)
-        calibration = calibrate_by_decoding(model, cal_chunks, controller, target, delta=delta).summary()
-    run = decode_teacher_forced(model, chunks, controller)
+        calibration = calibrate_by_decoding(model, cal_chunks, controller, target, delta=delta,
+                                            kv_fill=kv_fill).summary()
+    run = decode_teacher_forced(model, chunks, controller, kv_fill)
     spent, full = early_exit_cost(model.dims, run["exits"], run["positions"], run["chunk_ids"], controller.charges,
-                                  run["extra_lens_checks"], controller.extra_check_translator_macs())
+                                  run["extra_lens_checks"], controller.extra_check_translator_macs(), kv_fill)
     charges = [controller.charges(L) for L in run["exits"].tolist()]
     n = model.dims.n_layers
     return EvaluationResult(
@@ -217,6 +230,8 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
         wall_seconds_full=run["full_seconds"],
         calibration=calibration,
         exits=run["exits"].tolist(),
+        kv_fill=kv_fill,
+        kv_caught_up=run["kv_caught_up"],
     )
 
 
@@ -239,7 +254,8 @@ def _check_evaluate_inputs(model, tokenizer, text, controller, model_name, calib
 
 def format_result(r: EvaluationResult) -> str:
     """A small table of one evaluation."""
-    rows = [("controller", f"{r.controller} ({r.lens} lens, exits at {_layers(r.exit_layers_allowed)})"),
+    about = f"{r.controller} ({r.lens} lens, exits at {_layers(r.exit_layers_allowed)}, kv_fill={r.kv_fill})"
+    rows = [("controller", about),
             ("threshold", f"{r.threshold:.4g}"), ("tokens", str(r.tokens)),
             ("top-1 agreement", f"{r.agreement:.3f}"), ("cost fraction", f"{r.cost_fraction:.3f}"),
             ("mean layers fraction", f"{r.mean_layers_fraction:.3f}"),

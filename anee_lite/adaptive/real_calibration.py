@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..core.cache import check_kv_fill
 from ..core.model import UnrolledModel, check_unrolled
 from ..core.validation import check_chunks, check_int
 from ..cost import cost_fraction, early_exit_cost
@@ -56,13 +57,14 @@ def full_top1(model: UnrolledModel, chunks: list[Tensor]) -> list[Tensor]:
 
 @torch.no_grad()
 def decode_rows(model: UnrolledModel, ids: Tensor, controller: ExitController, thresholds: Tensor,
-                progress=None) -> dict[str, Tensor]:
+                progress=None, kv_fill: str = "propagate") -> dict[str, Tensor]:
     """Teacher-force ``ids`` [R, T] token by token under each threshold, all as one batch.
 
     Args:
         ids: R chunks of T tokens, each decoded from an empty cache.
         thresholds: [J] one threshold per decoding.
         progress: a tqdm bar to advance by one per decoded position (optional).
+        kv_fill: how exited tokens' deeper keys/values are filled (``UnrolledModel.forward``).
 
     Returns:
         ``top1``, ``exits``, ``checks`` and ``extra_lens_checks`` (see
@@ -76,7 +78,8 @@ def decode_rows(model: UnrolledModel, ids: Tensor, controller: ExitController, t
     cache = None
     with row_thresholds(controller, per_row):
         for t in range(T):
-            step = model.forward(rows[:, t:t + 1], controller=controller, past_key_values=cache, use_cache=True)
+            step = model.forward(rows[:, t:t + 1], controller=controller, past_key_values=cache, use_cache=True,
+                                 kv_fill=kv_fill)
             cache = step.past_key_values
             out["top1"].append(step.logits[:, 0].argmax(-1))  # [J * R, V] -> [J * R]
             out["exits"].append(step.stats.exit_layers[:, 0])
@@ -152,10 +155,11 @@ def _group(chunks: list[Tensor], per_group: int):
 @torch.no_grad()
 def decode_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
                       thresholds: list[float], *, batch_rows: int = 64, desc: str = "decoding",
-                      final_top1: list[Tensor] | None = None) -> dict:
+                      final_top1: list[Tensor] | None = None, kv_fill: str = "propagate") -> dict:
     """Real decoding of every chunk under every threshold, as few batched decodings as ``batch_rows`` allows.
 
     ``final_top1``: the full model's top-1 per chunk (:func:`full_top1`), when the caller already has it.
+    ``kv_fill``: how exited tokens' deeper keys/values are filled (``UnrolledModel.forward``).
 
     Returns:
         threshold -> chunk index -> ``top1``, ``final`` (the full model's top-1), ``exits``,
@@ -170,6 +174,7 @@ def decode_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: Ex
                         f"got {type(controller).__name__}")
     batch_rows = check_int("batch_rows", batch_rows, low=1)
     thresholds = check_thresholds(thresholds)
+    kv_fill = check_kv_fill(kv_fill)
     if final_top1 is not None and [t.shape[-1] for t in final_top1] != [c.shape[1] for c in chunks]:
         raise ValueError("final_top1 must hold one [T] tensor per chunk, as full_top1(model, chunks) returns")
     tops = full_top1(model, chunks) if final_top1 is None else final_top1
@@ -180,7 +185,7 @@ def decode_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: Ex
     runs: dict[float, dict[int, dict]] = {float(t): {} for t in thresholds}
     with tqdm(total=sum(ids.shape[1] for _, _, ids in plan), desc=desc, leave=False) as bar:
         for tg, part, ids in plan:
-            got = decode_rows(model, ids, controller, torch.tensor(tg, dtype=torch.float32), bar)
+            got = decode_rows(model, ids, controller, torch.tensor(tg, dtype=torch.float32), bar, kv_fill)
             for j, thr in enumerate(tg):
                 for r, c in enumerate(part):
                     runs[float(thr)][c] = {"final": tops[c], **{k: v[j, r] for k, v in got.items()}}  # [T] each
@@ -188,8 +193,10 @@ def decode_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: Ex
 
 
 def summarize(model: UnrolledModel, controller: ExitController, runs: dict, chunks: list[Tensor],
-              which: list[int] | None = None) -> list[dict]:
+              which: list[int] | None = None, kv_fill: str = "propagate") -> list[dict]:
     """Agreement and cost per threshold of :func:`decode_thresholds` results, over chunks ``which`` (None: all).
+
+    ``kv_fill`` must be what the decoding used: it says what the exited tokens' deeper keys/values cost.
 
     Returns:
         Per threshold: ``threshold``, ``agreements``, ``tokens``, ``cost_fraction`` (every check and
@@ -204,7 +211,7 @@ def summarize(model: UnrolledModel, controller: ExitController, runs: dict, chun
     for thr, per_chunk in runs.items():
         cat = {k: torch.cat([per_chunk[c][k] for c in order]) for k in per_chunk[order[0]]}  # [N] each
         spent, full = early_exit_cost(model.dims, cat["exits"], positions, chunk_ids, controller.charges,
-                                      cat["extra_lens_checks"], controller.extra_check_translator_macs())
+                                      cat["extra_lens_checks"], controller.extra_check_translator_macs(), kv_fill)
         results.append({"threshold": thr, "agreements": int((cat["top1"] == cat["final"]).sum()),
                         "tokens": int(positions.numel()), "cost_fraction": cost_fraction(spent, full),
                         "mean_layers_fraction": float(cat["exits"].float().mean()) / n,
@@ -248,15 +255,16 @@ def agreement_by_exit_history(runs: dict, n_layers: int) -> dict[float, dict[str
 
 
 def measure_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
-                       thresholds: list[float], *, batch_rows: int = 64, desc: str = "calibrating") -> list[dict]:
+                       thresholds: list[float], *, batch_rows: int = 64, desc: str = "calibrating",
+                       kv_fill: str = "propagate") -> list[dict]:
     """Real-decoding agreement and cost of each threshold on ``chunks``, in the given order (see :func:`summarize`)."""
-    runs = decode_thresholds(model, chunks, controller, thresholds, batch_rows=batch_rows, desc=desc)
-    return summarize(model, controller, runs, chunks)
+    runs = decode_thresholds(model, chunks, controller, thresholds, batch_rows=batch_rows, desc=desc, kv_fill=kv_fill)
+    return summarize(model, controller, runs, chunks, kv_fill=kv_fill)
 
 
 def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
                           target_agreement: float = 0.9, *, delta: float = 0.1, thresholds=None,
-                          n_candidates: int = 8, batch_rows: int = 64) -> DecodedCalibration:
+                          n_candidates: int = 8, batch_rows: int = 64, kv_fill: str = "propagate") -> DecodedCalibration:
     """Set ``controller.threshold`` to the cheapest one whose agreement is guaranteed on the real path.
 
     Args:
@@ -270,6 +278,8 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
             default grid is read off a replay of the same text.
         n_candidates: size of the default grid.
         batch_rows: decodings run side by side in one forward (memory grows with it).
+        kv_fill: how exited tokens' deeper keys/values are filled (``UnrolledModel.forward``); calibrate
+            under the one you will decode with: the agreement of the two differs a lot.
 
     Candidates are decoded safest first, as many at a time as ``batch_rows`` holds (``batch_rows //
     len(chunks)``, at least one), and decoding stops after the first one that fails: the walk never looks
@@ -279,6 +289,7 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
     delta = check_delta(delta)
     n_candidates = check_int("n_candidates", n_candidates, low=1)
     batch_rows = check_int("batch_rows", batch_rows, low=1)
+    kv_fill = check_kv_fill(kv_fill)
     check_unrolled(model)
     chunks = check_chunks("chunks", chunks, model.dims.d_vocab)
     if thresholds is not None:
@@ -292,8 +303,9 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
     tested: list[CandidateThreshold] = []
     for start in range(0, len(ordered), per_round):
         runs = decode_thresholds(model, chunks, controller, ordered[start:start + per_round], batch_rows=batch_rows,
-                                 desc="calibrating", final_top1=tops)
-        tested += [CandidateThreshold(lower_bound=0.0, **m) for m in summarize(model, controller, runs, chunks)]
+                                 desc="calibrating", final_top1=tops, kv_fill=kv_fill)
+        tested += [CandidateThreshold(lower_bound=0.0, **m)
+                   for m in summarize(model, controller, runs, chunks, kv_fill=kv_fill)]
         best = fixed_sequence_select(tested, target, delta)
         if not tested[-1].passed:  # the walk stopped here: the fixed-sequence test never looks further
             break

@@ -5,7 +5,7 @@ the notebook helpers are all built on top of it.
 """
 
 from .architectures import CONVERTERS, Architecture, LayerWeights, ModelDims, from_hf
-from .cache import KVCache
+from .cache import KV_FILLS, KVCache
 from .controller import Controller
 from .masks import ActivationThresholds, Sparsity
 from .metrics import entropy, kl_divergence, mean_kl, next_token_nll, perplexity, top1_agreement
@@ -13,6 +13,7 @@ from .model import ForwardCall, ForwardOutput, ForwardStats, UnrolledModel
 
 __all__ = [
     "CONVERTERS",
+    "KV_FILLS",
     "ActivationThresholds",
     "Architecture",
     "Controller",

@@ -8,12 +8,18 @@ residual and fills a layer's missing entries the first time some later token run
 The values are the same as filling them eagerly at exit time, but a static exit (every token
 stops at the same layer) never pays for layers nobody reaches.
 
-The alternative, running the skipped layers in full for the exited tokens later (a "catch-up"
-pass), gives the keys/values the full model would have had, but costs the FLOPs the exit saved.
-Propagation is what CALM used; it is not free either: on SmolLM2-135M most of the agreement early
+Propagation is what CALM used; it is not free of error: on SmolLM2-135M most of the agreement early
 exit loses is on later tokens that ran every layer and attended to propagated entries
-(``benchmarks/bench_propagation.py``). A catch-up run side by side with the next token (FREE, Bae
-et al. 2023) would share that token's weight reads, which is what a decoding step on a CPU pays for.
+(``benchmarks/bench_propagation.py``).
+
+The alternative, ``kv_fill="catch_up"`` (FREE, Bae et al. 2023), runs an exited token's skipped
+layers *in full* later, side by side with the next token that runs them: the lagging tokens and the
+new ones go through the layer as one batch, so the layer's weights are read once for all of them.
+Every key and value is then the full model's, and only the exited tokens' own outputs can differ
+from the full model's. It saves no FLOPs (the skipped layers run after all), only the weight reads
+of the tokens that exit in a row before a deeper one comes: on a CPU, reading weights is what a
+decoding step pays for. The cache then keeps, instead of frozen residuals, the residual of each
+lagging token at the depth its keys and values reach.
 """
 
 from __future__ import annotations
@@ -27,23 +33,39 @@ from .architectures import Architecture, ModelDims
 from .masks import Sparsity
 from .validation import check_int
 
+KV_FILLS = ("propagate", "catch_up")  # how keys/values above an exit are filled (see the module docstring)
+
+
+def check_kv_fill(kv_fill) -> str:
+    """``kv_fill`` must be one of :data:`KV_FILLS`."""
+    if not isinstance(kv_fill, str) or kv_fill not in KV_FILLS:
+        raise ValueError(f"kv_fill must be one of {list(KV_FILLS)}, got {kv_fill!r}")
+    return kv_fill
+
 
 class KVCache:
-    """Keys and values per layer, plus each token's frozen residual for lazy propagation.
+    """Keys and values per layer, plus what fills the entries exited tokens still owe deeper layers.
 
     Attributes:
         keys, values: per layer, [B, K', T_l, d_head] with K' the key/value groups that run there
             (fewer than n_kv_heads when a head mask removes whole groups); T_l can lag behind
             ``len(self)`` for layers that no token has needed since some tokens exited below them.
-        resid: [B, T, d_model] the residual each token left the model with.
+        resid: [B, T, d_model] the residual each token left the model with (``propagate``; None
+            under ``catch_up``).
+        lagging: ``catch_up`` only: [B, n, d_model] the residuals of the last n tokens, each at the
+            depth its keys/values reach (the tokens some layer still lacks, maybe a few done ones before them).
         positions: [B, T] position ids used for the rotary embedding of late-filled keys.
         attention_mask: [B, T] bool, False at padding.
         propagated: (token, layer) K/V entries filled from a frozen residual so far.
+        caught_up: (token, layer) blocks run in full for tokens past their exit so far (``catch_up``).
+        kv_fill: ``"propagate"`` or ``"catch_up"``, fixed when the cache is made (later calls must match).
         sparsity: the layers/heads/neurons switched off when it was filled (later calls must match).
     """
 
-    def __init__(self, dims: ModelDims, batch_size: int, owner: object, sparsity: Sparsity | None = None):
+    def __init__(self, dims: ModelDims, batch_size: int, owner: object, sparsity: Sparsity | None = None,
+                 kv_fill: str = "propagate"):
         self.dims = dims
+        self.kv_fill = check_kv_fill(kv_fill)
         # Its own copy: the masks that filled it, even if the caller edits theirs in place before the next call.
         self.sparsity = sparsity.frozen() if sparsity is not None else Sparsity()
         self.batch_size = batch_size
@@ -55,10 +77,12 @@ class KVCache:
         self.resid: Tensor | None = None
         self.positions: Tensor | None = None
         self.attention_mask: Tensor | None = None
+        self.lagging: Tensor | None = None
         self.propagated = 0
+        self.caught_up = 0
 
     def __len__(self) -> int:
-        return 0 if self.resid is None else self.resid.shape[1]
+        return 0 if self.positions is None else self.positions.shape[1]
 
     def layer_length(self, layer: int) -> int:
         """How many tokens have keys/values at ``layer`` (in [0, n_layers)) already."""
@@ -81,6 +105,23 @@ class KVCache:
         self._append(layer, k, v)
         self.propagated += (end - start) * self.batch_size
 
+    def lagging_at(self, layer: int) -> tuple[int, Tensor | None]:
+        """``catch_up``: (first token without keys/values at ``layer``, the residuals [B, n, d_model] of those n tokens).
+
+        They are the last n tokens and all stand at depth ``layer`` (each earlier layer caught them up
+        before this one), so running block ``layer`` on them gives the full model's keys and values.
+        """
+        start = self._length_at(layer)
+        n = len(self) - start
+        return start, (self.lagging[:, -n:] if n else None)  # [B, n, d_model]
+
+    def caught_up_to(self, layer: int, resid_post: Tensor) -> None:
+        """``catch_up``: the lagging tokens ran block ``layer``; ``resid_post`` [B, n, d_model] is their new residual."""
+        n = resid_post.shape[1]
+        kept = self.lagging[:, :-n]  # [B, n_lagging - n, d_model]: tokens already past this layer
+        self.lagging = torch.cat([kept, resid_post], dim=1) if kept.shape[1] else resid_post  # never in place
+        self.caught_up += n * self.batch_size
+
     def fork(self) -> KVCache:
         """A cache holding the same entries (no copy) that later calls extend without changing this one."""
         twin = copy.copy(self)
@@ -98,13 +139,24 @@ class KVCache:
         self.values[layer] = v if old_v is None else torch.cat([old_v, v], dim=2)
 
     def add_tokens(self, resid: Tensor, positions: Tensor, attention_mask: Tensor) -> None:
-        """Record this call's tokens once the layer loop is done."""
+        """Record this call's tokens once the layer loop is done (``resid`` [B, T, d_model] where it ended)."""
         def cat(old, new):
             return new if old is None else torch.cat([old, new], dim=1)
 
-        self.resid = cat(self.resid, resid)
         self.positions = cat(self.positions, positions)
         self.attention_mask = cat(self.attention_mask, attention_mask)
+        if self.kv_fill == "propagate":
+            self.resid = cat(self.resid, resid)
+            return
+        # catch_up: keep the residuals of the tokens some layer still lacks; under catch_up all of this
+        # call's tokens ran to the same depth, so ``resid`` is where their keys/values stop.
+        self.lagging = self._lagging_window(cat(self.lagging, resid), len(self))
+
+    def _lagging_window(self, lagging: Tensor | None, n_tokens: int) -> Tensor | None:
+        """The tail of ``lagging`` (the last tokens of ``n_tokens``) that some layer still lacks."""
+        ran = [l for l in range(self.dims.n_layers) if l not in self.sparsity.skip_layers]
+        n = n_tokens - min((self._length_at(l) for l in ran), default=n_tokens)
+        return lagging[:, lagging.shape[1] - n:] if n else None  # [B, n, d_model]
 
     def truncate(self, length: int) -> None:
         """Forget every token from position ``length`` on, at every layer (a rejected draft's entries).
@@ -115,29 +167,34 @@ class KVCache:
         demand. ``length`` must be in [0, len(self)]; nothing is clamped.
         """
         length = check_int("length", length, low=0, high=len(self))
+        lagging = self.lagging
+        if lagging is not None:  # the lagging residuals of the kept tokens (a caught-up token keeps its depth)
+            lagging = lagging[:, :max(0, lagging.shape[1] - (len(self) - length))]  # [B, n', d_model]
         self._restore(([min(self._length_at(l), length) for l in range(self.dims.n_layers)], length,
-                       self.propagated))
+                       self.propagated, self.caught_up, lagging))
+        if self.lagging is not None:
+            self.lagging = self._lagging_window(self.lagging, length)
 
-    def _snapshot(self) -> tuple[list[int], int, int]:
-        """What :meth:`_restore` needs to undo a forward call that did not finish."""
-        return [self._length_at(l) for l in range(self.dims.n_layers)], len(self), self.propagated
+    def _snapshot(self) -> tuple:
+        """What :meth:`_restore` needs to undo a forward call that did not finish (no copy: nothing is edited in place)."""
+        return ([self._length_at(l) for l in range(self.dims.n_layers)], len(self), self.propagated, self.caught_up,
+                self.lagging)
 
-    def _restore(self, snapshot: tuple[list[int], int, int]) -> None:
-        layer_lengths, n_tokens, self.propagated = snapshot
+    def _restore(self, snapshot: tuple) -> None:
+        layer_lengths, n_tokens, self.propagated, self.caught_up, self.lagging = snapshot
         for l, n in enumerate(layer_lengths):
             keep = n > 0 and self.keys[l] is not None
             self.keys[l] = self.keys[l][:, :, :n] if keep else None  # [B, K, n, D]
             self.values[l] = self.values[l][:, :, :n] if keep else None
         if n_tokens == 0:
-            self.resid = self.positions = self.attention_mask = None
-        elif self.resid is not None:
-            self.resid = self.resid[:, :n_tokens]  # [B, n, d_model]
+            self.resid = self.positions = self.attention_mask = self.lagging = None
+        elif self.positions is not None:
+            if self.resid is not None:
+                self.resid = self.resid[:, :n_tokens]  # [B, n, d_model]
             self.positions = self.positions[:, :n_tokens]  # [B, n]
             self.attention_mask = self.attention_mask[:, :n_tokens]
 
     def nbytes(self) -> int:
-        """Memory held by keys, values and the frozen residuals, in bytes (the benchmark reports it)."""
-        tensors = [t for t in self.keys + self.values if t is not None]
-        if self.resid is not None:
-            tensors.append(self.resid)
+        """Memory held by keys, values and the residuals kept to fill deeper layers, in bytes (the benchmark reports it)."""
+        tensors = [t for t in self.keys + self.values + [self.resid, self.lagging] if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)

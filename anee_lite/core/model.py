@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .architectures import Architecture, ModelDims, from_hf
 from .attention import attention, attention_mask_4d, position_ids
-from .cache import KVCache
+from .cache import KVCache, check_kv_fill
 from .controller import Controller, as_controller
 from .hooks import LayerHooks, check_hooks, run_hook
 from .masks import LINEAR_INPUTS, ActivationThresholds, Sparsity, check_sparsity, mask_heads
@@ -48,6 +48,7 @@ class ForwardStats(_Dict):
     exited_early: bool
     exit_layers: Tensor  # [B, T] layers each token ran
     kv_propagated: int  # (token, layer) K/V entries computed from a frozen, exited residual
+    kv_caught_up: int = 0  # (token, layer) blocks run in full past a token's exit (kv_fill="catch_up")
 
 
 @dataclass
@@ -163,6 +164,7 @@ class UnrolledModel:
         mlp_mask: Tensor | None = None,
         activation_sparsity: float | ActivationThresholds | None = None,
         hooks: dict | None = None,
+        kv_fill: str = "propagate",
     ) -> ForwardOutput:
         """Run the blocks in order; token (b, t) runs ``exit_layers[b, t]`` of them.
 
@@ -171,9 +173,9 @@ class UnrolledModel:
             attention_mask: [B, T_past + T] 1 for real tokens, 0 for (left) padding; None = all real.
                 Every row needs a real token, except while a cache is filled chunk by chunk.
             exit_layers: [B, T] or one int: how many layers each token runs, 0..n_layers
-                (None = all; 0 = none, the logits come from the embedding alone). An exited token's
-                residual is frozen; deeper layers still get its keys/values by state propagation,
-                so tokens that run on can attend to it.
+                (None = all; 0 = none, the logits come from the embedding alone). Deeper layers
+                still get an exited token's keys/values, so tokens that run on can attend to it;
+                ``kv_fill`` says how.
             controller: decides exits on the fly before each layer (instead of ``exit_layers``), a
                 :class:`~anee_lite.core.controller.Controller` (or a plain function of the same call).
                 A token that stops at a check which computed its logits (a lens-based check) takes
@@ -214,6 +216,14 @@ class UnrolledModel:
                 TransformerLens's shapes, e.g. ``blocks.3.attn.hook_z`` [B, T, n_heads, d_head]);
                 ``fn(tensor, name)`` returns the replacement or None to keep it. With a cache, the keys
                 and values a hooked layer computes are cached as computed.
+            kv_fill: how an exited token's keys/values above its exit are filled
+                (:mod:`anee_lite.core.cache`). ``"propagate"`` (CALM): from its frozen residual,
+                through each deeper layer's K/V projections only. ``"catch_up"`` (FREE): its skipped
+                layers run in full later, beside the next tokens that run them, so every key and
+                value is the full model's and only the exited tokens' own outputs differ from it;
+                no FLOPs are saved, only weight reads. A cache continues under the ``kv_fill`` that
+                made it. ``"catch_up"`` does not take ``hooks`` or ``return_*`` recordings (its
+                blocks also run earlier tokens).
         """
         controller = as_controller(controller)
         input_ids, key_mask, exit_layers, use_cache = check_forward_inputs(
@@ -221,11 +231,13 @@ class UnrolledModel:
         check_flags(return_resid=return_resid, return_patterns=return_patterns,
                     return_mlp_hidden=return_mlp_hidden, return_linear_inputs=return_linear_inputs)
         sparsity = check_sparsity(self.dims, skip_layers, head_mask, mlp_mask, activation_sparsity)
-        cache = self._cache_for_call(past_key_values, sparsity, use_cache, input_ids.shape[0])
+        catching_up = _check_catch_up(check_kv_fill(kv_fill), hooks, return_resid, return_patterns,
+                                      return_mlp_hidden, return_linear_inputs)
+        cache = self._cache_for_call(past_key_values, sparsity, use_cache, input_ids.shape[0], kv_fill)
         n_past = 0 if cache is None else len(cache)
         if return_patterns:
             check_pattern_size(self.dims, *input_ids.shape, n_past + input_ids.shape[1])
-        propagated_before = cache.propagated if cache is not None else 0
+        propagated_before, caught_up_before = (cache.propagated, cache.caught_up) if cache is not None else (0, 0)
         positions = position_ids(key_mask)[:, n_past:]  # [B, T]
         call = ForwardCall(
             pos_info=self.arch.position_info(positions),  # e.g. RoPE's cos/sin, once for all layers
@@ -252,54 +264,99 @@ class UnrolledModel:
         # comparisons (a few operator calls each, which a decoding step pays) wait until then.
         everyone_runs_below = int(exit_layers.min())
         changed = False  # whether a controller stopped someone since call.active was computed
+        running = call.active  # [B, T] tokens that have not exited; under catch_up they still run every block
+        # catch_up: each exited token's residual at its exit (its output), while the token itself runs on.
+        at_exit = _ExitResiduals() if catching_up else None
+        joint_calls: dict[int, ForwardCall] = {}  # catch_up: first lagging token -> the call that runs them too
         for layer in range(self.dims.n_layers):
             if layer in sparsity.skip_layers:  # the identity: no exit decision, no K/V, no cost
                 resid = self._skipped_layer(layer, resid, call, exit_layers > layer)
                 continue
             if deciding and layer > 0:
-                stop = check_controller_stop(controller(layer, resid, call.active), call.active, layer)  # [B, T]
+                stop = check_controller_stop(controller(layer, resid, running), running, layer)  # [B, T]
                 # Most decisions stop nobody, and then nothing changes (a decoding step pays per operator call);
                 # a controller that says it cannot stop anyone before this layer is not even read.
                 if may_stop_at(layer) and bool(stop.any()):
-                    stop = stop & call.active  # True for a token that already stopped means nothing
+                    stop = stop & running  # True for a token that already stopped means nothing
                     if bool(stop.any()):
                         exit_layers = torch.where(stop, torch.full_like(exit_layers, layer), exit_layers)
                         reused.take(controller, stop[:, kept_from:])
                         changed = True
             if changed or layer >= everyone_runs_below:
-                call.active = exit_layers > layer  # [B, T]
-                call.all_active = bool(call.active.all())
-                if not call.all_active and not bool(call.active.any()):
+                running = exit_layers > layer  # [B, T]
+                all_running = bool(running.all())
+                if not all_running and not bool(running.any()):
                     break
+                if at_exit is not None:
+                    at_exit.record(resid, running)
+                else:
+                    call.active, call.all_active = running, all_running
                 changed = False
             deepest = layer + 1
+            if at_exit is not None and cache is not None:
+                resid = self._block_beside_lagging(layer, resid, call, cache, positions, key_mask, joint_calls)
+                continue
             if cache is not None:
                 cache.catch_up(self.arch, layer)  # tokens that exited below this layer before this call
             resid = self.block(layer, resid, call)
-        kv_in_call = _propagated_in_call(self.dims.n_layers, sparsity.skip_layers, deepest, exit_layers)
+        beyond_exit = _propagated_in_call(self.dims.n_layers, sparsity.skip_layers, deepest, exit_layers)
+        kv_in_call, caught_up_in_call = (0, beyond_exit) if catching_up else (beyond_exit, 0)
         if cache is not None:
             cache.add_tokens(resid, positions, key_mask[:, n_past:])
             cache.propagated += kv_in_call
+            cache.caught_up += caught_up_in_call
         stats = ForwardStats(
             layers_executed=deepest,
             total_layers=self.dims.n_layers,
             exited_early=deepest < self.dims.n_layers,
             exit_layers=exit_layers,
             kv_propagated=cache.propagated - propagated_before if cache is not None else kv_in_call,
+            kv_caught_up=cache.caught_up - caught_up_before if cache is not None else caught_up_in_call,
         )
+        if at_exit is not None:
+            resid = at_exit.outputs(resid)  # [B, T, d_model]: each token's residual where it exited
         logits = reused.complete(self, controller, resid[:, kept_from:], exit_layers[:, kept_from:])
         return ForwardOutput(logits=logits, stats=stats, past_key_values=cache if use_cache else None,
                              activations=call.activations)
 
     def _cache_for_call(self, past_key_values: KVCache | None, sparsity: Sparsity, use_cache: bool,
-                        batch: int) -> KVCache | None:
-        """The cache this call appends to: the one given (filled under the same sparsity), a new one, or none."""
+                        batch: int, kv_fill: str) -> KVCache | None:
+        """The cache this call appends to: the one given (filled under the same knobs), a new one, or none."""
         if past_key_values is not None:
             if not past_key_values.sparsity.matches(sparsity):
                 raise ValueError("past_key_values was filled under other skip_layers/head_mask/mlp_mask/"
                                  "activation_sparsity: its keys and values do not fit these; start a new cache")
+            if past_key_values.kv_fill != kv_fill:
+                raise ValueError(f"past_key_values was filled with kv_fill={past_key_values.kv_fill!r}, this call "
+                                 f"asks for kv_fill={kv_fill!r}: pass the same kv_fill or start a new cache")
             return past_key_values
-        return KVCache(self.dims, batch, self.cache_token, sparsity) if use_cache else None
+        return KVCache(self.dims, batch, self.cache_token, sparsity, kv_fill) if use_cache else None
+
+    def _block_beside_lagging(self, layer: int, resid: Tensor, call: ForwardCall, cache: KVCache, positions: Tensor,
+                              key_mask: Tensor, joint_calls: dict[int, ForwardCall]) -> Tensor:
+        """``catch_up``: block ``layer`` for this call's tokens and, in the same products, the earlier tokens that lack it.
+
+        The lagging tokens come first in the batch (they are earlier in the text), so one causal mask
+        over [lagging, new] gives every query exactly the keys the full model would show it.
+        """
+        start, lagging = cache.lagging_at(layer)  # [B, n, d_model] or None
+        if lagging is None:
+            return self.block(layer, resid, call)
+        n = lagging.shape[1]
+        if start not in joint_calls:  # the same tokens lag at consecutive layers: build their call once
+            n_past = len(cache)
+            joint_positions = torch.cat([cache.positions[:, start:], positions], dim=1)  # [B, n + T]
+            joint_calls[start] = ForwardCall(
+                pos_info=self.arch.position_info(joint_positions),
+                mask=_attention_mask(key_mask, start, n_past - start + positions.shape[1]),
+                causal=start == 0,
+                cache=cache,
+                active=torch.ones(joint_positions.shape, dtype=torch.bool, device=resid.device),
+                sparsity=call.sparsity,
+            )
+        out = self.block(layer, torch.cat([lagging, resid], dim=1), joint_calls[start])  # [B, n + T, d_model]
+        cache.caught_up_to(layer, out[:, :n])
+        return out[:, n:]  # [B, T, d_model]
 
     def _skipped_layer(self, layer: int, resid: Tensor, call: ForwardCall, running: Tensor) -> Tensor:
         """A skipped layer is the identity; its residual hooks still run and its residuals are still recorded."""
@@ -429,8 +486,44 @@ def _attention_mask(key_mask: Tensor, n_past: int, n_new: int) -> Tensor | None:
     return None
 
 
+def _check_catch_up(kv_fill: str, hooks, *recordings: bool) -> bool:
+    """Whether this call catches up (``kv_fill="catch_up"``); hooks and recordings would see the lagging tokens too."""
+    if kv_fill != "catch_up":
+        return False
+    if hooks or any(recordings):
+        raise ValueError("kv_fill='catch_up' runs earlier tokens' skipped layers in the same blocks as this call's "
+                         "tokens, so it takes no hooks and no return_resid/return_patterns/return_mlp_hidden/"
+                         "return_linear_inputs; use kv_fill='propagate' for those")
+    return True
+
+
+class _ExitResiduals:
+    """``catch_up``: each token's residual at the layer it exited (its output), kept while it runs on."""
+
+    def __init__(self):
+        self.resid: Tensor | None = None  # [B, T, d_model]; rows not in ``taken`` are unset
+        self.taken: Tensor | None = None  # [B, T] bool
+
+    def record(self, resid: Tensor, running: Tensor) -> None:
+        """Keep ``resid`` [B, T, d_model] (the residual entering this layer) for tokens that stopped and were not kept yet."""
+        new = ~running if self.taken is None else ~running & ~self.taken  # [B, T]
+        if not bool(new.any()):
+            return
+        if self.resid is None:
+            self.resid, self.taken = resid.clone(), new
+            return
+        self.resid = torch.where(new[..., None], resid, self.resid)  # [B, T, d_model]
+        self.taken = self.taken | new
+
+    def outputs(self, resid: Tensor) -> Tensor:
+        """[B, T, d_model]: the kept residual for exited tokens, ``resid`` for the others."""
+        if self.taken is None:
+            return resid
+        return torch.where(self.taken[..., None], self.resid, resid)
+
+
 def _propagated_in_call(n_layers: int, skip_layers, deepest: int, exit_layers: Tensor) -> int:
-    """K/V entries this call computed from exited tokens' frozen residuals: layers it ran above each exit."""
+    """K/V entries this call filled for exited tokens (from frozen residuals, or by catching up): layers it ran above each exit."""
     runs = torch.ones(n_layers + 1, dtype=torch.long)  # runs[l] = 1 if layer l runs (index n: padding)
     runs[list(skip_layers)] = 0
     ran_below = torch.cat([torch.zeros(1, dtype=torch.long), runs.cumsum(0)])  # layers run in [0, l)

@@ -15,6 +15,9 @@ Counting rules (one token, batch 1, decoding with a KV cache):
   matrices, about a fifth of a decoding step.
 * ``kv_propagation``: per (token, layer) K/V entry filled from an exited token's frozen residual
   (see :mod:`anee_lite.cache`): the layer's input norm plus the K and V projections.
+* Caught-up layers (``kv_fill="catch_up"``): a layer an exited token runs later, in full, beside a
+  later token, is charged like a layer it ran (in ``qkv_o``, ``attn_scores``, ``mlp`` and ``norms``:
+  it is the same arithmetic), but its weights are not streamed again: only its keys and values are read.
 * ``exit_checks``: a lens check is a final norm plus an unembedding (plus, for a tuned lens, its
   ``d_model x d_model`` translator); a cheap check (a learned probe, a cosine) costs what the
   controller says one evaluation costs (``probe_macs_per_check``); a tuned lens's translator on
@@ -44,6 +47,7 @@ import torch
 from torch import Tensor
 
 from ..core.architectures import ModelDims, converter_for
+from ..core.cache import check_kv_fill
 from ..core.masks import LINEAR_INPUTS
 from ..core.validation import check_fraction, check_int
 from .constants import BYTES_PER_PARAM, ENERGY_PER_BYTE_J, ENERGY_PER_FLOP_J
@@ -146,7 +150,7 @@ def check_kept_inputs(kept_inputs) -> tuple[float, float, float, float] | None:
 def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_checks: int = 0,
                lens_translator_macs: int = 0, probe_checks: int = 0, probe_macs_per_check: int = 0,
                kv_propagated: float = 0, readout_translator_macs: int = 0, unembed: bool = True,
-               kept_inputs: float | tuple[float, ...] | None = None) -> CostBreakdown:
+               kept_inputs: float | tuple[float, ...] | None = None, layers_caught_up: float = 0) -> CostBreakdown:
     """The cost of one token in batch-1 decoding: every charge of a token is assembled here.
 
     Args:
@@ -166,8 +170,15 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
             A zero input entry's weight row is neither multiplied nor streamed (what reading only the
             kept rows needs; the CPU forward does so from ``ROW_SKIP_MIN_SPARSITY`` on, and below it
             multiplies the masked input densely because that is faster there).
+        layers_caught_up: (token, layer) blocks run in full past an exit, beside a token that streamed
+            their weights (``kv_fill="catch_up"``), charged to this token: its own skipped layers
+            (:func:`early_exit_cost`) or the earlier tokens' its step caught up (:func:`generation_report`;
+            their keys are read at this token's context length). Fractional for a share of a batch's.
     """
     layers_run = check_int("layers_run", layers_run, low=0, high=dims.n_layers)
+    if isinstance(layers_caught_up, bool) or not isinstance(layers_caught_up, (int, float)) \
+            or not 0 <= layers_caught_up < float("inf"):
+        raise ValueError(f"layers_caught_up must be a finite number >= 0, got {layers_caught_up!r}")
     context_len = check_int("context_len", context_len, low=1)
     lens_checks = check_int("lens_checks", lens_checks, low=0)
     lens_translator_macs = check_int("lens_translator_macs", lens_translator_macs, low=0)
@@ -189,22 +200,23 @@ def token_cost(dims: ModelDims, *, layers_run: int, context_len: int, lens_check
     translator_macs = lens_translator_macs + readout_translator_macs  # [d, d] matrices, weights streamed once
     probe_macs = probe_checks * probe_macs_per_check
 
-    per_layer_bytes = (sum(params.values()) - unread_attn - unread_mlp  # the layer's weights (read rows), streamed once
-                       + 2 * kv_width * context_len  # K and V read by attention (its own included)
-                       ) * BYTES_PER_PARAM
+    kv_bytes = 2 * kv_width * context_len * BYTES_PER_PARAM  # K and V read by attention (its own included)
+    per_layer_bytes = (sum(params.values()) - unread_attn - unread_mlp) * BYTES_PER_PARAM + kv_bytes  # weights once
     final_bytes = (d * V + params["norms"] // 2) * BYTES_PER_PARAM if unembed else 0
     propagation_bytes = kv_propagated * (d + 2 * kv_width) * BYTES_PER_PARAM  # read the residual, write K and V
     # a lens check streams W_U and the norm weights; a translator or probe one parameter per MAC
     check_bytes = (lens_checks * (d * V + d) + translator_macs + probe_macs) * BYTES_PER_PARAM
+    computed = layers_run + layers_caught_up  # layers whose arithmetic the token does, now or caught up later
     return CostBreakdown(
-        qkv_o=layers_run * (params["qkv_o"] - unread_attn),
-        attn_scores=layers_run * 2 * q_width * context_len,  # q @ k.T and pattern @ v, per query head
-        mlp=layers_run * (params["mlp"] - unread_mlp),
-        norms=(2 * layers_run + int(unembed)) * norm,
+        qkv_o=computed * (params["qkv_o"] - unread_attn),
+        attn_scores=computed * 2 * q_width * context_len,  # q @ k.T and pattern @ v, per query head
+        mlp=computed * (params["mlp"] - unread_mlp),
+        norms=(2 * computed + int(unembed)) * norm,
         lm_head=d * V if unembed else 0,
         kv_propagation=kv_propagated * (norm + d * 2 * kv_width),
         exit_checks=lens_checks * lens_macs + translator_macs + probe_macs,
-        bytes_moved=layers_run * per_layer_bytes + final_bytes + propagation_bytes + check_bytes,
+        bytes_moved=(layers_run * per_layer_bytes + layers_caught_up * kv_bytes + final_bytes + propagation_bytes
+                     + check_bytes),
     )
 
 
@@ -230,6 +242,7 @@ def propagated_per_token(exit_layers: Tensor, chunk_ids: Tensor) -> Tensor:
 
     Tokens are in decoding order; a token that stopped after ``e`` layers owes one entry for each
     layer above ``e`` that some later token of its chunk runs (see :mod:`anee_lite.core.cache`).
+    Under ``kv_fill="catch_up"`` the same count is the layers it runs later, in full.
     """
     _check_per_token(exit_layers=exit_layers, chunk_ids=chunk_ids)
     out = torch.zeros_like(exit_layers)
@@ -242,7 +255,8 @@ def propagated_per_token(exit_layers: Tensor, chunk_ids: Tensor) -> Tensor:
 
 def early_exit_cost(dims: ModelDims, exit_layers: Tensor, positions: Tensor, chunk_ids: Tensor,
                     exit_charges: Callable[[int], dict], extra_lens_checks: Tensor | None = None,
-                    extra_check_translator_macs: int = 0) -> tuple[CostBreakdown, CostBreakdown]:
+                    extra_check_translator_macs: int = 0,
+                    kv_fill: str = "propagate") -> tuple[CostBreakdown, CostBreakdown]:
     """Summed cost of decoded tokens under early exit, and of the same tokens at full depth.
 
     Args:
@@ -253,13 +267,17 @@ def early_exit_cost(dims: ModelDims, exit_layers: Tensor, positions: Tensor, chu
         extra_lens_checks: [N] lens evaluations a token made beyond what its exit layer says (a
             screened controller's confirmations that did not let it stop); None: none.
         extra_check_translator_macs: translator MACs charged with each of those.
+        kv_fill: how the decoding filled exited tokens' deeper keys/values: ``"propagate"`` charges
+            K/V projections from frozen residuals, ``"catch_up"`` the skipped layers run in full later.
     """
     _check_per_token(exit_layers=exit_layers, positions=positions, chunk_ids=chunk_ids,
                      extra_lens_checks=extra_lens_checks)
     if not callable(exit_charges):
         raise TypeError(f"exit_charges must be a function exit layer -> token_cost keywords (e.g. controller.charges), "
                         f"got {type(exit_charges).__name__}")
+    kv_fill = check_kv_fill(kv_fill)
     kv = propagated_per_token(exit_layers, chunk_ids)
+    owed = "layers_caught_up" if kv_fill == "catch_up" else "kv_propagated"  # what each owed entry costs
     charges = {L: exit_charges(L) for L in exit_layers.unique().tolist()}  # a few distinct exits
     extra = [0] * len(positions) if extra_lens_checks is None else extra_lens_checks.tolist()
 
@@ -268,7 +286,7 @@ def early_exit_cost(dims: ModelDims, exit_layers: Tensor, positions: Tensor, chu
         if e:
             c = {**c, "lens_checks": c.get("lens_checks", 0) + e,
                  "lens_translator_macs": c.get("lens_translator_macs", 0) + e * extra_check_translator_macs}
-        return token_cost(dims, layers_run=L, context_len=p + 1, kv_propagated=k, **c)
+        return token_cost(dims, layers_run=L, context_len=p + 1, **{owed: k}, **c)
 
     spent = sum(cost(L, p, k, e) for L, p, k, e in zip(exit_layers.tolist(), positions.tolist(), kv.tolist(), extra))
     full = sum(full_token_cost(dims, p + 1) for p in positions.tolist())
@@ -346,12 +364,14 @@ def generation_report(result, dims: ModelDims, exit_charges: Callable[[int], dic
                         f"(e.g. controller.charges), got {type(exit_charges).__name__}")
     rows = []
     per_step = result.kv_propagated_per_step
+    caught_up = getattr(result, "kv_caught_up_per_step", None) or [0] * len(per_step)
     for step, layers in enumerate(result.layers_per_token):
         context_len = result.prompt_length + step  # positions 0 .. prompt_length - 1 + step
         full = full_token_cost(dims, context_len)
         batch = layers.shape[0]
         for b, n in enumerate(layers.tolist()):
             cost = token_cost(dims, layers_run=n, context_len=context_len, kv_propagated=per_step[step] / batch,
+                              layers_caught_up=caught_up[step] / batch,
                               **(exit_charges(n) if exit_charges is not None else {}))
             rows.append({
                 "step": step,

@@ -402,6 +402,9 @@ def plan_from_generation(result, *, row: int = 0, include_prefill: bool = False,
         exit_charges: exit layer -> what that exit decision cost (``token_cost`` keyword arguments), e.g. the
             controller's ``charges``; without it deciding is free (as in ``generation_report``).
     """
+    if sum(getattr(result, "kv_caught_up_per_step", ())):
+        raise ValueError("the generation caught exited tokens up (kv_fill='catch_up'); the simulator does not model "
+                         "catch-up steps yet: simulate a kv_fill='propagate' generation or a static plan")
     steps_layers = [int(layers[row]) for layers in result.layers_per_token]
     batch = result.layers_per_token[0].shape[0] if steps_layers else 0
     check_int("row", row, low=0, high=max(batch - 1, 0))

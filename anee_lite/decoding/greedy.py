@@ -7,6 +7,7 @@ import time
 import torch
 from torch import Tensor
 
+from ..core.cache import check_kv_fill
 from ..core.controller import Controller
 from ..core.masks import check_masks
 from ..core.model import UnrolledModel, check_unrolled
@@ -31,6 +32,7 @@ def greedy_generate(
     draft_tokens: int | None = None,
     draft_lens=None,
     masks: dict | None = None,
+    kv_fill: str = "propagate",
 ) -> GenerationResult:
     """Append the argmax token ``max_new_tokens`` times, stopping once every row has emitted EOS.
 
@@ -53,16 +55,19 @@ def greedy_generate(
             logit lens, or a lens object with ``logits(layer, resid)`` (e.g. a :class:`TunedLens`).
         masks: the forward's sparsity keywords (``skip_layers``, ``head_mask``, ``mlp_mask``,
             ``activation_sparsity``), applied at every step (not with speculation).
+        kv_fill: how an exited token's deeper keys/values are filled (``UnrolledModel.forward``):
+            ``"propagate"`` or ``"catch_up"`` (exact keys/values; no FLOPs saved, only weight reads).
     """
     check_unrolled(model)
     input_ids, mask = check_generate_inputs(model, input_ids, attention_mask, max_new_tokens, eos_token_id,
                                             pad_token_id, use_cache)  # [B, T] each
+    kv_fill = check_kv_fill(kv_fill)
     if draft_layers is not None or draft_tokens is not None or draft_lens is not None:
         if draft_layers is None or draft_tokens is None:
             raise ValueError("self-speculative decoding needs both draft_layers and draft_tokens")
-        if exit_layers is not None or controller is not None or not use_cache or masks:
+        if exit_layers is not None or controller is not None or not use_cache or masks or kv_fill != "propagate":
             raise ValueError("draft_layers/draft_tokens decode at full depth with a cache: exit_layers, "
-                             "controller, masks and use_cache=False do not apply")
+                             "controller, masks, kv_fill and use_cache=False do not apply")
         if isinstance(draft_lens, str):
             if draft_lens != "logit":
                 raise ValueError(f"draft_lens must be 'logit' or a lens object here, got {draft_lens!r} "
@@ -81,14 +86,15 @@ def greedy_generate(
         if use_cache:
             step_ids = result.sequences if cache is None else result.sequences[:, -1:]  # [B, T] or [B, 1]
             out = model.forward(step_ids, mask, exit_layers=exit_layers, controller=controller,
-                                past_key_values=cache, use_cache=True, logits_to_keep=1, **masks)
+                                past_key_values=cache, use_cache=True, logits_to_keep=1, kv_fill=kv_fill, **masks)
             cache = out.past_key_values
         else:
             out = model.forward(result.sequences, mask, exit_layers=exit_layers, controller=controller,
-                                logits_to_keep=1, **masks)
+                                logits_to_keep=1, kv_fill=kv_fill, **masks)
         next_ids = stop.filter(out.logits[:, -1].argmax(dim=-1))  # [B, d_vocab] -> [B]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        result.append(next_ids, out.stats.exit_layers[:, -1], time.perf_counter() - start, out.stats.kv_propagated)
+        result.append(next_ids, out.stats.exit_layers[:, -1], time.perf_counter() - start, out.stats.kv_propagated,
+                      out.stats.kv_caught_up)
         if stop.done:
             break
     return result

@@ -48,21 +48,29 @@ class GenerationResult:
     layers_per_token: list[Tensor] = field(default_factory=list)  # per step, [B] layers the new token's step ran
     step_times: list[float] = field(default_factory=list)  # seconds per step (the first includes the prompt)
     kv_propagated_per_step: list[int] = field(default_factory=list)  # per step, K/V entries filled from frozen states
+    kv_caught_up_per_step: list[int] = field(default_factory=list)  # per step, blocks run in full past an exit
     speculative: SpeculativeStats | None = None  # draft/verify statistics of a self-speculative run
 
-    def append(self, next_ids: Tensor, layers: Tensor | int, seconds: float, kv_propagated: int = 0) -> None:
-        """Record one generated token per row: ids [B], the layers its step ran, its time."""
+    def append(self, next_ids: Tensor, layers: Tensor | int, seconds: float, kv_propagated: int = 0,
+               kv_caught_up: int = 0) -> None:
+        """Record one generated token per row: ids [B], the layers its step ran, its time, what it filled for earlier tokens."""
         self.sequences = torch.cat([self.sequences, next_ids[:, None]], dim=1)  # [B, T + 1]
         if isinstance(layers, int):
             layers = torch.full_like(next_ids, layers)
         self.layers_per_token.append(layers)
         self.kv_propagated_per_step.append(kv_propagated)
+        self.kv_caught_up_per_step.append(kv_caught_up)
         self.step_times.append(seconds)
 
     @property
     def kv_propagated(self) -> int:
         """(token, layer) K/V entries filled from an exited token's frozen state, over all steps."""
         return sum(self.kv_propagated_per_step)
+
+    @property
+    def kv_caught_up(self) -> int:
+        """(token, layer) blocks run in full past a token's exit (``kv_fill="catch_up"``), over all steps."""
+        return sum(self.kv_caught_up_per_step)
 
     @property
     def new_tokens(self) -> Tensor:

@@ -202,3 +202,46 @@ def test_agreement_by_exit_history_refuses_a_bad_depth(n_layers):
 def test_agreement_by_exit_history_refuses_what_decode_thresholds_did_not_return(runs):
     with pytest.raises(TypeError, match="decode_thresholds"):
         agreement_by_exit_history(runs, 6)
+
+
+# --- kv_fill="catch_up": exited tokens' skipped layers run later, beside the next token ------------------------
+
+
+def test_under_catch_up_every_full_depth_token_agrees_and_batch_rows_equal_batch1(tiny):
+    """Only the exiting tokens can disagree; each batch row is still exactly its own batch-1 decoding."""
+    chunks = _chunks(3, 8, seed=5)
+    controller = make_controller("confidence", LogitLens(tiny), 0.5)
+    thresholds = _middle_thresholds(tiny, chunks, controller, 3)
+    runs = decode_thresholds(tiny, chunks, controller, thresholds, kv_fill="catch_up")
+    split = agreement_by_exit_history(runs, tiny.dims.n_layers)
+    after = [split[t]["full_depth_after_exit"] for t in thresholds]
+    assert sum(g["tokens"] for g in after) > 0  # the check below is not vacuous
+    assert all(g["agreements"] == g["tokens"] for g in after)
+    propagated = agreement_by_exit_history(decode_thresholds(tiny, chunks, controller, thresholds), tiny.dims.n_layers)
+    assert any(propagated[t]["full_depth_after_exit"]["agreements"] < propagated[t]["full_depth_after_exit"]["tokens"]
+               for t in thresholds)  # on this model propagation does lose some: the comparison has teeth
+    controller.threshold = thresholds[1]
+    for c, ids in enumerate(chunks):
+        ref = decode_teacher_forced(tiny, [ids], controller, kv_fill="catch_up")
+        assert runs[thresholds[1]][c]["exits"].tolist() == ref["exits"].tolist()
+        assert runs[thresholds[1]][c]["top1"].tolist() == ref["logits"].argmax(-1).tolist()
+
+
+def test_catch_up_costs_at_least_the_full_models_layers_and_calibrates(tiny):
+    """Catch-up saves no FLOPs: every layer a later token reaches is run for the exited tokens too."""
+    chunks = _chunks(4, 6, seed=1)
+    controller = make_controller("confidence", LogitLens(tiny), 0.5)
+    thresholds = _middle_thresholds(tiny, chunks, controller, 3)
+    caught = measure_thresholds(tiny, chunks, controller, thresholds, kv_fill="catch_up")
+    propagated = measure_thresholds(tiny, chunks, controller, thresholds)
+    for c, p in zip(caught, propagated):
+        assert c["cost_fraction"] > p["cost_fraction"]
+    cal = calibrate_by_decoding(tiny, chunks, controller, 0.5, delta=0.2, thresholds=thresholds + [2.0],
+                                kv_fill="catch_up")
+    assert cal.threshold in caught_thresholds(caught) + [2.0]
+    with pytest.raises(ValueError, match="kv_fill must be one of"):
+        calibrate_by_decoding(tiny, chunks, controller, 0.5, thresholds=[2.0], kv_fill="eager")
+
+
+def caught_thresholds(rows):
+    return [r["threshold"] for r in rows]

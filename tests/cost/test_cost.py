@@ -278,3 +278,38 @@ def test_matmul_flops_and_bytes_by_hand():
     assert matmul_seconds(2, torch.randn(3, 5), repeats=1) > 0
     with pytest.raises(ValueError, match="n_rows"):
         matmul_flops_and_bytes(0, 3, 5)
+
+
+def test_catch_up_flops_match_the_counter(counted_model):
+    """A full-depth token after an exit runs the exited token's skipped layers too, each at that token's context."""
+    model, dims = counted_model, counted_model.dims
+    n = dims.n_layers
+    cache = model(torch.randint(0, VOCAB, (1, 4), generator=torch.Generator().manual_seed(0)), use_cache=True,
+                  kv_fill="catch_up").past_key_values
+    cache = model(torch.tensor([[5]]), exit_layers=1, past_key_values=cache, use_cache=True,
+                  kv_fill="catch_up").past_key_values
+    got = counted_flops(lambda: model(torch.tensor([[6]]), past_key_values=cache, use_cache=True, kv_fill="catch_up"))
+    expected = (token_cost(dims, layers_run=n, context_len=6)
+                + token_cost(dims, layers_run=0, context_len=5, layers_caught_up=n - 1, unembed=False))
+    assert cache.caught_up == n - 1
+    # catch-up takes no return_patterns, and the counter does not see the fused attention kernel: products only
+    assert got == matmul_flops(expected, dims=dims) - 2 * expected.attn_scores
+
+
+def test_generation_report_charges_catch_up():
+    model = UnrolledModel(random_gpt2(n_layer=4, n_positions=128))
+    n = model.dims.n_layers
+    ids = torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(0))
+    depths = iter([1, n, 2])
+    state = {}
+
+    def controller(layer, resid, active):
+        if layer == 1:
+            state["depth"] = n if resid.shape[1] > 1 else next(depths)
+        return torch.full_like(active, layer == state["depth"])
+
+    result = greedy_generate(model, ids, max_new_tokens=4, controller=controller, kv_fill="catch_up")
+    rows = generation_report(result, model.dims)
+    assert result.kv_caught_up_per_step == [0, 0, 2 * (n - 1), 0] and result.kv_propagated == 0
+    step2 = token_cost(model.dims, layers_run=n, context_len=7, layers_caught_up=n - 1)
+    assert rows[4]["flops"] == step2.flops

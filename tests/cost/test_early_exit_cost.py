@@ -115,3 +115,29 @@ def test_generation_report_names_wrong_arguments(tiny):
                         ((run, tiny.dims, 3), "exit_charges must be None or a function")):
         with pytest.raises(TypeError, match=match):  # were AttributeErrors
             generation_report(*args)
+
+
+def test_catch_up_charges_the_skipped_layers_in_full_by_hand(tiny):
+    """The same two tokens as above under kv_fill="catch_up": token 0 runs layers 2 and 3 later, beside token 1."""
+    d = tiny.dims.d_model
+    lens = TunedLens(tiny, {1: torch.zeros(d, d)}, {1: torch.zeros(d)})
+    c = make_controller("confidence", lens, 0.5, exit_layers_allowed=[1, 2])
+    args = (tiny.dims, torch.tensor([1, 3]), torch.tensor([0, 1]), torch.tensor([0, 0]), c.charges)
+    spent, full = early_exit_cost(*args, kv_fill="catch_up")
+    propagated, _ = early_exit_cost(*args)
+    assert spent.kv_propagation == 0
+    token0 = layers(3, 1) + (LENS + TRANSLATOR)  # all three layers' arithmetic, at its own context of 1 key
+    token1 = layers(3, 2) + 2 * LENS + TRANSLATOR + LENS
+    assert spent.macs == token0 + token1
+    assert spent.macs > full.macs  # the checks come on top: catch-up saves no arithmetic
+    # bytes: the caught-up layers read token 0's K and V (1 key, width 4, two layers), never the weights again;
+    # propagation instead read its residual (8) and wrote K and V (2 x 4) per entry
+    assert spent.bytes_moved - propagated.bytes_moved == 4 * (2 * (2 * 4 * 1) - 2 * (8 + 2 * 4))
+    with pytest.raises(ValueError, match="kv_fill must be one of"):
+        early_exit_cost(*args, kv_fill="lazy")
+
+
+@pytest.mark.parametrize("bad", [-1, float("inf"), float("nan"), True, "2"])
+def test_layers_caught_up_must_be_a_finite_number_at_least_0(tiny, bad):
+    with pytest.raises(ValueError, match="layers_caught_up must be a finite number >= 0"):
+        token_cost(tiny.dims, layers_run=1, context_len=1, layers_caught_up=bad)
