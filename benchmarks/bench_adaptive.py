@@ -2,13 +2,16 @@
 
     python benchmarks/bench_adaptive.py [--controllers learned saturation ...] [--targets 0.8 0.9]
                                         [--delta 0.1] [--cal-tokens 2048] [--eval-tokens 2048]
-                                        [--chunk 128] [--wall-tokens 256] [--json OUT] [--force]
+                                        [--chunk 128] [--wall-tokens 256] [--kv-fill propagate|catch_up]
+                                        [--json OUT] [--force]
 
 For each controller:
 
-1. Calibrate on the Python-docs calibration text by real cached decoding with state propagation
+1. Calibrate on the Python-docs calibration text by real cached decoding, exited tokens' deeper keys and
+   values filled as ``--kv-fill`` says (:mod:`anee_lite.core.cache`; default state propagation)
    (:mod:`anee_lite.adaptive.real_calibration`): candidate thresholds tested safest first, the
-   cheapest one whose Clopper-Pearson lower bound (confidence 1 - delta) reaches the target.
+   cheapest one whose Clopper-Pearson lower bound (confidence 1 - delta) reaches the target (fewest
+   FLOPs; under catch-up, which saves no FLOPs, fewest bytes moved).
 2. Decode (in the same batch) the held-out Python docs (in domain) and held-out King James Bible (out of domain) with
    each chosen threshold: delivered agreement and cost fraction (every check, translator and K/V
    propagation charged).
@@ -19,8 +22,9 @@ For each controller:
 Also printed: the oracle (every token stops at the first allowed layer whose readout already equals
 the full model's top-1, checks free, replayed on full-depth states), the best any controller could
 do with the same lens and exit layers. The JSON file is rewritten after every controller. By default it
-is the shipped ``anee_lite/data/smollm2-135m_adaptive_bench.json`` that notebook 05 and the README quote,
-which a run from a busy machine (1-minute load > 1) may not overwrite without ``--force``.
+is the shipped ``anee_lite/data/smollm2-135m_adaptive_bench.json`` that notebook 05 and the README quote
+(``smollm2-135m_adaptive_catch_up_bench.json`` with ``--kv-fill catch_up``), which a run from a busy
+machine (1-minute load > 1) may not overwrite without ``--force``.
 """
 
 from __future__ import annotations
@@ -37,7 +41,14 @@ from machine import machine, refuse_unless_quiet
 from anee_lite.adaptive.calibration import build_replay, text_chunks
 from anee_lite.adaptive.evaluate import build_controller, decode_teacher_forced
 from anee_lite.adaptive.guarantee import CandidateThreshold, fixed_sequence_select
-from anee_lite.adaptive.real_calibration import candidate_grid, decode_thresholds, order_safest_first, summarize
+from anee_lite.adaptive.real_calibration import (
+    candidate_grid,
+    cheapest_by,
+    decode_thresholds,
+    order_safest_first,
+    summarize,
+)
+from anee_lite.core.cache import KV_FILLS
 from anee_lite.core.model import UnrolledModel
 from anee_lite.cost import cost_fraction, early_exit_cost
 from anee_lite.io import DATA_DIR, eval_text
@@ -46,7 +57,8 @@ from anee_lite.io.loading import load_pretrained
 
 CONTROLLERS = ("learned", "candidate", "saturation", "confidence", "static", "patience", "entropy", "margin")
 HELDOUT = {"in domain": "python_docs_heldout", "out of domain": "kjv_heldout"}
-SHIPPED = DATA_DIR / "smollm2-135m_adaptive_bench.json"
+SHIPPED = {"propagate": DATA_DIR / "smollm2-135m_adaptive_bench.json",
+           "catch_up": DATA_DIR / "smollm2-135m_adaptive_catch_up_bench.json"}
 
 
 def make(model, name):
@@ -90,11 +102,16 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=8, help="thresholds tested per controller")
     parser.add_argument("--wall-tokens", type=int, default=256, help="held-out tokens timed at batch 1 (0: skip)")
     parser.add_argument("--batch-rows", type=int, default=256)
-    parser.add_argument("--json", type=Path, default=SHIPPED)
+    parser.add_argument("--kv-fill", choices=KV_FILLS, default="propagate",
+                        help="how exited tokens' deeper keys/values are filled (default propagate)")
+    parser.add_argument("--json", type=Path, default=None, help="default: the shipped JSON of this --kv-fill")
     parser.add_argument("--force", action="store_true", help="overwrite the shipped JSON even from a busy machine")
     args = parser.parse_args()
+    args.json = SHIPPED[args.kv_fill] if args.json is None else args.json
     about = machine()  # the load before the run: its own threads raise it while it runs
-    refuse_unless_quiet(about["load_before"], shipped=args.json.resolve() == SHIPPED.resolve(), force=args.force)
+    shipped = args.json.resolve() in {p.resolve() for p in SHIPPED.values()}
+    refuse_unless_quiet(about["load_before"], shipped=shipped, force=args.force)
+    fill = args.kv_fill
     start = time.perf_counter()
     hf_model, tokenizer = load_pretrained("smollm2-135m")
     model = UnrolledModel(hf_model)
@@ -120,13 +137,15 @@ def main() -> None:
         controller = make(model, name)
         grid = order_safest_first(controller, candidate_grid(model, cal, controller, min(args.targets),
                                                              args.candidates))
-        runs = decode_thresholds(model, everything, controller, grid, batch_rows=args.batch_rows, desc=name)
-        curves = {label: summarize(model, controller, runs, everything, idx) for label, idx in index.items()}
+        runs = decode_thresholds(model, everything, controller, grid, batch_rows=args.batch_rows, desc=name,
+                                 kv_fill=fill)
+        curves = {label: summarize(model, controller, runs, everything, idx, kv_fill=fill)
+                  for label, idx in index.items()}
         tested = [CandidateThreshold(lower_bound=0.0, **m) for m in curves["calibration"]]
         row = {"decode_seconds": time.perf_counter() - t0, "oracle": {}, "targets": {},
                "curves": curves}
         for target in args.targets:
-            best = fixed_sequence_select(tested, target, args.delta)
+            best = fixed_sequence_select(tested, target, args.delta, cheapest_by=cheapest_by(fill))
             pick = best if best is not None else tested[0]
             j = tested.index(pick)
             row["targets"][str(target)] = {
@@ -134,6 +153,7 @@ def main() -> None:
                 "calibration": vars(pick) | {"agreement": pick.agreement},
                 **{label: {"agreement": curves[label][j]["agreements"] / curves[label][j]["tokens"],
                            "cost_fraction": curves[label][j]["cost_fraction"],
+                           "bytes_fraction": curves[label][j]["bytes_fraction"],
                            "mean_layers_fraction": curves[label][j]["mean_layers_fraction"],
                            "tokens": curves[label][j]["tokens"]} for label in held}}
         for label, replay in replays.items():
@@ -141,7 +161,7 @@ def main() -> None:
         if wall_chunks is not None:
             for target in args.targets:
                 controller.threshold = row["targets"][str(target)]["threshold"]
-                run = decode_teacher_forced(model, wall_chunks, controller)
+                run = decode_teacher_forced(model, wall_chunks, controller, kv_fill=fill)
                 row["targets"][str(target)]["wall_time_ratio_in_domain"] = run["seconds"] / run["full_seconds"]
         results["controllers"][name] = row
         results["load_after"] = list(os.getloadavg())
@@ -152,13 +172,15 @@ def main() -> None:
             print(f"  {thr:9.4g}: " + " | ".join(
                 f"{curves[k][j]['agreements'] / curves[k][j]['tokens']:.3f}/{curves[k][j]['cost_fraction']:.3f}"
                 for k in texts))
-        print("  target  threshold  bound  cal.agree  in: agree  cost   out: agree  cost   wall(in)")
+        print(f"  kv_fill={fill}; cost = FLOPs fraction, bytes = memory-traffic fraction")
+        print("  target  threshold  bound  cal.agree  in: agree  cost   bytes  out: agree  cost   wall(in)")
         for target in args.targets:
             r = row["targets"][str(target)]
             c = r["calibration"]
             wall = r.get("wall_time_ratio_in_domain")
             print(f"  {target:6.2f}  {r['threshold']:9.4g}  {c['lower_bound']:.3f}  {c['agreement']:9.3f}"
                   f"  {r['in domain']['agreement']:9.3f}  {r['in domain']['cost_fraction']:.3f}"
+                  f"  {r['in domain']['bytes_fraction']:.3f}"
                   f"  {r['out of domain']['agreement']:11.3f}  {r['out of domain']['cost_fraction']:.3f}"
                   f"   {'-' if wall is None else f'{wall:.3f}'}" + ("" if r["met"] else "  (target not met)"))
         print("  oracle cost (replayed, checks free): " + ", ".join(

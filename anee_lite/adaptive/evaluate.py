@@ -24,7 +24,7 @@ from ..core.cache import check_kv_fill
 from ..core.metrics import mean_kl, next_token_nll, perplexity, top1_agreement
 from ..core.model import UnrolledModel, check_unrolled
 from ..core.validation import check_int
-from ..cost import cost_fraction, early_exit_cost
+from ..cost import bytes_fraction, cost_fraction, early_exit_cost
 from ..io.assets import SMOLLM2_EXIT_LAYERS, is_smollm2, lens_path, probe_path
 from ..lens import LogitLens, TunedLens
 from .calibration import check_target_agreement, text_chunks
@@ -149,6 +149,7 @@ class EvaluationResult:
     wall_seconds_full: float
     calibration: dict | None = None
     exits: list[int] = field(default_factory=list, repr=False)
+    bytes_fraction: float = 1.0  # cost-model memory traffic (weights, KV cache, checks): what batch-1 decoding pays
     kv_fill: str = "propagate"  # how exited tokens' deeper keys/values were filled
     kv_caught_up: int = 0  # (token, layer) blocks run in full past an exit (kv_fill="catch_up")
 
@@ -230,6 +231,7 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
         wall_seconds_full=run["full_seconds"],
         calibration=calibration,
         exits=run["exits"].tolist(),
+        bytes_fraction=bytes_fraction(spent, full),
         kv_fill=kv_fill,
         kv_caught_up=run["kv_caught_up"],
     )
@@ -258,6 +260,7 @@ def format_result(r: EvaluationResult) -> str:
     rows = [("controller", about),
             ("threshold", f"{r.threshold:.4g}"), ("tokens", str(r.tokens)),
             ("top-1 agreement", f"{r.agreement:.3f}"), ("cost fraction", f"{r.cost_fraction:.3f}"),
+            ("bytes fraction", f"{r.bytes_fraction:.3f}"),
             ("mean layers fraction", f"{r.mean_layers_fraction:.3f}"),
             ("wall-time ratio", f"{r.wall_time_ratio:.3f}"), ("KL (nats)", f"{r.kl:.3f}"),
             ("perplexity", f"{r.perplexity:.2f} (full model {r.perplexity_full:.2f})"),

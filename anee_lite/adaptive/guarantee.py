@@ -133,23 +133,32 @@ class CandidateThreshold:
     # per chunk (decoded independently): agreements and tokens; the bound then counts effective tokens
     chunk_agreements: list[int] | None = None
     chunk_tokens: list[int] | None = None
+    bytes_fraction: float | None = None  # memory traffic against the full model's (what batch-1 decoding pays)
 
     @property
     def agreement(self) -> float:
         return self.agreements / self.tokens
 
 
-def fixed_sequence_select(tested: list[CandidateThreshold], target: float, delta: float) -> CandidateThreshold | None:
+COST_MEASURES = ("cost_fraction", "bytes_fraction")
+
+
+def fixed_sequence_select(tested: list[CandidateThreshold], target: float, delta: float,
+                          cheapest_by: str = "cost_fraction") -> CandidateThreshold | None:
     """Mark which candidates pass the fixed-sequence test and return the cheapest that passed.
 
     Args:
         tested: candidates ordered from the safest to the cheapest; their ``passed`` flags are set.
         target: the agreement to guarantee, in (0, 1].
         delta: the allowed probability that a passed threshold misses ``target``.
+        cheapest_by: ``"cost_fraction"`` (FLOPs) or ``"bytes_fraction"`` (memory traffic: what a catch-up
+            decoding saves, as its FLOPs do not fall with exits).
 
     Returns:
-        The passed candidate with the lowest ``cost_fraction``, or None if the safest one fails.
+        The passed candidate with the lowest ``cheapest_by``, or None if the safest one fails.
     """
+    if cheapest_by not in COST_MEASURES:
+        raise ValueError(f"cheapest_by must be one of {list(COST_MEASURES)}, got {cheapest_by!r}")
     target = check_target_agreement(target)
     delta = check_delta(delta)  # here too: with no candidates the loop below would never look at it
     for t in tested:
@@ -161,4 +170,6 @@ def fixed_sequence_select(tested: list[CandidateThreshold], target: float, delta
             break
         t.passed = True
     passed = [t for t in tested if t.passed]
-    return min(passed, key=lambda t: t.cost_fraction) if passed else None
+    if cheapest_by == "bytes_fraction" and any(t.bytes_fraction is None for t in passed):
+        raise ValueError("cheapest_by='bytes_fraction' needs every candidate's bytes_fraction (summarize gives it)")
+    return min(passed, key=lambda t: getattr(t, cheapest_by)) if passed else None

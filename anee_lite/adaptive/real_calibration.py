@@ -27,7 +27,7 @@ from torch import Tensor
 from ..core.cache import check_kv_fill
 from ..core.model import UnrolledModel, check_unrolled
 from ..core.validation import check_chunks, check_int
-from ..cost import cost_fraction, early_exit_cost
+from ..cost import bytes_fraction, cost_fraction, early_exit_cost
 from .calibration import build_replay, check_thresholds, sweep
 from .controllers import ExitController
 from .guarantee import CandidateThreshold, check_delta, check_target_agreement, effective_tokens, fixed_sequence_select
@@ -135,6 +135,8 @@ class DecodedCalibration:
     tested: list[CandidateThreshold] = field(repr=False)
     effective_tokens: float = 0.0  # what the chosen threshold's tokens are worth as independent ones (chunks correlate)
     seconds: float = 0.0
+    bytes_fraction: float = 1.0  # memory traffic against the full model's
+    kv_fill: str = "propagate"
 
     def summary(self) -> dict:
         """The scalar fields, for JSON and tables."""
@@ -199,8 +201,8 @@ def summarize(model: UnrolledModel, controller: ExitController, runs: dict, chun
     ``kv_fill`` must be what the decoding used: it says what the exited tokens' deeper keys/values cost.
 
     Returns:
-        Per threshold: ``threshold``, ``agreements``, ``tokens``, ``cost_fraction`` (every check and
-        K/V propagation charged), ``mean_layers_fraction``, and ``chunk_agreements``/``chunk_tokens``
+        Per threshold: ``threshold``, ``agreements``, ``tokens``, ``cost_fraction`` (FLOPs, every check and
+        K/V fill charged), ``bytes_fraction`` (memory traffic), ``mean_layers_fraction``, and ``chunk_agreements``/``chunk_tokens``
         per chunk (for the bound that counts effective tokens, :mod:`anee_lite.adaptive.guarantee`).
     """
     n = model.dims.n_layers
@@ -214,6 +216,7 @@ def summarize(model: UnrolledModel, controller: ExitController, runs: dict, chun
                                       cat["extra_lens_checks"], controller.extra_check_translator_macs(), kv_fill)
         results.append({"threshold": thr, "agreements": int((cat["top1"] == cat["final"]).sum()),
                         "tokens": int(positions.numel()), "cost_fraction": cost_fraction(spent, full),
+                        "bytes_fraction": bytes_fraction(spent, full),
                         "mean_layers_fraction": float(cat["exits"].float().mean()) / n,
                         "chunk_agreements": [int((per_chunk[c]["top1"] == per_chunk[c]["final"]).sum()) for c in order],
                         "chunk_tokens": [int(chunks[c].shape[1]) for c in order]})
@@ -281,6 +284,8 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
         kv_fill: how exited tokens' deeper keys/values are filled (``UnrolledModel.forward``); calibrate
             under the one you will decode with: the agreement of the two differs a lot.
 
+    The cheapest passing candidate is the one with the fewest FLOPs; under ``kv_fill="catch_up"``,
+    which saves no FLOPs, the one that moves the fewest bytes (weights read: what decoding pays for).
     Candidates are decoded safest first, as many at a time as ``batch_rows`` holds (``batch_rows //
     len(chunks)``, at least one), and decoding stops after the first one that fails: the walk never looks
     past it, so ``tested`` lists the candidates up to that one.
@@ -306,7 +311,7 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
                                  desc="calibrating", final_top1=tops, kv_fill=kv_fill)
         tested += [CandidateThreshold(lower_bound=0.0, **m)
                    for m in summarize(model, controller, runs, chunks, kv_fill=kv_fill)]
-        best = fixed_sequence_select(tested, target, delta)
+        best = fixed_sequence_select(tested, target, delta, cheapest_by=cheapest_by(kv_fill))
         if not tested[-1].passed:  # the walk stopped here: the fixed-sequence test never looks further
             break
     chosen = best if best is not None else tested[0]
@@ -315,4 +320,9 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
                               chosen.lower_bound, chosen.cost_fraction, chosen.mean_layers_fraction,
                               best is not None, tested,
                               effective_tokens(chosen.chunk_agreements, chosen.chunk_tokens),
-                              time.perf_counter() - start)
+                              time.perf_counter() - start, chosen.bytes_fraction, kv_fill)
+
+
+def cheapest_by(kv_fill: str) -> str:
+    """What "cheapest" means when choosing a threshold: FLOPs, or under catch-up (which saves none) memory traffic."""
+    return "bytes_fraction" if check_kv_fill(kv_fill) == "catch_up" else "cost_fraction"

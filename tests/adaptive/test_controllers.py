@@ -13,7 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from anee_lite import UnrolledModel, greedy_generate
 from anee_lite.adaptive.calibration import build_replay, calibrate, pareto_front, sweep, text_chunks
 from anee_lite.adaptive.controllers import CONTROLLER_NAMES, make_controller
-from anee_lite.adaptive.evaluate import decode_teacher_forced, evaluate
+from anee_lite.adaptive.evaluate import decode_teacher_forced, evaluate, format_result
 from anee_lite.adaptive.probe import ExitProbe
 from anee_lite.io.assets import SMOLLM2_EXIT_LAYERS, lens_path, probe_path
 from anee_lite.lens import LogitLens, TunedLens
@@ -303,6 +303,18 @@ def test_evaluate_reports_every_field(tiny):
                 "threshold", "tokens"):
         assert key in d
     assert d["tokens"] == 40 and 0 <= d["agreement"] <= 1 and d["wall_time_ratio"] > 0
+
+
+def test_evaluate_under_catch_up_calibrates_and_reports_it(tiny):
+    """The same evaluation with kv_fill='catch_up': calibrated and decoded under it; the table says so."""
+    args = (tiny, CharTokenizer(48), "hello world, " * 6, "confidence")
+    kwargs = {"calibration_text": "calibrate on this text. " * 4, "target_agreement": 0.8, "max_tokens": 40, "chunk": 20}
+    caught = evaluate(*args, **kwargs, kv_fill="catch_up")
+    assert caught.kv_fill == caught.calibration["kv_fill"] == "catch_up" and caught.kv_propagated == 0
+    assert "kv_fill=catch_up" in format_result(caught) and "bytes fraction" in format_result(caught)
+    assert 0 < caught.bytes_fraction
+    with pytest.raises(ValueError, match="kv_fill must be one of"):
+        evaluate(*args, max_tokens=40, chunk=20, kv_fill="frozen")
 
 
 # --- saving and loading ------------------------------------------------------------------------------

@@ -69,6 +69,20 @@ def test_fixed_sequence_stops_at_the_first_failure():
     assert tested[2].lower_bound >= 0.9 > tested[3].lower_bound
 
 
+def test_fixed_sequence_can_pick_the_cheapest_by_bytes():
+    """Under catch-up FLOPs barely move with the threshold; the memory traffic is what an exit saves."""
+    tested = [_t(0.99, 1000, 1.0), _t(0.9, 950, 1.01), _t(0.8, 930, 1.02)]
+    for t, b in zip(tested, [1.0, 0.9, 0.8]):
+        t.bytes_fraction = b
+    assert fixed_sequence_select(tested, 0.9, 0.1).threshold == 0.99  # by FLOPs, the safest is cheapest
+    assert fixed_sequence_select(tested, 0.9, 0.1, cheapest_by="bytes_fraction").threshold == 0.8
+    with pytest.raises(ValueError, match="cheapest_by must be one of"):
+        fixed_sequence_select(tested, 0.9, 0.1, cheapest_by="wall")
+    tested[1].bytes_fraction = None
+    with pytest.raises(ValueError, match="needs every candidate's bytes_fraction"):
+        fixed_sequence_select(tested, 0.9, 0.1, cheapest_by="bytes_fraction")
+
+
 def test_fixed_sequence_returns_none_when_the_safest_fails():
     assert fixed_sequence_select([_t(0.99, 800, 1.0)], target=0.9, delta=0.1) is None
 

@@ -238,7 +238,9 @@ def test_catch_up_costs_at_least_the_full_models_layers_and_calibrates(tiny):
         assert c["cost_fraction"] > p["cost_fraction"]
     cal = calibrate_by_decoding(tiny, chunks, controller, 0.5, delta=0.2, thresholds=thresholds + [2.0],
                                 kv_fill="catch_up")
-    assert cal.threshold in caught_thresholds(caught) + [2.0]
+    assert cal.threshold in caught_thresholds(caught) + [2.0] and cal.kv_fill == "catch_up"
+    passed = [t for t in cal.tested if t.passed]
+    assert cal.bytes_fraction == min(t.bytes_fraction for t in passed)  # cheapest by memory traffic, not FLOPs
     with pytest.raises(ValueError, match="kv_fill must be one of"):
         calibrate_by_decoding(tiny, chunks, controller, 0.5, thresholds=[2.0], kv_fill="eager")
 

@@ -1,4 +1,4 @@
-"""The forward's matrix product: split-K for one row on the CPU, F.linear otherwise; both equal x @ W + b."""
+"""The forward's matrix product: split-K for a few rows on the CPU, F.linear otherwise; both equal x @ W + b."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def threads():
 
 
 @settings(max_examples=40, deadline=None)
-@given(d_in=st.integers(1, 70), d_out=st.integers(1, 40), rows=st.sampled_from([(1,), (1, 1), (1, 1, 1), (2, 3), (1, 4)]),
+@given(d_in=st.integers(1, 70), d_out=st.integers(1, 40), rows=st.sampled_from([(1,), (1, 1), (1, 1, 1), (2, 3), (1, 4), (1, 32), (33,), (0, 5)]),
        bias=st.booleans(), n_threads=st.integers(1, 4), sliced=st.booleans())
 def test_linear_is_x_times_w_plus_b_for_any_shape_and_thread_count(d_in, d_out, rows, bias, n_threads, sliced):
     gen = torch.Generator().manual_seed(d_in * 100 + d_out)
@@ -62,8 +62,26 @@ def test_one_row_is_split_into_one_block_of_rows_per_thread(threads):
     assert not [e for e in prof.events() if e.name == "aten::bmm"]
 
 
-def test_half_precision_and_several_rows_keep_the_plain_product(threads):
+def test_a_few_rows_are_split_too_and_many_rows_are_not(threads):
+    """A decoding step with tokens catching up beside it (2-32 rows) is split; a prefill is the BLAS's."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from anee_lite.core.architectures.base import SPLIT_K_MAX_ROWS
+
+    threads(2)
+    w = torch.randn(64, 48, generator=torch.Generator().manual_seed(1))
+    for n_rows, split in ((3, True), (SPLIT_K_MAX_ROWS, True), (SPLIT_K_MAX_ROWS + 1, False)):
+        x = torch.randn(1, n_rows, 64, generator=torch.Generator().manual_seed(n_rows))
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            got = linear(x, w)
+        assert bool([e for e in prof.events() if e.name == "aten::bmm"]) == split
+        torch.testing.assert_close(got, F.linear(x, w.t()), rtol=1e-5, atol=1e-5)
+        one_by_one = torch.cat([linear(x[:, i:i + 1], w) for i in range(n_rows)], dim=1)  # each row alone
+        torch.testing.assert_close(got, one_by_one, rtol=1e-5, atol=1e-5)
+
+
+def test_half_precision_keeps_the_plain_product(threads):
     threads(2)
     w = torch.randn(64, 32)
-    for x, weight in ((torch.randn(1, 1, 64, dtype=torch.bfloat16), w.bfloat16()), (torch.randn(3, 64), w)):
-        assert torch.equal(linear(x, weight), F.linear(x, weight.t()))  # no partial sums rounded twice
+    for x in (torch.randn(1, 1, 64, dtype=torch.bfloat16), torch.randn(3, 64, dtype=torch.bfloat16)):
+        assert torch.equal(linear(x, w.bfloat16()), F.linear(x, w.bfloat16().t()))  # no partial sums rounded twice
