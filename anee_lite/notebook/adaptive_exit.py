@@ -111,18 +111,24 @@ def plot_calibration(rows: list[dict], target: float, axes=None):
 
 
 BENCHMARK_FILE = "smollm2-135m_adaptive_bench.json"
+BENCHMARK_FILES = {"propagate": BENCHMARK_FILE, "catch_up": "smollm2-135m_adaptive_catch_up_bench.json"}  # per kv_fill
 TEXT_LABELS = {"calibration": "calibration Python docs", "in domain": "held-out Python docs",
                "out of domain": "held-out KJV"}
 
 
-def load_benchmark(path=None) -> dict:
-    """The result of ``benchmarks/bench_adaptive.py`` shipped for smollm2-135m (or the one at ``path``)."""
+def load_benchmark(path=None, kv_fill: str = "propagate") -> dict:
+    """The result of ``benchmarks/bench_adaptive.py`` shipped for smollm2-135m (or the one at ``path``).
+
+    ``kv_fill``: which shipped run, ``"propagate"`` or ``"catch_up"`` (``--kv-fill``); ignored with ``path``.
+    """
     import json
     from pathlib import Path
 
     from ..io.assets import DATA_DIR
 
-    return json.loads(Path(path or DATA_DIR / BENCHMARK_FILE).read_text())
+    if kv_fill not in BENCHMARK_FILES:
+        raise ValueError(f"kv_fill must be one of {list(BENCHMARK_FILES)}, got {kv_fill!r}")
+    return json.loads(Path(path or DATA_DIR / BENCHMARK_FILES[kv_fill]).read_text())
 
 
 def benchmark_curves(bench: dict, text: str = "in domain") -> dict:
@@ -143,15 +149,52 @@ def benchmark_curves(bench: dict, text: str = "in domain") -> dict:
 
 def benchmark_table(bench: dict) -> str:
     """The calibrated thresholds of the benchmark as a Markdown table: the rows the README quotes."""
+    targets = [r for row in bench["controllers"].values() for r in row["targets"].values()]
+    with_bytes = all("bytes_fraction" in r["in domain"] for r in targets)  # runs before 2026-12-04 did not record it
     header = ("| controller | target | threshold | calibration: agreement (bound) | held-out Python docs: agreement / "
-              "cost | held-out KJV: agreement / cost | wall time vs full |")
+              "cost" + (" / bytes" if with_bytes else "") + " | held-out KJV: agreement / cost | wall time vs full |")
     lines = [header, "|---|---|---|---|---|---|---|"]
     for name, row in bench["controllers"].items():
         for target, r in row["targets"].items():
             c, i, o = r["calibration"], r["in domain"], r["out of domain"]
             wall = r.get("wall_time_ratio_in_domain")
             thr = f"{r['threshold']:.4g}" + ("" if r["met"] else " (not met)")
+            moved = f" / {i['bytes_fraction']:.3f}" if with_bytes else ""
             lines.append(f"| `{name}` | {float(target):.2f} | {thr} | {c['agreement']:.3f} ({c['lower_bound']:.3f}) | "
-                         f"{i['agreement']:.3f} / {i['cost_fraction']:.3f} | {o['agreement']:.3f} / "
+                         f"{i['agreement']:.3f} / {i['cost_fraction']:.3f}{moved} | {o['agreement']:.3f} / "
                          f"{o['cost_fraction']:.3f} | {'-' if wall is None else f'{wall:.2f}'} |")
     return "\n".join(lines)
+
+
+def plot_kv_fill(benches: dict, controller: str = "learned", text: str = "in domain", ax=None):
+    """Agreement against the layers each token ran, one line per way of filling exited tokens' keys/values.
+
+    The x axis is what a batch-1 decoding step reads (its token's layers), not FLOPs: under catch-up the
+    skipped layers still run, beside a later token, so FLOPs do not fall while the weights read do.
+    Stars mark the thresholds calibrated for each target.
+
+    Args:
+        benches: label (e.g. the ``kv_fill``) -> :func:`load_benchmark`'s result.
+        controller: whose curve to draw (it must be in every benchmark).
+        text: "calibration", "in domain" or "out of domain".
+    """
+    if not isinstance(benches, dict) or not benches:
+        raise TypeError("benches must be a non-empty dict of label -> load_benchmark() result")
+    missing = [label for label, b in benches.items() if controller not in b.get("controllers", {})]
+    if missing:
+        raise ValueError(f"controller {controller!r} is not in the benchmark(s) {missing}")
+    ax = ax or plt.subplots(figsize=(9, 4.5))[1]
+    for label, bench in benches.items():
+        curve = sorted(benchmark_curves(bench, text)[controller], key=lambda p: p.mean_layers_fraction)
+        line, = ax.plot([p.mean_layers_fraction for p in curve], [p.agreement for p in curve], marker=".",
+                        label=label)
+        for target, r in bench["controllers"][controller]["targets"].items():
+            if text in r:  # the calibrated thresholds' results on the held-out texts
+                ax.plot(r[text]["mean_layers_fraction"], r[text]["agreement"], marker="*", markersize=14,
+                        color=line.get_color())
+                ax.annotate(f"target {float(target):.1f}", (r[text]["mean_layers_fraction"], r[text]["agreement"]),
+                            textcoords="offset points", xytext=(6, -12), fontsize=8)
+    ax.set(xlabel="layers each token ran, as a fraction of all (what a decoding step reads)",
+           ylabel="share of tokens whose top-1\nmatches the full model", title=f"{controller}, {TEXT_LABELS[text]}")
+    ax.legend(fontsize=8, loc="upper left")
+    return ax

@@ -38,3 +38,30 @@ def test_notebook_05_quotes_the_shipped_propagation_counts():
     cells = json.loads((ROOT / "notebooks" / "05_adaptive_exit.ipynb").read_text())["cells"]
     prose = " ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
     assert f"{wrong['full_depth_after_exit']} of the {sum(wrong.values())} disagreements" in prose
+
+
+def test_notebook_05_quotes_the_shipped_catch_up_benchmark():
+    """Section 7's reading and the summary quote the two shipped runs of bench_adaptive (propagate, catch_up)."""
+    from anee_lite.notebook.adaptive_exit import load_benchmark
+
+    cells = json.loads((ROOT / "notebooks" / "05_adaptive_exit.ipynb").read_text())["cells"]
+    prose = " ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    caught = load_benchmark(kv_fill="catch_up")["controllers"]["learned"]["targets"]
+    old = load_benchmark()["controllers"]["learned"]["targets"]
+
+    def f(x):
+        return f"{x:.3f}"
+
+    c8, c9 = caught["0.8"], caught["0.9"]
+    assert f"catch-up delivers **{f(c8['in domain']['agreement'])}** on held-out Python docs" in prose
+    assert f"calibrated for 0.90, **{f(c9['in domain']['agreement'])}**" in prose
+    assert f"out of domain too ({f(c8['out of domain']['agreement'])} and {f(c9['out of domain']['agreement'])})" in prose
+    assert (f"the bytes moved fall to {f(c8['in domain']['bytes_fraction'])} and {f(c9['in domain']['bytes_fraction'])}"
+            in prose)
+    assert (f"({f(c8['in domain']['cost_fraction'])} and {f(c9['in domain']['cost_fraction'])}: the skipped layers"
+            in prose)
+    walls = f"{c8['wall_time_ratio_in_domain']:.2f} and {c9['wall_time_ratio_in_domain']:.2f}"
+    assert f"the wall time is {walls} of the full model's" in prose
+    assert (f"kept ({f(c8['in domain']['agreement'])} and {f(c9['in domain']['agreement'])})" in prose
+            and f"still about the full model's ({walls})" in prose)  # the summary
+    assert f"({f(old['0.8']['in domain']['agreement'])} and {f(old['0.9']['in domain']['agreement'])} delivered" in prose

@@ -70,3 +70,51 @@ def test_shipped_adaptive_benchmark_matches_the_readme():
     table = adaptive_plots.benchmark_table(adaptive_plots.load_benchmark())
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert table in readme  # regenerate the README's table from the JSON after a new run
+
+
+def test_benchmark_table_adds_bytes_when_the_run_recorded_them():
+    bench = fake_benchmark()
+    for r in bench["controllers"]["learned"]["targets"].values():
+        r["in domain"] = r["in domain"] | {"bytes_fraction": 0.812}
+    lines = adaptive_plots.benchmark_table(bench).splitlines()
+    assert "agreement / cost / bytes |" in lines[0]
+    assert "| 0.885 / 0.710 / 0.812 |" in lines[2]
+
+
+def test_kv_fill_plot_draws_one_line_per_fill_and_stars_the_calibrated_points():
+    slow, fast = fake_benchmark(), fake_benchmark()
+    ax = adaptive_plots.plot_kv_fill({"propagate": slow, "catch_up": fast})
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["propagate", "catch_up"]
+    stars = [l for l in ax.get_lines() if l.get_marker() == "*"]
+    assert len(stars) == 4 and {tuple(s.get_xydata()[0]) for s in stars} == {(0.7, 0.885)}
+    assert "layers each token ran" in ax.get_xlabel() and ax.get_ylabel()
+    plt.close("all")
+    import pytest
+
+    with pytest.raises(ValueError, match="controller 'static' is not in"):
+        adaptive_plots.plot_kv_fill({"propagate": slow}, controller="static")
+    with pytest.raises(TypeError, match="benches must be"):
+        adaptive_plots.plot_kv_fill({})
+    with pytest.raises(ValueError, match="kv_fill must be one of"):
+        adaptive_plots.load_benchmark(kv_fill="eager")
+
+
+def test_shipped_catch_up_benchmark_matches_the_readme():
+    """The README's catch-up table and its comparison with propagation come from the two shipped runs."""
+    import re
+    from pathlib import Path
+
+    caught = adaptive_plots.load_benchmark(kv_fill="catch_up")
+    propagated = adaptive_plots.load_benchmark()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert adaptive_plots.benchmark_table(caught) in readme
+    assert caught["args"]["kv_fill"] == "catch_up" and caught["load_before"][0] <= 1.0
+    old = propagated["controllers"]["learned"]["targets"]["0.8"]
+    at_old = next(p for p in caught["controllers"]["learned"]["curves"]["in domain"]
+                  if abs(p["threshold"] - old["threshold"]) < 1e-6)  # both grids hold it (to float rounding)
+    flat = re.sub(r"\s+", " ", readme)
+    assert (f"At the threshold propagation calibrated for 0.80 ({old['threshold']:.4f}), catch-up agrees "
+            f"{at_old['agreements'] / at_old['tokens']:.3f} on the held-out Python docs against "
+            f"{old['in domain']['agreement']:.3f}") in flat
+    new = caught["controllers"]["learned"]["targets"]["0.8"]["in domain"]
+    assert f"tokens run {new['mean_layers_fraction']:.3f} of the layers" in flat
