@@ -16,10 +16,12 @@ The alternative, ``kv_fill="catch_up"`` (FREE, Bae et al. 2023), runs an exited 
 layers *in full* later, side by side with the next token that runs them: the lagging tokens and the
 new ones go through the layer as one batch, so the layer's weights are read once for all of them.
 Every key and value is then the full model's, and only the exited tokens' own outputs can differ
-from the full model's. It saves no FLOPs (the skipped layers run after all), only the weight reads
-of the tokens that exit in a row before a deeper one comes: on a CPU, reading weights is what a
-decoding step pays for. The cache then keeps, instead of frozen residuals, the residual of each
-lagging token at the depth its keys and values reach.
+from the full model's. It saves no FLOPs (the skipped layers run after all), only weight reads:
+tokens that exit in a row are caught up together when a deeper one comes. On this project's 2-core
+CPU an extra row in a product still costs about a third of a row's time (a one-row product is bound
+by reading the weights, a few-row one partly by arithmetic), so a caught-up layer is not free.
+The cache keeps, instead of frozen residuals, the residual of each lagging token at the depth its
+keys and values reach.
 """
 
 from __future__ import annotations
@@ -115,8 +117,8 @@ class KVCache:
         n = len(self) - start
         return start, (self.lagging[:, -n:] if n else None)  # [B, n, d_model]
 
-    def caught_up_to(self, layer: int, resid_post: Tensor) -> None:
-        """``catch_up``: the lagging tokens ran block ``layer``; ``resid_post`` [B, n, d_model] is their new residual."""
+    def advance_lagging(self, resid_post: Tensor) -> None:
+        """``catch_up``: the last n lagging tokens ran one more block; ``resid_post`` [B, n, d_model] is their new residual."""
         n = resid_post.shape[1]
         kept = self.lagging[:, :-n]  # [B, n_lagging - n, d_model]: tokens already past this layer
         self.lagging = torch.cat([kept, resid_post], dim=1) if kept.shape[1] else resid_post  # never in place

@@ -355,7 +355,7 @@ class UnrolledModel:
                 sparsity=call.sparsity,
             )
         out = self.block(layer, torch.cat([lagging, resid], dim=1), joint_calls[start])  # [B, n + T, d_model]
-        cache.caught_up_to(layer, out[:, :n])
+        cache.advance_lagging(out[:, :n])
         return out[:, n:]  # [B, T, d_model]
 
     def _skipped_layer(self, layer: int, resid: Tensor, call: ForwardCall, running: Tensor) -> Tensor:

@@ -65,3 +65,13 @@ def test_notebook_05_quotes_the_shipped_catch_up_benchmark():
     assert (f"kept ({f(c8['in domain']['agreement'])} and {f(c9['in domain']['agreement'])})" in prose
             and f"still about the full model's ({walls})" in prose)  # the summary
     assert f"({f(old['0.8']['in domain']['agreement'])} and {f(old['0.9']['in domain']['agreement'])} delivered" in prose
+
+
+def test_readme_quotes_the_shipped_rows_benchmark():
+    """What an extra row costs in the products (why catch-up is not free on this CPU) comes from its JSON."""
+    bench = json.loads((DATA_DIR / "smollm2-135m_rows_bench.json").read_text())
+    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
+    one, two = bench["seconds"]["1"], bench["seconds"]["2"]
+    assert (f"one row through every layer's four products takes {1000 * one:.1f} ms, of two rows {1000 * two:.1f} ms, "
+            f"so an extra row costs {two / one - 1:.2f} of the first") in readme
+    assert bench["load_before"][0] <= 1.0
