@@ -270,7 +270,7 @@ def format_result(r: EvaluationResult) -> str:
         rows.append(("calibration", f"target {c['target']:.2f}: agreement {c['agreement']:.3f} on {c['tokens']} tokens "
                                     f"(worth {c['effective_tokens']:.0f} independent ones) by real decoding, "
                                     f"lower bound {c['lower_bound']:.3f} at confidence "
-                                    f"{1 - c['delta']:.2f}, cost {c['cost_fraction']:.3f}"
+                                    f"{1 - c['delta']:.2f}, cost {c['cost_fraction']:.3f}, bytes {c.get('bytes_fraction', 1.0):.3f}"
                                     + ("" if c["met"] else " (target not guaranteed: the safest candidate)")))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

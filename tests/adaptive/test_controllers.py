@@ -312,6 +312,7 @@ def test_evaluate_under_catch_up_calibrates_and_reports_it(tiny):
     caught = evaluate(*args, **kwargs, kv_fill="catch_up")
     assert caught.kv_fill == caught.calibration["kv_fill"] == "catch_up" and caught.kv_propagated == 0
     assert "kv_fill=catch_up" in format_result(caught) and "bytes fraction" in format_result(caught)
+    assert f"bytes {caught.calibration['bytes_fraction']:.3f}" in format_result(caught)
     assert 0 < caught.bytes_fraction
     with pytest.raises(ValueError, match="kv_fill must be one of"):
         evaluate(*args, max_tokens=40, chunk=20, kv_fill="frozen")
