@@ -91,11 +91,11 @@ class KVCache:
         return self._length_at(check_int("layer", layer, low=0, high=self.dims.n_layers - 1))  # -1 would read the last
 
     def _length_at(self, layer: int) -> int:
-        # Unchecked: the forward's per-layer catch_up and the per-call snapshot pass indices they own.
+        # Unchecked: the forward's per-layer fills and the per-call snapshot pass indices they own.
         k = self.keys[layer]
         return 0 if k is None else k.shape[2]
 
-    def catch_up(self, arch: Architecture, layer: int) -> None:
+    def propagate(self, arch: Architecture, layer: int) -> None:
         """Fill ``layer`` for tokens that exited below it, from their frozen residuals."""
         start, end = self._length_at(layer), len(self)
         if start == end:

@@ -297,7 +297,7 @@ class UnrolledModel:
                 resid = self._block_beside_lagging(layer, resid, call, cache, positions, key_mask, joint_calls)
                 continue
             if cache is not None:
-                cache.catch_up(self.arch, layer)  # tokens that exited below this layer before this call
+                cache.propagate(self.arch, layer)  # tokens that exited below this layer before this call
             resid = self.block(layer, resid, call)
         beyond_exit = _propagated_in_call(self.dims.n_layers, sparsity.skip_layers, deepest, exit_layers)
         kv_in_call, caught_up_in_call = (0, beyond_exit) if catching_up else (beyond_exit, 0)
@@ -510,7 +510,7 @@ class _ExitResiduals:
         if not bool(new.any()):
             return
         if self.resid is None:
-            self.resid, self.taken = resid.clone(), new
+            self.resid, self.taken = resid, new  # no copy: the forward never writes a residual in place
             return
         self.resid = torch.where(new[..., None], resid, self.resid)  # [B, T, d_model]
         self.taken = self.taken | new
