@@ -118,6 +118,9 @@ def add_evaluate_parser(commands) -> None:
                          "tightens with more)")
     ev.add_argument("--chunk", type=_int_at_least(2), default=None,
                     help="tokens per teacher-forced chunk (default: 256, or the context window if shorter)")
+    ev.add_argument("--exit-layers", type=int, nargs="+", default=None, metavar="LAYER",
+                    help="layers where tokens may stop (default: the shipped lens's for smollm2-135m, else every "
+                         "layer); fewer layers, fewer checks per token")
     ev.add_argument("--kv-fill", choices=KV_FILLS, default="propagate",
                     help="how an exited token's deeper keys/values are filled: propagate (from its frozen residual, "
                          "default) or catch_up (its skipped layers run in full beside a later token: exact keys, "
@@ -154,7 +157,8 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
     try:
         hf_model, tokenizer = load_pretrained(args.model)
         model = UnrolledModel(hf_model, share_weights=True)  # the library loaded it: no second copy
-        controller = build_controller(model, args.model, args.controller, lens=args.lens, threshold=args.threshold)
+        controller = build_controller(model, args.model, args.controller, lens=args.lens, threshold=args.threshold,
+                                      exit_layers=args.exit_layers)
         result = evaluate(model, tokenizer, text, controller, calibration_text=calibration,
                           target_agreement=args.target_agreement, max_tokens=args.max_tokens, chunk=args.chunk,
                           delta=args.delta, calibration_tokens=args.calibration_tokens, kv_fill=args.kv_fill)

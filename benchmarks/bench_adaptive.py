@@ -1,11 +1,11 @@
 """Adaptive early exit on smollm2-135m, measured by real token-by-token decoding only.
 
-    python benchmarks/bench_adaptive.py [--controllers learned saturation ...] [--targets 0.8 0.9]
+    python benchmarks/bench_adaptive.py [--controllers learned learned@11,15,19 saturation ...] [--targets 0.8 0.9]
                                         [--delta 0.1] [--cal-tokens 2048] [--eval-tokens 2048]
                                         [--chunk 128] [--wall-tokens 256] [--kv-fill propagate|catch_up]
                                         [--json OUT] [--force]
 
-For each controller:
+For each controller (``name@l1,l2,...`` limits its exit layers to those, a subset of the shipped lens's):
 
 1. Calibrate on the Python-docs calibration text by real cached decoding, exited tokens' deeper keys and
    values filled as ``--kv-fill`` says (:mod:`anee_lite.core.cache`; default state propagation)
@@ -61,9 +61,20 @@ SHIPPED = {"propagate": DATA_DIR / "smollm2-135m_adaptive_bench.json",
            "catch_up": DATA_DIR / "smollm2-135m_adaptive_catch_up_bench.json"}
 
 
-def make(model, name):
-    """A controller with the shipped tuned lens (and probe) and exit layers."""
-    return build_controller(model, "smollm2-135m", name)
+def make(model, spec):
+    """A controller with the shipped tuned lens (and probe) and exit layers, or those after its ``@``."""
+    name, _, layers = spec.partition("@")
+    return build_controller(model, "smollm2-135m", name,
+                            exit_layers=[int(l) for l in layers.split(",")] if layers else None)
+
+
+def check_spec(spec: str) -> str:
+    """``name`` or ``name@l1,l2,...`` with a known controller name and integer layers (argparse type)."""
+    name, at, layers = spec.partition("@")
+    if name not in CONTROLLERS or (at and not all(l.strip().isdigit() for l in layers.split(","))):
+        raise argparse.ArgumentTypeError(f"{spec!r}: expected one of {list(CONTROLLERS)}, optionally followed by "
+                                         "@ and comma-separated exit layers, e.g. learned@11,15,19")
+    return spec
 
 
 def oracle(model, replay, controller, agreement: float = 1.0) -> float:
@@ -92,8 +103,7 @@ def oracle(model, replay, controller, agreement: float = 1.0) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--controllers", nargs="*", default=["learned", "saturation", "confidence"],
-                        choices=CONTROLLERS)
+    parser.add_argument("--controllers", nargs="*", default=["learned", "saturation", "confidence"], type=check_spec)
     parser.add_argument("--targets", nargs="*", type=float, default=[0.8, 0.9])
     parser.add_argument("--delta", type=float, default=0.1)
     parser.add_argument("--cal-tokens", type=int, default=2048, help="calibration tokens decoded per threshold")

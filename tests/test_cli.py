@@ -134,3 +134,8 @@ def test_the_module_entry_point_prints_usage_not_a_traceback():
 def test_evaluate_kv_fill_outside_the_choices_is_refused_before_any_work(tmp_path, capsys, no_model):
     code, err = run(evaluate_args(tmp_path, tmp_path / "out.json", "--kv-fill", "eager"), capsys)
     assert code == 2 and "--kv-fill" in err and "catch_up" in err
+
+
+def test_evaluate_exit_layers_must_be_integers(tmp_path, capsys, no_model):
+    code, err = run(evaluate_args(tmp_path, tmp_path / "out.json", "--exit-layers", "eleven"), capsys)
+    assert code == 2 and "--exit-layers" in err

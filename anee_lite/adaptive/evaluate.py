@@ -29,6 +29,7 @@ from ..io.assets import SMOLLM2_EXIT_LAYERS, is_smollm2, lens_path, probe_path
 from ..lens import LogitLens, TunedLens
 from .calibration import check_target_agreement, text_chunks
 from .controllers import ExitController, controller_class, make_controller
+from .controllers.base import allowed_exit_layers
 from .guarantee import check_delta
 from .probe import ExitProbe
 from .real_calibration import calibrate_by_decoding
@@ -57,12 +58,24 @@ def load_lens(model: UnrolledModel, model_name: str | None, lens: str = "auto"):
 
 
 def build_controller(model: UnrolledModel, model_name: str | None, name: str, *, lens: str = "auto",
-                     threshold: float | None = None, **kwargs) -> ExitController:
-    """A controller by name with the shipped lens/probe when they fit the model."""
+                     threshold: float | None = None, exit_layers: list[int] | None = None,
+                     **kwargs) -> ExitController:
+    """A controller by name with the shipped lens/probe when they fit the model.
+
+    ``exit_layers``: where tokens may stop (None: the shipped lens's layers for smollm2-135m, else
+    every layer); with the shipped lens or probe, a subset of their layers. Fewer exit layers mean
+    fewer checks per token, and fewer chances to stop.
+    """
     if model_name is not None and not isinstance(model_name, str):
         raise TypeError(f"model_name must be a str or None, got {type(model_name).__name__}")
     cls = controller_class(name)
     lens_obj, allowed = load_lens(model, model_name, lens)
+    if exit_layers is not None:
+        chosen = allowed_exit_layers(exit_layers, model.dims.n_layers)
+        if allowed is not None and not set(chosen) <= set(allowed):
+            raise ValueError(f"exit_layers must be a subset of the layers the shipped lens and probe were trained "
+                             f"at {allowed}, got {sorted(set(chosen) - set(allowed))} outside them")
+        allowed = chosen
     probe = None
     if cls.needs_probe:
         if not (is_smollm2(model_name) and probe_path().exists()):

@@ -65,6 +65,11 @@ def test_notebook_05_quotes_the_shipped_catch_up_benchmark():
     assert (f"kept ({f(c8['in domain']['agreement'])} and {f(c9['in domain']['agreement'])})" in prose
             and f"still about the full model's ({walls})" in prose)  # the summary
     assert f"({f(old['0.8']['in domain']['agreement'])} and {f(old['0.9']['in domain']['agreement'])} delivered" in prose
+    five = load_benchmark(kv_fill="catch_up")["controllers"]["learned@11,15,19,23,27"]["targets"]
+    assert (f"calibrated for 0.80 it delivers {f(five['0.8']['in domain']['agreement'])} at "
+            f"{five['0.8']['wall_time_ratio_in_domain']:.2f} of the full model's time") in prose
+    assert (f"for 0.90, {f(five['0.9']['in domain']['agreement'])} at {five['0.9']['wall_time_ratio_in_domain']:.2f}"
+            in prose)
 
 
 def test_readme_quotes_the_shipped_rows_benchmark():

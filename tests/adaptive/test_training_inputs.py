@@ -177,3 +177,23 @@ def test_acceptance_by_depth_arguments(llama4, chunks):
 def test_build_controller_names_a_model_name_that_is_not_one(llama4):
     with pytest.raises(TypeError, match="model_name must be a str or None"):
         build_controller(llama4, 3, "confidence")
+
+
+def test_build_controller_takes_fewer_exit_layers(llama4):
+    """Any model: exit_layers replaces every-layer exits; a bad list is refused, naming the parameter."""
+    c = build_controller(llama4, None, "confidence", exit_layers=[3, 1])
+    assert c.exit_layers_allowed == [1, 3]
+    for bad in ([0], [4], []):
+        with pytest.raises(ValueError, match="exit_layers_allowed must be a non-empty subset of \\[1, 3\\]"):
+            build_controller(llama4, None, "confidence", exit_layers=bad)
+
+
+def test_build_controller_keeps_exit_layers_within_the_shipped_lens(smollm2_hf):
+    from anee_lite import UnrolledModel
+
+    hf, _ = smollm2_hf
+    model = UnrolledModel(hf)
+    c = build_controller(model, "smollm2-135m", "learned", exit_layers=[11, 15, 19])
+    assert c.exit_layers_allowed == [11, 15, 19] and c.probe.layers == list(range(7, 30, 2))
+    with pytest.raises(ValueError, match=r"exit_layers must be a subset of the layers .* got \[8\] outside them"):
+        build_controller(model, "smollm2-135m", "learned", exit_layers=[8, 11])

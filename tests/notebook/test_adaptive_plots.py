@@ -118,3 +118,10 @@ def test_shipped_catch_up_benchmark_matches_the_readme():
             f"{old['in domain']['agreement']:.3f}") in flat
     new = caught["controllers"]["learned"]["targets"]["0.8"]["in domain"]
     assert f"tokens run {new['mean_layers_fraction']:.3f} of the layers" in flat
+    five = caught["controllers"]["learned@11,15,19,23,27"]["targets"]
+    assert (f"Calibrated for 0.80 it delivers {five['0.8']['in domain']['agreement']:.3f} in domain at "
+            f"{five['0.8']['wall_time_ratio_in_domain']:.2f} of the full model's wall time") in flat
+    assert (f"For 0.90 it delivers {five['0.9']['in domain']['agreement']:.3f} at "
+            f"{five['0.9']['wall_time_ratio_in_domain']:.2f}") in flat
+    oracle = caught["controllers"]["learned@11,15,19,23,27"]["oracle"]["in domain"]["0.9"]
+    assert f"costs {oracle:.3f} for agreement 0.9, against {propagated['controllers']['learned']['oracle']['in domain']['0.9']:.3f}" in flat
