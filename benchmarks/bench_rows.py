@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ from machine import machine, refuse_unless_quiet
 
 from anee_lite.core.architectures.base import linear
 from anee_lite.core.model import UnrolledModel
+from anee_lite.cost.timing import median_seconds
 from anee_lite.io.assets import DATA_DIR
 from anee_lite.io.files import write_atomically
 from anee_lite.io.loading import load_pretrained
@@ -34,13 +34,12 @@ from anee_lite.io.loading import load_pretrained
 def products_seconds(matrices: list[torch.Tensor], n_rows: int, repeats: int) -> float:
     """Median seconds of one pass of ``n_rows`` rows through every matrix, in the forward's order."""
     inputs = [torch.randn(n_rows, w.shape[0]) for w in matrices]  # [R, in] each
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+
+    def one_pass():
         for x, w in zip(inputs, matrices):
             linear(x, w)  # [R, in] @ [in, out]
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+
+    return median_seconds(one_pass, repeats)  # after one warm-up pass
 
 
 def main() -> None:
@@ -60,7 +59,6 @@ def main() -> None:
     model = UnrolledModel(hf)
     matrices = [w for b in model.arch.blocks for w in (b.W_QKV, b.W_O, b.W_mlp_in, b.W_out)]
     weight_bytes = sum(w.numel() * w.element_size() for w in matrices)
-    products_seconds(matrices, 1, 3)  # warm-up: the first pass pays one-off costs
     seconds = {r: products_seconds(matrices, r, args.repeats) for r in sorted(set(args.rows))}
     print(f"smollm2-135m, {len(model.arch.blocks)} layers' products ({weight_bytes / 1e6:.0f} MB of weights), "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")

@@ -80,6 +80,8 @@ class KVCache:
         self.positions: Tensor | None = None
         self.attention_mask: Tensor | None = None
         self.lagging: Tensor | None = None
+        # the layers that run (and so get keys/values): a skipped layer never does
+        self._filled_layers = [l for l in range(dims.n_layers) if l not in self.sparsity.skip_layers]
         self.propagated = 0
         self.caught_up = 0
 
@@ -156,8 +158,7 @@ class KVCache:
 
     def _lagging_window(self, lagging: Tensor | None, n_tokens: int) -> Tensor | None:
         """The tail of ``lagging`` (the last tokens of ``n_tokens``) that some layer still lacks."""
-        ran = [l for l in range(self.dims.n_layers) if l not in self.sparsity.skip_layers]
-        n = n_tokens - min((self._length_at(l) for l in ran), default=n_tokens)
+        n = n_tokens - min((self._length_at(l) for l in self._filled_layers), default=n_tokens)
         return lagging[:, lagging.shape[1] - n:] if n else None  # [B, n, d_model]
 
     def truncate(self, length: int) -> None:
