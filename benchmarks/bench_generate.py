@@ -12,7 +12,9 @@ measured time of one layer and of the unembedding (measured / ideal > 1 is fixed
 The speed limit is measured in the same run, once per round: the ``local`` micro-benchmark's
 matrix-vector bandwidth (the forward's own products on matrices no model uses) and its streaming
 bandwidth (``torch.sum`` on every thread); the weights one token reads divided by each is the fastest a
-decoding step could be if it did nothing but read weights.
+decoding step could be if it did nothing but read weights. Beside them, one pass of the step's own
+products and nothing else (``step_products_seconds``) splits the gap: what the products themselves
+lose to that limit (each product's fixed cost, matrices of a few MB), and what the rest of the step adds.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from machine import machine
 from tqdm import tqdm
 
 from anee_lite import UnrolledModel, greedy_generate
-from anee_lite.cost import full_token_cost, layer_and_unembed_seconds, token_cost
+from anee_lite.cost import full_token_cost, layer_and_unembed_seconds, step_products_seconds, token_cost
 from anee_lite.cost.devices import run_micro_benchmark
 from anee_lite.cost.simulator import model_weight_bytes
 from anee_lite.io.files import write_atomically
@@ -96,8 +98,10 @@ def main() -> None:
     steps = {name: [] for name in runs}  # per-token decode times (step 0, the prefill, left out)
     names = list(runs)
     limits = []  # per round: the micro-benchmark, side by side with the decoding it bounds
+    products = []  # per round: one pass of a full-depth step's own products and nothing else
     for r in tqdm(range(repeats), desc="rounds", leave=False):
         limits.append(run_micro_benchmark())
+        products.append(step_products_seconds(model, repeats=5))
         for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order each round
             seconds, out = timed(runs[name])
             totals[name].append(seconds)
@@ -125,6 +129,11 @@ def main() -> None:
           f"{matvec / weights:.1f} tokens/s; streaming {stream / 1e9:.1f} GB/s -> {stream / weights:.1f} tokens/s")
     print(f"full-depth decoding step {1e3 * step:.1f} ms = {1 / step:.1f} tokens/s: "
           f"{weights / matvec / step:.2f} of the matrix-vector limit, {weights / stream / step:.2f} of streaming")
+    alone = statistics.median(products)
+    print(f"the step's products alone (its own weights, nothing between them) {1e3 * alone:.1f} ms = "
+          f"{weights / alone / 1e9:.1f} GB/s: {weights / matvec / alone:.2f} of the matrix-vector limit; "
+          f"everything else (norms, attention, cache, Python) {1e3 * (step - alone):.1f} ms, "
+          f"{(step - alone) / step:.2f} of the step")
 
     context = N_PROMPT + N_NEW // 2
     full = full_token_cost(model.dims, context)
@@ -153,6 +162,7 @@ def main() -> None:
                   "median_step_ms": {k: 1e3 * statistics.median(v) for k, v in steps.items() if v},
                   "weight_bytes_per_token": weights, "matvec_bandwidth": matvec, "stream_bandwidth": stream,
                   "share_of_matvec_limit": weights / matvec / step, "share_of_stream_limit": weights / stream / step,
+                  "products_alone_ms": 1e3 * alone, "products_share_of_matvec_limit": weights / matvec / alone,
                   "layer_ms": 1e3 * layer_s, "unembed_ms": 1e3 * head_s}
         write_atomically(args.out, json.dumps(report, indent=1))
 

@@ -23,23 +23,11 @@ from pathlib import Path
 import torch
 from machine import machine, refuse_unless_quiet
 
-from anee_lite.core.architectures.base import linear
 from anee_lite.core.model import UnrolledModel
-from anee_lite.cost.timing import median_seconds
+from anee_lite.cost.timing import step_products_seconds
 from anee_lite.io.assets import DATA_DIR
 from anee_lite.io.files import write_atomically
 from anee_lite.io.loading import load_pretrained
-
-
-def products_seconds(matrices: list[torch.Tensor], n_rows: int, repeats: int) -> float:
-    """Median seconds of one pass of ``n_rows`` rows through every matrix, in the forward's order."""
-    inputs = [torch.randn(n_rows, w.shape[0]) for w in matrices]  # [R, in] each
-
-    def one_pass():
-        for x, w in zip(inputs, matrices):
-            linear(x, w)  # [R, in] @ [in, out]
-
-    return median_seconds(one_pass, repeats)  # after one warm-up pass
 
 
 def main() -> None:
@@ -57,9 +45,9 @@ def main() -> None:
 
     hf, _ = load_pretrained("smollm2-135m")
     model = UnrolledModel(hf)
-    matrices = [w for b in model.arch.blocks for w in (b.W_QKV, b.W_O, b.W_mlp_in, b.W_out)]
-    weight_bytes = sum(w.numel() * w.element_size() for w in matrices)
-    seconds = {r: products_seconds(matrices, r, args.repeats) for r in sorted(set(args.rows))}
+    weight_bytes = sum(w.numel() * w.element_size() for b in model.arch.blocks
+                       for w in (b.W_QKV, b.W_O, b.W_mlp_in, b.W_out))
+    seconds = {r: step_products_seconds(model, r, args.repeats, unembed=False) for r in sorted(set(args.rows))}
     print(f"smollm2-135m, {len(model.arch.blocks)} layers' products ({weight_bytes / 1e6:.0f} MB of weights), "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")
     print(f"{'rows':>5}  {'ms':>6}  {'x one row':>9}  {'extra row vs one row':>20}")

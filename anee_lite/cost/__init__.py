@@ -27,6 +27,7 @@ from .timing import (
     layer_and_unembed_seconds,
     matmul_flops_and_bytes,
     matmul_seconds,
+    step_products_seconds,
 )
 
 __all__ = [
@@ -51,5 +52,6 @@ __all__ = [
     "norm_macs",
     "propagated_per_token",
     "sparse_token_cost",
+    "step_products_seconds",
     "token_cost",
 ]

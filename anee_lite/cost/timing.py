@@ -9,7 +9,7 @@ import torch
 
 from ..core.architectures.base import linear
 from ..core.model import ForwardCall
-from ..core.validation import check_int
+from ..core.validation import check_flags, check_int
 from ..decoding import greedy_generate
 from .charges import BYTES_PER_PARAM
 
@@ -128,3 +128,34 @@ def matmul_seconds(n_rows: int, weight: torch.Tensor, repeats: int = 20) -> floa
     repeats = check_int("repeats", repeats, low=1)
     x = torch.randn(n_rows, weight.shape[0], dtype=weight.dtype, device=weight.device)  # [n_rows, d_in]
     return median_seconds(lambda: linear(x, weight), repeats)  # one row: split-K over the cores
+
+
+@torch.no_grad()
+def step_products_seconds(model, n_rows: int = 1, repeats: int = 15, unembed: bool = True) -> float:
+    """Median seconds of one pass of ``n_rows`` rows through every matrix a full-depth decoding step multiplies.
+
+    Each layer's four products (``W_QKV``, ``W_O``, ``W_mlp_in``, ``W_out``) and the unembedding, in the
+    forward's order, through the forward's own :func:`~anee_lite.core.architectures.base.linear`, on the
+    model's own weights (so they stream from memory as in a real step) and nothing else: no norms,
+    attention, cache or Python between them. A decoding step cannot be faster than this with these
+    products; the rest of its time is everything else it does.
+
+    Args:
+        model: an :class:`~anee_lite.core.model.UnrolledModel`.
+        n_rows: rows multiplied at once (1 = one decoding token), >= 1.
+        repeats: timed passes (the median is returned), >= 1.
+        unembed: include the unembedding (a token caught up beside the next one needs no logits).
+    """
+    n_rows = check_int("n_rows", n_rows, low=1)
+    repeats = check_int("repeats", repeats, low=1)
+    check_flags(unembed=unembed)
+    matrices = [w for b in model.arch.blocks for w in (b.W_QKV, b.W_O, b.W_mlp_in, b.W_out)]
+    if unembed:
+        matrices.append(model.arch.W_U)
+    inputs = [torch.randn(n_rows, w.shape[0], dtype=w.dtype, device=w.device) for w in matrices]  # [R, in] each
+
+    def one_pass():
+        for x, w in zip(inputs, matrices):
+            linear(x, w)  # [R, in] @ [in, out] -> [R, out]
+
+    return median_seconds(one_pass, repeats)  # after one warm-up pass

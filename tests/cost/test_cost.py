@@ -20,6 +20,7 @@ from anee_lite.cost import (
     matmul_flops_and_bytes,
     matmul_seconds,
     norm_macs,
+    step_products_seconds,
     token_cost,
 )
 
@@ -232,6 +233,25 @@ def test_layer_and_unembed_seconds_runs_and_checks_its_arguments():
         layer_and_unembed_seconds(model, context_len=1)
     with pytest.raises(ValueError, match="repeats"):
         layer_and_unembed_seconds(model, context_len=6, repeats=0)
+
+
+def test_step_products_are_the_matrices_a_decoding_step_streams(monkeypatch):
+    """One pass multiplies each layer's four matrices and then the unembedding, in order, with n_rows rows."""
+    from anee_lite.cost import timing
+
+    model = UnrolledModel(random_llama(n_layers=2))
+    seen = []
+    monkeypatch.setattr(timing, "linear", lambda x, w: seen.append((x.shape[0], w.data_ptr(), tuple(w.shape))))
+    assert step_products_seconds(model, n_rows=3, repeats=2) > 0
+    arch = model.arch
+    step = [(3, w.data_ptr(), tuple(w.shape)) for b in arch.blocks for w in (b.W_QKV, b.W_O, b.W_mlp_in, b.W_out)]
+    assert seen == (step + [(3, arch.W_U.data_ptr(), tuple(arch.W_U.shape))]) * 3  # warm-up + 2 timed passes
+    seen.clear()
+    step_products_seconds(model, n_rows=3, repeats=1, unembed=False)
+    assert seen == step * 2  # a caught-up token needs no logits
+    for bad, match in (({"n_rows": 0}, "n_rows"), ({"repeats": 0}, "repeats"), ({"unembed": 1}, "unembed")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            step_products_seconds(model, **bad)
 
 
 def test_memory_bound_speculative_costs_follow_the_bytes():
