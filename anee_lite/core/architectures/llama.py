@@ -13,9 +13,7 @@ from .base import Architecture, LayerWeights, ModelDims, keep_blocks, register
 
 def rms_norm(x: Tensor, w: Tensor, eps: float) -> Tensor:
     """Scale each position to unit root-mean-square (no mean subtraction), in float32 like HF."""
-    if x.dtype == w.dtype == torch.float32:  # nothing to cast: one call, the same rounding as HF's two steps
-        return F.rms_norm(x, x.shape[-1:], w, eps)  # [B, T, d]: x / sqrt(mean(x^2) + eps) * w
-    normed = F.rms_norm(x.float(), x.shape[-1:], eps=eps)  # [B, T, d]: x / sqrt(mean(x^2) + eps)
+    normed = F.rms_norm(x.float(), x.shape[-1:], eps=eps)  # [B, T, d]: x / sqrt(mean(x^2) + eps), one call
     return w * normed.to(x.dtype)  # HF's order: cast back, then scale
 
 
@@ -50,8 +48,8 @@ class Llama(Architecture):
     n_norm_vectors = 1  # RMSNorm: a scale only
     norm_centres = False  # RMSNorm keeps the mean
     eager_dispatches = MappingProxyType({  # torch.profiler's count per operation of one decoding step
-        "attn_norm": 1, "q_proj": 6, "k_proj": 0, "v_proj": 0, "attention": 16, "o_proj": 6, "mlp_norm": 1,
-        "mlp_gate": 5, "mlp_up": 3, "mlp_down": 6, "final_norm": 1, "lm_head": 5, "step": 73, "lens_check": 9,
+        "attn_norm": 4, "q_proj": 6, "k_proj": 0, "v_proj": 0, "attention": 16, "o_proj": 6, "mlp_norm": 4,
+        "mlp_gate": 5, "mlp_up": 3, "mlp_down": 6, "final_norm": 4, "lm_head": 5, "step": 73, "lens_check": 9,
         "probe_check": 2, "kv_propagation": 22})
     hf_layers = "model.layers"
     hf_config_keys = MappingProxyType({"n_layers": "num_hidden_layers", "d_mlp": "intermediate_size",
