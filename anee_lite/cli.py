@@ -98,7 +98,7 @@ def _int_at_least(low: int):
 def add_evaluate_parser(commands) -> None:
     from .adaptive.controllers import controller_names
     from .adaptive.evaluate import CALIBRATION_TOKENS, LENS_CHOICES
-    from .core.cache import KV_FILLS
+    from .core.cache import CONTROLLER_KV_FILL, KV_FILLS
 
     ev = commands.add_parser("evaluate", help="agreement, cost and wall time of an exit controller on a text")
     ev.add_argument("--model", required=True, help="hub id, local folder or 'smollm2-135m'")
@@ -121,10 +121,10 @@ def add_evaluate_parser(commands) -> None:
     ev.add_argument("--exit-layers", type=int, nargs="+", default=None, metavar="LAYER",
                     help="layers where tokens may stop (default: the shipped lens's for smollm2-135m, else every "
                          "layer); fewer layers, fewer checks per token")
-    ev.add_argument("--kv-fill", choices=KV_FILLS, default="propagate",
-                    help="how an exited token's deeper keys/values are filled: propagate (from its frozen residual, "
-                         "default) or catch_up (its skipped layers run in full beside a later token: exact keys, "
-                         "no FLOPs saved)")
+    ev.add_argument("--kv-fill", choices=KV_FILLS, default=CONTROLLER_KV_FILL,
+                    help="how an exited token's deeper keys/values are filled: catch_up (default: its skipped layers "
+                         "run in full beside a later token, exact keys, no FLOPs saved; the promise holds with it) "
+                         "or propagate (from its frozen residual, CALM's way: cheaper, but later tokens drift)")
     ev.add_argument("--json", required=True, help="where to write the results (JSON)")
 
 

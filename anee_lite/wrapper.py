@@ -145,7 +145,7 @@ class ANEEWrapper:
                  energy_budget: float | None = None, *, min_layers: int | None = None,
                  exit_budget_threshold: float | None = None, use_cache: bool = True, controller=None,
                  draft_layers: int | None = None, draft_tokens: int | None = None, draft_lens: str | None = None,
-                 masks: dict | None = None, kv_fill: str = "propagate",
+                 masks: dict | None = None, kv_fill: str | None = None,
                  return_result: bool = False) -> str | list[str] | GenerationResult:
         """Greedy continuation of ``prompt`` under a budget (or a controller), or self-speculatively.
 
@@ -158,9 +158,10 @@ class ANEEWrapper:
         ``activation_sparsity``), applied at every step (not with speculation); an
         ``activation_sparsity`` fraction such as 0.5 uses the calibrated thresholds
         (:meth:`activation_thresholds`), so decoding reads about half of every block's weights.
-        ``kv_fill``: how an exited token's deeper keys/values are filled: ``"propagate"`` (default,
-        from its frozen residual) or ``"catch_up"`` (its skipped layers run in full beside the next
-        token: every key and value is the full model's; see ``UnrolledModel.forward``).
+        ``kv_fill``: how an exited token's deeper keys/values are filled: ``"propagate"`` (from its frozen
+        residual) or ``"catch_up"`` (its skipped layers run in full beside the next token: every key and
+        value is the full model's; see ``UnrolledModel.forward``). Default: catch-up with a ``controller``
+        (a calibrated threshold keeps its promise only with exact keys/values), else propagate.
 
         Returns prompt + continuation decoded with ``skip_special_tokens=True`` (a list for a list
         of prompts), or the :class:`GenerationResult` with per-token layers and timings if

@@ -2,13 +2,13 @@
 
     python benchmarks/bench_adaptive.py [--controllers learned learned@11,15,19 saturation ...] [--targets 0.8 0.9]
                                         [--delta 0.1] [--cal-tokens 2048] [--eval-tokens 2048]
-                                        [--chunk 128] [--wall-tokens 256] [--kv-fill propagate|catch_up]
+                                        [--chunk 128] [--wall-tokens 256] [--kv-fill catch_up|propagate]
                                         [--json OUT] [--force]
 
 For each controller (``name@l1,l2,...`` limits its exit layers to those, a subset of the shipped lens's):
 
 1. Calibrate on the Python-docs calibration text by real cached decoding, exited tokens' deeper keys and
-   values filled as ``--kv-fill`` says (:mod:`anee_lite.core.cache`; default state propagation)
+   values filled as ``--kv-fill`` says (:mod:`anee_lite.core.cache`; default catch-up, as the library decodes)
    (:mod:`anee_lite.adaptive.real_calibration`): candidate thresholds tested safest first, the
    cheapest one whose Clopper-Pearson lower bound (confidence 1 - delta) reaches the target (fewest
    FLOPs; under catch-up, which saves no FLOPs, fewest bytes moved).
@@ -22,9 +22,9 @@ For each controller (``name@l1,l2,...`` limits its exit layers to those, a subse
 Also printed: the oracle (every token stops at the first allowed layer whose readout already equals
 the full model's top-1, checks free, replayed on full-depth states), the best any controller could
 do with the same lens and exit layers. The JSON file is rewritten after every controller. By default it
-is the shipped ``anee_lite/data/smollm2-135m_adaptive_bench.json`` that notebook 05 and the README quote
-(``smollm2-135m_adaptive_catch_up_bench.json`` with ``--kv-fill catch_up``), which a run from a busy
-machine (1-minute load > 1) may not overwrite without ``--force``.
+is the shipped file of the ``--kv-fill`` run that notebook 05 and the README quote
+(``anee_lite/data/smollm2-135m_adaptive_catch_up_bench.json``, or ``smollm2-135m_adaptive_bench.json`` with
+``--kv-fill propagate``), which a run from a busy machine (1-minute load > 1) may not overwrite without ``--force``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from anee_lite.adaptive.real_calibration import (
     order_safest_first,
     summarize,
 )
-from anee_lite.core.cache import KV_FILLS
+from anee_lite.core.cache import CONTROLLER_KV_FILL, KV_FILLS
 from anee_lite.core.model import UnrolledModel
 from anee_lite.cost import cost_fraction, early_exit_cost
 from anee_lite.io import DATA_DIR, eval_text
@@ -112,8 +112,9 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=8, help="thresholds tested per controller")
     parser.add_argument("--wall-tokens", type=int, default=256, help="held-out tokens timed at batch 1 (0: skip)")
     parser.add_argument("--batch-rows", type=int, default=256)
-    parser.add_argument("--kv-fill", choices=KV_FILLS, default="propagate",
-                        help="how exited tokens' deeper keys/values are filled (default propagate)")
+    parser.add_argument("--kv-fill", choices=KV_FILLS, default=CONTROLLER_KV_FILL,
+                        help=f"how exited tokens' deeper keys/values are filled (default {CONTROLLER_KV_FILL}, "
+                             "as the library decodes with a controller)")
     parser.add_argument("--json", type=Path, default=None, help="default: the shipped JSON of this --kv-fill")
     parser.add_argument("--force", action="store_true", help="overwrite the shipped JSON even from a busy machine")
     args = parser.parse_args()

@@ -59,7 +59,7 @@ def main() -> None:
     controller = build_controller(model, "smollm2-135m", "learned")
     chunks = text_chunks(tokenizer, eval_text("python_docs_heldout"), max_tokens=args.tokens, chunk=args.chunk)
     start = time.perf_counter()
-    runs = decode_thresholds(model, chunks, controller, thresholds, batch_rows=256)
+    runs = decode_thresholds(model, chunks, controller, thresholds, batch_rows=256, kv_fill="propagate")  # what it studies
     split = agreement_by_exit_history(runs, model.dims.n_layers)
     seconds = time.perf_counter() - start
 

@@ -136,6 +136,14 @@ def test_evaluate_kv_fill_outside_the_choices_is_refused_before_any_work(tmp_pat
     assert code == 2 and "--kv-fill" in err and "catch_up" in err
 
 
+def test_evaluate_catches_up_by_default(tmp_path):
+    """The CLI calibrates and decodes under the fill its promise holds with, unless --kv-fill says otherwise."""
+    parser = cli.build_parser()
+    assert parser.parse_args(evaluate_args(tmp_path, tmp_path / "out.json")).kv_fill == "catch_up"
+    propagate = evaluate_args(tmp_path, tmp_path / "out.json", "--kv-fill", "propagate")
+    assert parser.parse_args(propagate).kv_fill == "propagate"
+
+
 def test_evaluate_exit_layers_must_be_integers(tmp_path, capsys, no_model):
     code, err = run(evaluate_args(tmp_path, tmp_path / "out.json", "--exit-layers", "eleven"), capsys)
     assert code == 2 and "--exit-layers" in err

@@ -309,5 +309,15 @@ def test_generate_passes_kv_fill_on(twelve):
     result = twelve.generate(prompt="Early exits", max_new_tokens=5, controller=every_other, kv_fill="catch_up",
                              return_result=True)
     assert result.kv_caught_up > 0 and result.kv_propagated == 0
+    step["n"] = 0
+    default = twelve.generate(prompt="Early exits", max_new_tokens=5, controller=every_other, return_result=True)
+    assert torch.equal(default.sequences, result.sequences)  # with a controller, catch-up unless told otherwise
+    assert (default.kv_caught_up, default.kv_propagated) == (result.kv_caught_up, 0)
+    step["n"] = 0
+    propagated = twelve.generate(prompt="Early exits", max_new_tokens=5, controller=every_other,
+                                 kv_fill="propagate", return_result=True)
+    assert propagated.kv_propagated > 0 and propagated.kv_caught_up == 0
+    budget = twelve.generate(prompt="Early exits", max_new_tokens=5, energy_budget=0.5, return_result=True)
+    assert budget.kv_caught_up == 0  # a static exit: nothing to catch up, the seed's path as it was
     with pytest.raises(ValueError, match="kv_fill must be one of"):
         twelve.generate(prompt="Early exits", max_new_tokens=0, kv_fill="exact")

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..budget import budget_table
 from ..config import DEFAULT_EXIT_BUDGET_THRESHOLD, DEFAULT_MIN_LAYERS
-from ..core.cache import check_kv_fill
+from ..core.cache import CONTROLLER_KV_FILL, check_kv_fill
 from ..core.metrics import mean_kl, next_token_nll, perplexity, top1_agreement
 from ..core.model import UnrolledModel, check_unrolled
 from ..core.validation import check_int
@@ -87,7 +87,7 @@ def build_controller(model: UnrolledModel, model_name: str | None, name: str, *,
 
 @torch.no_grad()
 def decode_teacher_forced(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
-                          kv_fill: str = "propagate") -> dict:
+                          kv_fill: str = CONTROLLER_KV_FILL) -> dict:
     """Decode each chunk token by token, full depth and with the controller interleaved.
 
     ``kv_fill``: how the controller run fills exited tokens' deeper keys/values (``UnrolledModel.forward``).
@@ -163,7 +163,7 @@ class EvaluationResult:
     calibration: dict | None = None
     exits: list[int] = field(default_factory=list, repr=False)
     bytes_fraction: float = 1.0  # cost-model memory traffic (weights, KV cache, checks): what batch-1 decoding pays
-    kv_fill: str = "propagate"  # how exited tokens' deeper keys/values were filled
+    kv_fill: str = CONTROLLER_KV_FILL  # how exited tokens' deeper keys/values were filled
     kv_caught_up: int = 0  # (token, layer) blocks run in full past an exit (kv_fill="catch_up")
 
     def as_dict(self) -> dict:
@@ -174,7 +174,7 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
              model_name: str | None = None, calibration_text: str | None = None, target_agreement: float = 0.9,
              max_tokens: int = 512, chunk: int | None = None, lens: str = "auto",
              delta: float = 0.1, calibration_tokens: int = CALIBRATION_TOKENS,
-             kv_fill: str = "propagate") -> EvaluationResult:
+             kv_fill: str = CONTROLLER_KV_FILL) -> EvaluationResult:
     """Teacher-force ``text`` through the controller and the full model; compare them.
 
     Args:
@@ -196,8 +196,9 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
             square root of the tokens: on a few hundred it lies so far below the measured agreement
             that no threshold that exits passes.
         kv_fill: how exited tokens' deeper keys/values are filled, in calibration and evaluation alike:
-            ``"propagate"`` (from frozen residuals, CALM) or ``"catch_up"`` (the skipped layers run in
-            full beside a later token, FREE: only the exiting tokens can disagree; no FLOPs saved).
+            ``"catch_up"`` (default: the skipped layers run in full beside a later token, FREE: only the
+            exiting tokens can disagree; no FLOPs saved) or ``"propagate"`` (from frozen residuals, CALM:
+            saves FLOPs, but the later tokens drift and the promise may not hold on new text).
     """
     _check_evaluate_inputs(model, tokenizer, text, controller, model_name, calibration_text)
     if lens not in LENS_CHOICES:  # checked even when controller brings its own lens: a typo is not a no-op

@@ -1,11 +1,13 @@
 """Calibration on the real decoding path: thresholds chosen by cached token-by-token decoding, with a guarantee.
 
 The replay of :mod:`anee_lite.adaptive.calibration` scores every layer on the *full* model's
-residuals. In real decoding a token that exits early leaves frozen keys and values (state
-propagation, :mod:`anee_lite.core.cache`) that every later token attends to, so later tokens drift
-and agree less than the replay promised. Here each candidate threshold is measured on the exact
-path :func:`anee_lite.adaptive.evaluate.decode_teacher_forced` measures: the calibration text is
-teacher-forced token by token through the cached forward with the controller deciding per token.
+residuals. In real decoding a token that exits early also changes what later tokens see: under
+state propagation (``kv_fill="propagate"``, :mod:`anee_lite.core.cache`) they attend to keys and
+values made from its frozen residual and drift; under catch-up (``"catch_up"``, the default here)
+its skipped layers run later and only the exiting tokens themselves can disagree. Here each
+candidate threshold is measured on the exact path :func:`anee_lite.adaptive.evaluate.decode_teacher_forced`
+measures: the calibration text is teacher-forced token by token through the cached forward with the
+controller deciding per token, under the ``kv_fill`` you will decode with.
 
 To make that affordable, one batched forward runs many decodings at once: row ``(j, r)`` of the
 batch decodes chunk ``r`` of the text under candidate threshold ``j`` (each row's threshold is its
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..core.cache import check_kv_fill
+from ..core.cache import CONTROLLER_KV_FILL, check_kv_fill
 from ..core.model import UnrolledModel, check_unrolled
 from ..core.validation import check_chunks, check_int
 from ..cost import bytes_fraction, cost_fraction, early_exit_cost
@@ -57,7 +59,7 @@ def full_top1(model: UnrolledModel, chunks: list[Tensor]) -> list[Tensor]:
 
 @torch.no_grad()
 def decode_rows(model: UnrolledModel, ids: Tensor, controller: ExitController, thresholds: Tensor,
-                progress=None, kv_fill: str = "propagate") -> dict[str, Tensor]:
+                progress=None, kv_fill: str = CONTROLLER_KV_FILL) -> dict[str, Tensor]:
     """Teacher-force ``ids`` [R, T] token by token under each threshold, all as one batch.
 
     Args:
@@ -136,7 +138,7 @@ class DecodedCalibration:
     effective_tokens: float = 0.0  # what the chosen threshold's tokens are worth as independent ones (chunks correlate)
     seconds: float = 0.0
     bytes_fraction: float = 1.0  # memory traffic against the full model's
-    kv_fill: str = "propagate"
+    kv_fill: str = CONTROLLER_KV_FILL
 
     def summary(self) -> dict:
         """The scalar fields, for JSON and tables."""
@@ -157,7 +159,7 @@ def _group(chunks: list[Tensor], per_group: int):
 @torch.no_grad()
 def decode_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
                       thresholds: list[float], *, batch_rows: int = 64, desc: str = "decoding",
-                      final_top1: list[Tensor] | None = None, kv_fill: str = "propagate") -> dict:
+                      final_top1: list[Tensor] | None = None, kv_fill: str = CONTROLLER_KV_FILL) -> dict:
     """Real decoding of every chunk under every threshold, as few batched decodings as ``batch_rows`` allows.
 
     ``final_top1``: the full model's top-1 per chunk (:func:`full_top1`), when the caller already has it.
@@ -195,7 +197,7 @@ def decode_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: Ex
 
 
 def summarize(model: UnrolledModel, controller: ExitController, runs: dict, chunks: list[Tensor],
-              which: list[int] | None = None, kv_fill: str = "propagate") -> list[dict]:
+              which: list[int] | None = None, kv_fill: str = CONTROLLER_KV_FILL) -> list[dict]:
     """Agreement and cost per threshold of :func:`decode_thresholds` results, over chunks ``which`` (None: all).
 
     ``kv_fill`` must be what the decoding used: it says what the exited tokens' deeper keys/values cost.
@@ -259,7 +261,7 @@ def agreement_by_exit_history(runs: dict, n_layers: int) -> dict[float, dict[str
 
 def measure_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
                        thresholds: list[float], *, batch_rows: int = 64, desc: str = "calibrating",
-                       kv_fill: str = "propagate") -> list[dict]:
+                       kv_fill: str = CONTROLLER_KV_FILL) -> list[dict]:
     """Real-decoding agreement and cost of each threshold on ``chunks``, in the given order (see :func:`summarize`)."""
     runs = decode_thresholds(model, chunks, controller, thresholds, batch_rows=batch_rows, desc=desc, kv_fill=kv_fill)
     return summarize(model, controller, runs, chunks, kv_fill=kv_fill)
@@ -267,7 +269,8 @@ def measure_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: E
 
 def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
                           target_agreement: float = 0.9, *, delta: float = 0.1, thresholds=None,
-                          n_candidates: int = 8, batch_rows: int = 64, kv_fill: str = "propagate") -> DecodedCalibration:
+                          n_candidates: int = 8, batch_rows: int = 64,
+                          kv_fill: str = CONTROLLER_KV_FILL) -> DecodedCalibration:
     """Set ``controller.threshold`` to the cheapest one whose agreement is guaranteed on the real path.
 
     Args:
@@ -281,8 +284,9 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
             default grid is read off a replay of the same text.
         n_candidates: size of the default grid.
         batch_rows: decodings run side by side in one forward (memory grows with it).
-        kv_fill: how exited tokens' deeper keys/values are filled (``UnrolledModel.forward``); calibrate
-            under the one you will decode with: the agreement of the two differs a lot.
+        kv_fill: how exited tokens' deeper keys/values are filled (``UnrolledModel.forward``; default
+            ``"catch_up"``, as ``generate`` decodes with a controller); calibrate under the one you will
+            decode with: the agreement of the two differs a lot.
 
     The cheapest passing candidate is the one with the fewest FLOPs; under ``kv_fill="catch_up"``,
     which saves no FLOPs, the one that moves the fewest bytes (weights read: what decoding pays for).

@@ -7,7 +7,7 @@ import time
 import torch
 from torch import Tensor
 
-from ..core.cache import check_kv_fill
+from ..core.cache import resolve_kv_fill
 from ..core.controller import Controller
 from ..core.masks import check_masks
 from ..core.model import UnrolledModel, check_unrolled
@@ -32,7 +32,7 @@ def greedy_generate(
     draft_tokens: int | None = None,
     draft_lens=None,
     masks: dict | None = None,
-    kv_fill: str = "propagate",
+    kv_fill: str | None = None,
 ) -> GenerationResult:
     """Append the argmax token ``max_new_tokens`` times, stopping once every row has emitted EOS.
 
@@ -57,11 +57,13 @@ def greedy_generate(
             ``activation_sparsity``), applied at every step (not with speculation).
         kv_fill: how an exited token's deeper keys/values are filled (``UnrolledModel.forward``):
             ``"propagate"`` or ``"catch_up"`` (exact keys/values; no FLOPs saved, only weight reads).
+            None (default): ``"catch_up"`` with a controller, whose calibrated promise holds only with exact
+            keys/values, else ``"propagate"``.
     """
     check_unrolled(model)
     input_ids, mask = check_generate_inputs(model, input_ids, attention_mask, max_new_tokens, eos_token_id,
                                             pad_token_id, use_cache)  # [B, T] each
-    kv_fill = check_kv_fill(kv_fill)
+    kv_fill = resolve_kv_fill(kv_fill, controller)
     if draft_layers is not None or draft_tokens is not None or draft_lens is not None:
         if draft_layers is None or draft_tokens is None:
             raise ValueError("self-speculative decoding needs both draft_layers and draft_tokens")

@@ -318,6 +318,19 @@ def test_evaluate_under_catch_up_calibrates_and_reports_it(tiny):
         evaluate(*args, max_tokens=40, chunk=20, kv_fill="frozen")
 
 
+def test_evaluate_catches_up_unless_told_to_propagate(tiny):
+    """The default is the fill under which a calibrated promise holds; propagation is one keyword away."""
+    args = (tiny, CharTokenizer(48), "hello world, " * 6, "confidence")
+    kwargs = {"calibration_text": "calibrate on this text. " * 4, "target_agreement": 0.8, "max_tokens": 40, "chunk": 20}
+    default = evaluate(*args, **kwargs)
+    caught = evaluate(*args, **kwargs, kv_fill="catch_up")
+    assert default.kv_fill == default.calibration["kv_fill"] == "catch_up"
+    assert (default.threshold, default.agreement, default.cost_fraction) == (caught.threshold, caught.agreement,
+                                                                             caught.cost_fraction)
+    propagated = evaluate(*args, **kwargs, kv_fill="propagate")
+    assert propagated.kv_fill == propagated.calibration["kv_fill"] == "propagate" and propagated.kv_caught_up == 0
+
+
 # --- saving and loading ------------------------------------------------------------------------------
 
 def test_tuned_lens_round_trips_through_safetensors(tiny, tmp_path):

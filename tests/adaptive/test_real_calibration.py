@@ -11,9 +11,11 @@ from anee_lite.adaptive.calibration import build_replay, replay_scores, text_chu
 from anee_lite.adaptive.controllers import make_controller
 from anee_lite.adaptive.evaluate import build_controller, decode_teacher_forced
 from anee_lite.adaptive.guarantee import CandidateThreshold, clopper_pearson_lower, fixed_sequence_select
+from anee_lite.core.cache import CONTROLLER_KV_FILL
 from anee_lite.adaptive.real_calibration import (
     agreement_by_exit_history,
     calibrate_by_decoding,
+    cheapest_by,
     decode_rows,
     decode_thresholds,
     measure_thresholds,
@@ -142,7 +144,7 @@ def test_the_guarantee_holds_over_random_calibration_samples(smollm2_hf):
     chunks = [c for name in ("python_docs_calibration", "python_docs_heldout")
               for c in text_chunks(tok, eval_text(name), max_tokens=1536, chunk=64)]
     grid = order_safest_first(controller, FIXED_GRID)
-    runs = decode_thresholds(model, chunks, controller, grid, batch_rows=256)
+    runs = decode_thresholds(model, chunks, controller, grid, batch_rows=256)  # the default fill: catch-up
     right = torch.tensor([[int((runs[t][c]["top1"] == runs[t][c]["final"]).sum()) for c in range(len(chunks))]
                           for t in grid])  # [J, C] tokens that agree, per threshold and chunk
     truth = right.sum(1) / sum(c.shape[1] for c in chunks)  # [J] each threshold's agreement on the pool
@@ -153,7 +155,7 @@ def test_the_guarantee_holds_over_random_calibration_samples(smollm2_hf):
         for _ in range(n_samples):
             cal = torch.randint(len(chunks), (len(chunks) // 2,), generator=gen).tolist()
             tested = [CandidateThreshold(lower_bound=0.0, **m) for m in summarize(model, controller, runs, chunks, cal)]
-            best = fixed_sequence_select(tested, target, delta)
+            best = fixed_sequence_select(tested, target, delta, cheapest_by=cheapest_by(CONTROLLER_KV_FILL))
             if best is None:
                 continue
             j = grid.index(best.threshold)
@@ -217,7 +219,8 @@ def test_under_catch_up_every_full_depth_token_agrees_and_batch_rows_equal_batch
     after = [split[t]["full_depth_after_exit"] for t in thresholds]
     assert sum(g["tokens"] for g in after) > 0  # the check below is not vacuous
     assert all(g["agreements"] == g["tokens"] for g in after)
-    propagated = agreement_by_exit_history(decode_thresholds(tiny, chunks, controller, thresholds), tiny.dims.n_layers)
+    propagated = agreement_by_exit_history(decode_thresholds(tiny, chunks, controller, thresholds, kv_fill="propagate"),
+                                           tiny.dims.n_layers)
     assert any(propagated[t]["full_depth_after_exit"]["agreements"] < propagated[t]["full_depth_after_exit"]["tokens"]
                for t in thresholds)  # on this model propagation does lose some: the comparison has teeth
     controller.threshold = thresholds[1]
@@ -233,7 +236,7 @@ def test_catch_up_costs_at_least_the_full_models_layers_and_calibrates(tiny):
     controller = make_controller("confidence", LogitLens(tiny), 0.5)
     thresholds = _middle_thresholds(tiny, chunks, controller, 3)
     caught = measure_thresholds(tiny, chunks, controller, thresholds, kv_fill="catch_up")
-    propagated = measure_thresholds(tiny, chunks, controller, thresholds)
+    propagated = measure_thresholds(tiny, chunks, controller, thresholds, kv_fill="propagate")
     for c, p in zip(caught, propagated):
         assert c["cost_fraction"] > p["cost_fraction"]
     cal = calibrate_by_decoding(tiny, chunks, controller, 0.5, delta=0.2, thresholds=thresholds + [2.0],

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anee_lite import UnrolledModel
-from anee_lite.core.cache import KV_FILLS
+from anee_lite.core.cache import CONTROLLER_KV_FILL, KV_FILLS, resolve_kv_fill
 
 SMALL_MODELS = {
     "gpt2": lambda: random_gpt2(n_layer=6, n_positions=128),
@@ -278,3 +278,36 @@ def test_generation_under_catch_up_emits_the_full_models_prediction_at_each_exit
     with pytest.raises(ValueError, match="does not model catch-up"):
         plan_from_generation(result)
 
+
+
+def test_the_default_fill_is_catch_up_with_a_controller_and_propagation_without():
+    assert CONTROLLER_KV_FILL == "catch_up"
+    assert resolve_kv_fill(None, controller=lambda *a: None) == "catch_up"
+    assert resolve_kv_fill(None, controller=None) == "propagate"
+    for fill in KV_FILLS:  # an explicit choice always wins
+        assert resolve_kv_fill(fill, controller=lambda *a: None) == resolve_kv_fill(fill, None) == fill
+    with pytest.raises(ValueError, match="kv_fill must be one of"):
+        resolve_kv_fill("eager", None)
+
+
+def test_greedy_generate_with_a_controller_catches_up_by_default(small_model):
+    from anee_lite import greedy_generate
+
+    n = small_model.dims.n_layers
+    ids = torch.randint(0, VOCAB, (1, 5), generator=torch.Generator().manual_seed(2))
+
+    def run(**kwargs):
+        plan = iter([n, 1, n, 2, n, 1])
+
+        def controller(layer, resid, active):
+            if layer == 1:
+                controller.depth = next(plan)
+            return torch.full_like(active, layer == controller.depth)
+
+        return greedy_generate(small_model, ids, max_new_tokens=6, controller=controller, **kwargs)
+
+    default, caught, propagated = run(), run(kv_fill="catch_up"), run(kv_fill="propagate")
+    assert torch.equal(default.sequences, caught.sequences) and default.kv_caught_up == caught.kv_caught_up > 0
+    assert default.kv_propagated == 0 and propagated.kv_propagated > 0 and propagated.kv_caught_up == 0
+    static = greedy_generate(small_model, ids, max_new_tokens=4, exit_layers=2)
+    assert static.kv_caught_up == 0  # no controller: propagation, and a static exit needs no fill at all

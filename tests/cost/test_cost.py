@@ -216,7 +216,7 @@ def test_generation_report_charges_propagation():
             state["depth"] = n if resid.shape[1] > 1 else next(depths)
         return torch.full_like(active, layer == state["depth"])
 
-    result = greedy_generate(model, ids, max_new_tokens=4, controller=controller)
+    result = greedy_generate(model, ids, max_new_tokens=4, controller=controller, kv_fill="propagate")
     rows = generation_report(result, model.dims)
     assert [r["layers"] for r in rows] == [n, n, 1, 1, n, n, 2, 2]
     assert [r["row"] for r in rows] == [0, 1] * 4
