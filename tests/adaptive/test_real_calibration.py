@@ -11,7 +11,6 @@ from anee_lite.adaptive.calibration import build_replay, replay_scores, text_chu
 from anee_lite.adaptive.controllers import make_controller
 from anee_lite.adaptive.evaluate import build_controller, decode_teacher_forced
 from anee_lite.adaptive.guarantee import CandidateThreshold, clopper_pearson_lower, fixed_sequence_select
-from anee_lite.core.cache import CONTROLLER_KV_FILL
 from anee_lite.adaptive.real_calibration import (
     agreement_by_exit_history,
     calibrate_by_decoding,
@@ -22,6 +21,7 @@ from anee_lite.adaptive.real_calibration import (
     order_safest_first,
     summarize,
 )
+from anee_lite.core.cache import CONTROLLER_KV_FILL
 from anee_lite.io import eval_text
 from anee_lite.lens import LogitLens
 

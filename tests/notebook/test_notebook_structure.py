@@ -80,7 +80,7 @@ def test_every_glossary_link_lands_on_its_entry():
     root = Path(__file__).parents[2]
     glossary = (root / "notebooks" / "00_glossary.md").read_text()
     anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', glossary))
-    entries = re.findall(r"^\*\*(.+?)\.\*\*", glossary, flags=re.M)
+    entries = re.findall(r"^\*\*(.+?)\.\*\*", glossary, flags=re.MULTILINE)
     assert len(anchors) == len(entries), "every glossary entry has an anchor"
     for path in [*NOTEBOOKS, root / "README.md"]:
         text = path.read_text()

@@ -9,8 +9,12 @@ matplotlib.use("Agg")
 from anee_lite.core.architectures import ModelDims
 from anee_lite.cost import full_token_cost
 from anee_lite.notebook.adaptive_exit import plot_lens_per_layer, plot_pareto
-from anee_lite.notebook.early_exit_budget import (plot_ablation_curves, plot_budget_layers, plot_head_effects,
-                                                  plot_quality_vs_budget)
+from anee_lite.notebook.early_exit_budget import (
+    plot_ablation_curves,
+    plot_budget_layers,
+    plot_head_effects,
+    plot_quality_vs_budget,
+)
 from anee_lite.notebook.gpt2_internals import plot_residual_contributions
 from anee_lite.notebook.kv_cache_and_cost import plot_cost_breakdown, plot_time_vs_layers
 from anee_lite.notebook.logit_lens import plot_lens_top_k
