@@ -37,7 +37,10 @@ from .timing import fit_step_time, median_seconds
 
 LOCAL = "local"
 # Bumped whenever run_micro_benchmark measures differently, so that a cached profile from before is re-measured.
-MEASUREMENT_METHOD = 5
+MEASUREMENT_METHOD = 6
+# This machine's speed drifts (on this project's 2-core machines a decoding step took 47 ms one afternoon and 19 ms
+# that evening): a cached profile whose quick check now runs this many times faster or slower is measured again.
+DRIFT_TOLERANCE = 1.25
 MATMUL_ROWS = (16, 64, 256, 512)  # row counts of the matrix-matrix micro-benchmark (1 is the matrix-vector one)
 ATTENTION_TOKENS = 256  # prompt length of the attention micro-benchmark (it reached 54-66 GFLOP/s from 128 to 512 here)
 ATTENTION_CALLS = 16  # attention calls per timing, as many as a short model's layers
@@ -135,7 +138,9 @@ def local_profile(*, remeasure: bool = False) -> DeviceProfile:
     """This machine's profile: read from the cache, or measured (about 10 s) and cached.
 
     The cache is keyed on the torch version, thread count and :data:`MEASUREMENT_METHOD`: a different setup,
-    or a profile measured the way an older version did, is measured again.
+    or a profile measured the way an older version did, is measured again. It is also measured again,
+    with a warning that says why, when the machine no longer runs as it did: every read repeats
+    :func:`quick_check` (about 0.1 s) and compares it with the one stored beside the profile.
     """
     import torch
 
@@ -146,17 +151,60 @@ def local_profile(*, remeasure: bool = False) -> DeviceProfile:
         try:
             cached = json.loads(path.read_text())
             if cached.get("key") == key:
-                return profile_from_dict(cached["profile"])
+                profile = profile_from_dict(cached["profile"])
+                moved = drift(cached["check"], quick_check())
+                if moved is None:
+                    return profile
+                warnings.warn(f"the cached 'local' profile no longer matches this machine ({moved}); "
+                              "measuring it again (about 10 s)", stacklevel=3)
         except (ValueError, KeyError, TypeError):
             pass  # a corrupt or old cache is measured again
     profile = measure_local()
+    check = quick_check()  # right after the profile, as the machine runs now
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, json.dumps({"key": key, "profile": profile.as_dict()}, indent=1))
+        write_atomically(path, json.dumps({"key": key, "profile": profile.as_dict(), "check": check}, indent=1))
     except OSError as e:  # a read-only or full cache costs a re-measurement next time, not this result
         warnings.warn(f"could not cache the measured 'local' profile at {path} ({e}); it will be measured again "
                       "next time (set XDG_CACHE_HOME to a writable folder to keep it)", stacklevel=2)
     return profile
+
+
+def quick_check() -> dict[str, float]:
+    """Two fast timings that move with what the ``local`` profile measured, stored beside it in the cache.
+
+    ``matvec_s``: one pass of one-row products over 64 MiB of distinct weights (more than a CPU's cache,
+    as decoding streams them), through the forward's own product; ``op_s``: one tiny operator call, from
+    a loop of them. Medians of 5; about 0.1 s in all.
+    """
+    import torch
+
+    from ..core.architectures.base import linear
+
+    weights = [torch.full((1024, 1024), 0.5) for _ in range(16)]  # 16 x [1024, 1024] fp32 = 64 MiB
+    x = torch.full((1, 1, 1024), 0.5)
+    small = torch.zeros(8)
+
+    def products():
+        for w in weights:
+            linear(x, w)  # [1, 1, 1024] @ [1024, 1024]
+
+    def calls():
+        for _ in range(200):
+            torch.add(small, small)
+
+    return {"matvec_s": median_seconds(products, 5), "op_s": median_seconds(calls, 5) / 200}
+
+
+def drift(stored: dict, fresh: dict, tolerance: float = DRIFT_TOLERANCE) -> str | None:
+    """What moved between two :func:`quick_check` results by more than ``tolerance`` (a factor, either way), or None."""
+    what = {"matvec_s": "one-row products over 64 MiB of weights", "op_s": "a tiny operator call"}
+    moved = []
+    for name, label in what.items():
+        ratio = float(fresh[name]) / float(stored[name])
+        if not 1 / tolerance <= ratio <= tolerance:
+            moved.append(f"{label} now takes {ratio:.2f}x the time it took when the profile was measured")
+    return "; ".join(moved) or None
 
 
 @dataclass

@@ -20,6 +20,14 @@ from anee_lite.cost.devices import (
 )
 
 REQUIRED_DEVICES = {"local", "t4", "l4", "a100-40gb", "h100-sxm", "apple-m2", "raspberry-pi-5", "snapdragon-8-gen-3"}
+REAL_QUICK_CHECK = devices.quick_check
+STEADY = {"matvec_s": 2e-3, "op_s": 1e-6}
+
+
+@pytest.fixture(autouse=True)
+def steady_machine(monkeypatch):
+    """The cache tests run on a machine whose speed does not move (the real check is timed, so it jitters)."""
+    monkeypatch.setattr(devices, "quick_check", lambda: dict(STEADY))
 
 
 def test_required_devices_are_listed():
@@ -239,3 +247,52 @@ def test_a_profile_cached_by_an_older_measurement_method_is_measured_again(tmp_p
     (tmp_path / "device-local.json").write_text(json.dumps({"key": old_key, "profile": stale}))
     assert devices.local_profile().op_overhead_s == FAKE.op_overhead_s and calls == [1]
     assert devices.local_profile() == devices.local_profile() and calls == [1]  # the new one is cached
+
+
+def test_quick_check_times_products_and_calls_quickly():
+    import time
+
+    start = time.perf_counter()
+    check = REAL_QUICK_CHECK()
+    assert time.perf_counter() - start < 5  # about 0.1 s on this project's machines; it runs at every read
+    assert set(check) == {"matvec_s", "op_s"} and 0 < check["op_s"] < check["matvec_s"] < 1
+
+
+def test_drift_names_what_moved_beyond_the_tolerance_either_way():
+    assert devices.drift(STEADY, {"matvec_s": 2.4e-3, "op_s": 0.85e-6}) is None  # within 1.25x both ways
+    slower = devices.drift(STEADY, {"matvec_s": 4e-3, "op_s": 1e-6})
+    assert "one-row products" in slower and "2.00x" in slower and "operator call" not in slower
+    faster = devices.drift(STEADY, {"matvec_s": 2e-3, "op_s": 0.25e-6})
+    assert "tiny operator call now takes 0.25x" in faster
+
+
+def test_a_cached_profile_is_measured_again_when_the_machine_no_longer_runs_as_it_did(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(devices, "run_micro_benchmark", lambda **kw: calls.append(1) or FAKE)
+    get_profile("local")
+    assert json.loads((tmp_path / "anee-lite" / "device-local.json").read_text())["check"] == STEADY
+    monkeypatch.setattr(devices, "quick_check", lambda: {"matvec_s": 2.2e-3, "op_s": 1.1e-6})  # 10%: noise
+    get_profile("local")
+    assert calls == [1]
+    monkeypatch.setattr(devices, "quick_check", lambda: {"matvec_s": 5e-3, "op_s": 1e-6})  # 2.5x slower: stale
+    with pytest.warns(UserWarning, match=r"no longer matches this machine \(one-row products .* 2.50x"):
+        get_profile("local")
+    assert calls == [1, 1]
+    stored = json.loads((tmp_path / "anee-lite" / "device-local.json").read_text())["check"]
+    assert stored == {"matvec_s": 5e-3, "op_s": 1e-6}  # the new measurement's own check is kept with it
+    get_profile("local")
+    assert calls == [1, 1]
+
+
+def test_a_cache_without_a_check_is_measured_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(devices, "run_micro_benchmark", lambda **kw: calls.append(1) or FAKE)
+    get_profile("local")
+    path = tmp_path / "anee-lite" / "device-local.json"
+    cached = json.loads(path.read_text())
+    del cached["check"]
+    path.write_text(json.dumps(cached))
+    get_profile("local")
+    assert calls == [1, 1]
