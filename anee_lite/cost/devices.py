@@ -37,7 +37,7 @@ from .timing import fit_step_time, median_seconds
 
 LOCAL = "local"
 # Bumped whenever run_micro_benchmark measures differently, so that a cached profile from before is re-measured.
-MEASUREMENT_METHOD = 6
+MEASUREMENT_METHOD = 7
 # This machine's speed drifts (on this project's 2-core machines a decoding step took 47 ms one afternoon and 19 ms
 # that evening): a cached profile whose quick check now runs this many times faster or slower is measured again.
 DRIFT_TOLERANCE = 1.25
@@ -220,7 +220,7 @@ class LocalMeasurements:
     attention_flops: float = 0.0  # FLOP/s of causal attention over ATTENTION_TOKENS tokens (0: not measured)
 
 
-def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasurements:
+def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128, matvec_mib: int = 512) -> LocalMeasurements:
     """Measure this machine: streaming bandwidth, matrix-vector and matrix-matrix throughput, per-op overhead.
 
     The per-op overhead is what the library's decoding loop pays per operator call, Python included: a
@@ -230,10 +230,12 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasure
 
     Matrix-vector products, through the forward's own ``linear`` (split-K over the torch threads),
     run at four weight sizes (0.5 to 32 MiB, sizes no model in particular uses), each over distinct
-    matrices totalling >= ``stream_mib`` / 2 MiB, so that most come from DRAM, not a cache; a
-    least-squares line ``seconds = overhead + bytes / bandwidth`` through the four gives the bandwidth
-    the forward's products reach and the fixed cost of one product (thread fork/join). About 2 s on
-    an idle 2-core machine.
+    matrices totalling >= ``matvec_mib`` MiB, as much as a small model streams in one decoding step
+    (a stream of 64 MiB, which the page tables of a CPU cover more cheaply, ran 15-20% faster than
+    SmolLM2-135M's own products here and left the simulator that optimistic); a least-squares line
+    ``seconds = overhead + bytes / bandwidth`` through the four gives the bandwidth the forward's
+    products reach and the fixed cost of one product (thread fork/join). About 4 s on an idle 2-core
+    machine.
     """
     import torch
 
@@ -241,6 +243,7 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasure
 
     repeats = check_int("repeats", repeats, low=1)
     stream_mib = check_int("stream_mib", stream_mib, low=1)
+    matvec_mib = check_int("matvec_mib", matvec_mib, low=1)
     big = torch.full((stream_mib * MiB // 4,), 0.5)  # [N] fp32; the values do not change the speed
     stream = big.numel() * 4 / median_seconds(big.sum, repeats)
     del big
@@ -248,7 +251,7 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128) -> LocalMeasure
     sizes, seconds = [], []
     for d_in, d_out in ((256, 512), (512, 1024), (1024, 2048), (2048, 4096)):
         nbytes = d_in * d_out * 4
-        count = max(2, stream_mib * MiB // 2 // nbytes)
+        count = max(2, matvec_mib * MiB // nbytes)
         weights = [torch.full((d_in, d_out), 0.5) for _ in range(count)]  # [in, out] each
         x = torch.full((1, 1, d_in), 0.5)  # [1, 1, in]
 

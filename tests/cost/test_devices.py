@@ -167,7 +167,10 @@ def test_profile_from_measurements_keeps_the_physics():
 
 
 def test_micro_benchmark_runs_and_gives_sane_numbers():
-    m = devices.run_micro_benchmark(repeats=1, stream_mib=8)
+    m = devices.run_micro_benchmark(repeats=1, stream_mib=8, matvec_mib=8)
+    for bad in ({"repeats": 0}, {"stream_mib": 0}, {"matvec_mib": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            devices.run_micro_benchmark(**bad)
     assert m.stream_bandwidth > 1e8 and m.matvec_bandwidth > 1e8 and m.matmul_flops > 1e8
     assert 0 < m.op_overhead_s < 1e-3 and m.matvec_overhead_s >= 0
     assert m.attention_flops > 1e8
