@@ -10,7 +10,8 @@ HF is timed twice: on a second copy left as loaded, and on the shared, re-laid-o
 measured time of one layer and of the unembedding (measured / ideal > 1 is fixed overhead).
 
 The speed limit is measured in the same run, once per round: the ``local`` micro-benchmark's
-matrix-vector bandwidth (the forward's own products on matrices no model uses) and its streaming
+matrix-vector bandwidth (the forward's own products on matrices no model uses, 512 MiB of them per size,
+as much as a model's step streams) and its streaming
 bandwidth (``torch.sum`` on every thread); the weights one token reads divided by each is the fastest a
 decoding step could be if it did nothing but read weights. Beside them, one pass of the step's own
 products and nothing else (``step_products_seconds``) splits the gap: what the products themselves
