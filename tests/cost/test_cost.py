@@ -204,11 +204,12 @@ def test_generation_report_static_exit():
     assert [r["wall_seconds"] for r in rows] == result.step_times
 
 
-def test_generation_report_charges_propagation():
+def scripted_generation(kv_fill):
+    """Two rows, 4 tokens: the prompt (step 0) and step 2 run every layer, steps 1 and 3 stop after 1 and 2."""
     model = UnrolledModel(random_gpt2(n_layer=4, n_positions=128))
     n = model.dims.n_layers
     ids = torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(0))
-    depths = iter([1, n, 2])  # decoding steps 1, 2, 3; the prompt (step 0) runs every layer
+    depths = iter([1, n, 2])  # decoding steps 1, 2, 3
     state = {}
 
     def controller(layer, resid, active):
@@ -216,7 +217,11 @@ def test_generation_report_charges_propagation():
             state["depth"] = n if resid.shape[1] > 1 else next(depths)
         return torch.full_like(active, layer == state["depth"])
 
-    result = greedy_generate(model, ids, max_new_tokens=4, controller=controller, kv_fill="propagate")
+    return model, n, greedy_generate(model, ids, max_new_tokens=4, controller=controller, kv_fill=kv_fill)
+
+
+def test_generation_report_charges_propagation():
+    model, n, result = scripted_generation("propagate")
     rows = generation_report(result, model.dims)
     assert [r["layers"] for r in rows] == [n, n, 1, 1, n, n, 2, 2]
     assert [r["row"] for r in rows] == [0, 1] * 4
@@ -317,18 +322,7 @@ def test_catch_up_flops_match_the_counter(counted_model):
 
 
 def test_generation_report_charges_catch_up():
-    model = UnrolledModel(random_gpt2(n_layer=4, n_positions=128))
-    n = model.dims.n_layers
-    ids = torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(0))
-    depths = iter([1, n, 2])
-    state = {}
-
-    def controller(layer, resid, active):
-        if layer == 1:
-            state["depth"] = n if resid.shape[1] > 1 else next(depths)
-        return torch.full_like(active, layer == state["depth"])
-
-    result = greedy_generate(model, ids, max_new_tokens=4, controller=controller, kv_fill="catch_up")
+    model, n, result = scripted_generation("catch_up")
     rows = generation_report(result, model.dims)
     assert result.kv_caught_up_per_step == [0, 0, 2 * (n - 1), 0] and result.kv_propagated == 0
     step2 = token_cost(model.dims, layers_run=n, context_len=7, layers_caught_up=n - 1)
