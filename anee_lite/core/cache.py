@@ -57,6 +57,44 @@ def resolve_kv_fill(kv_fill, controller) -> str:
     return check_kv_fill(kv_fill)
 
 
+def catch_up_rows(depths, first_tokens: int = 1) -> list[tuple[int, ...]]:
+    """Under ``catch_up``, per forward call and per layer it runs, the earlier tokens that run that layer beside it.
+
+    A call that runs to depth d catches every earlier token up to d: at layer l < d, the tokens whose
+    keys/values stop at or below l (always the last few) go through the block with the call's own.
+    What one batch-1 decoding pays per step, read off the depths alone: the cost model and the
+    simulator price catch-up from this, and ``KVCache.caught_up`` counts the same blocks.
+
+    Args:
+        depths: layers each call ran (``ForwardStats.layers_executed``), in order; call 0 starts from an empty cache.
+        first_tokens: tokens call 0 brings (a prompt); every later call brings one. All of a call's tokens run
+            to its depth (an exited token runs on inside its own call).
+
+    Returns:
+        Per call, a tuple of ``depths[t]`` counts: entry l is the earlier tokens that ran layer l in that call.
+    """
+    first_tokens = check_int("first_tokens", first_tokens, low=1)
+    rows: list[tuple[int, ...]] = []
+    # Earlier tokens' depths as a stack of [depth, count], deepest at the bottom: a call raises every token
+    # below its depth to it, so the depths never increase towards the newest token.
+    stack: list[list[int]] = []
+    for t, depth in enumerate(depths):
+        depth = check_int(f"depths[{t}]", depth, low=0)
+        lagging, caught = [0] * depth, 0
+        while stack and stack[-1][0] < depth:  # the newest tokens lag; run them from their depth up
+            below, count = stack.pop()
+            caught += count
+            for layer in range(below, depth):
+                lagging[layer] += count
+        rows.append(tuple(lagging))
+        now_at_depth = caught + (first_tokens if t == 0 else 1)
+        if stack and stack[-1][0] == depth:
+            stack[-1][1] += now_at_depth
+        else:
+            stack.append([depth, now_at_depth])
+    return rows
+
+
 class KVCache:
     """Keys and values per layer, plus what fills the entries exited tokens still owe deeper layers.
 

@@ -46,6 +46,11 @@ class DeviceProfile:
     # BLAS runs a short prompt's [rows, in] @ [in, out] well below its large-product rate); interpolated in
     # log(rows), held at the ends. Empty: every product reaches the achievable rate.
     rows_efficiency: tuple = ()
+    # (rows, factor) pairs: a product over that many rows takes ``factor`` times a one-row product's weight-streaming
+    # time, arithmetic or not (a CPU does not hide a few rows' multiply-adds behind the weight reads: two rows cost
+    # ~1.35 one here). Interpolated in log(rows) from 1 at one row, held at the last pair. Empty: a few rows are
+    # as cheap as one while reading the weights bounds them (a GPU's case).
+    few_rows_slowdown: tuple = ()
     # Share of the achievable FLOP/s that attention reaches (q @ k.T, softmax, @ v in one kernel): a CPU's fused
     # attention over a long prompt runs well below its large matrix products, and its cost grows with the prompt's square.
     attention_efficiency: float = 1.0
@@ -73,6 +78,7 @@ class DeviceProfile:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise ValueError(f"{self.name}.{name} must be in (0, 1], got {value!r}")
         object.__setattr__(self, "rows_efficiency", _check_rows_efficiency(self.name, self.rows_efficiency))
+        object.__setattr__(self, "few_rows_slowdown", _check_few_rows_slowdown(self.name, self.few_rows_slowdown))
         for name in ("peak_flops", "joules_per_flop"):
             table = getattr(self, name)
             if not isinstance(table, dict) or set(table) != set(COMPUTE_DTYPES):
@@ -97,6 +103,16 @@ class DeviceProfile:
                 return s0 + t * (s1 - s0)
         return table[-1][1]
 
+    def memory_slowdown(self, rows: int) -> float:
+        """How many times a one-row product's weight-streaming time a product over ``rows`` rows takes (>= 1)."""
+        table = ((1, 1.0), *self.few_rows_slowdown)
+        if rows <= 1 or len(table) == 1:
+            return 1.0
+        for (r0, f0), (r1, f1) in itertools.pairwise(table):
+            if rows <= r1:
+                return f0 + math.log(rows / r0) / math.log(r1 / r0) * (f1 - f0)
+        return table[-1][1]
+
     def bytes_per_second(self) -> float:
         """Achievable memory bandwidth (peak x bandwidth_efficiency)."""
         return self.memory_bandwidth * self.bandwidth_efficiency
@@ -117,6 +133,20 @@ def _check_rows_efficiency(device: str, table) -> tuple:
             raise ValueError(f"{device}.rows_efficiency rows must be increasing integers >= 1, got {table!r}")
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 1:
             raise ValueError(f"{device}.rows_efficiency shares must be in (0, 1], got {table!r}")
+    return pairs
+
+
+def _check_few_rows_slowdown(device: str, table) -> tuple:
+    """(rows, factor) pairs with rows increasing integers >= 2 and factors >= 1, as a tuple of tuples."""
+    try:
+        pairs = tuple((r, f) for r, f in table)
+    except (TypeError, ValueError):
+        raise ValueError(f"{device}.few_rows_slowdown must be (rows, factor) pairs, got {table!r}") from None
+    for i, (r, f) in enumerate(pairs):
+        if isinstance(r, bool) or not isinstance(r, int) or r < 2 or (i and r <= pairs[i - 1][0]):
+            raise ValueError(f"{device}.few_rows_slowdown rows must be increasing integers >= 2, got {table!r}")
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 1 <= f < math.inf:
+            raise ValueError(f"{device}.few_rows_slowdown factors must be finite numbers >= 1, got {table!r}")
     return pairs
 
 

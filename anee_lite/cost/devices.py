@@ -37,11 +37,15 @@ from .timing import fit_step_time, median_seconds
 
 LOCAL = "local"
 # Bumped whenever run_micro_benchmark measures differently, so that a cached profile from before is re-measured.
-MEASUREMENT_METHOD = 7
+MEASUREMENT_METHOD = 8
 # This machine's speed drifts (on this project's 2-core machines a decoding step took 47 ms one afternoon and 19 ms
 # that evening): a cached profile whose quick check now runs this many times faster or slower is measured again.
 DRIFT_TOLERANCE = 1.25
 MATMUL_ROWS = (16, 64, 256, 512)  # row counts of the matrix-matrix micro-benchmark (1 is the matrix-vector one)
+FEW_ROWS = (2, 4, 8, 16)  # row counts timed against one row on the matrix-vector weights (catch-up, verify passes)
+# The matrix-vector size they are timed at: a mid-sized [in, out]. At [2048, 4096] two or three rows ran 1.7-2.4x one
+# row here (four 1.8x), against ~1.35x at 1024 x 2048 and at SmolLM2-135M's own shapes.
+FEW_ROWS_SHAPE = (1024, 2048)
 ATTENTION_TOKENS = 256  # prompt length of the attention micro-benchmark (it reached 54-66 GFLOP/s from 128 to 512 here)
 ATTENTION_CALLS = 16  # attention calls per timing, as many as a short model's layers
 
@@ -217,6 +221,7 @@ class LocalMeasurements:
     matmul_flops: float  # FLOP/s of the fastest [rows, 1024] @ [1024, 1024] fp32 products over distinct weights
     op_overhead_s: float  # seconds per framework operator call on the library's own decoding path
     matmul_rows: tuple = ()  # (rows, FLOP/s) for each row count measured (MATMUL_ROWS)
+    few_rows: tuple = ()  # (rows, seconds over one row's) for each of FEW_ROWS on the largest matrix-vector weights
     attention_flops: float = 0.0  # FLOP/s of causal attention over ATTENTION_TOKENS tokens (0: not measured)
 
 
@@ -234,8 +239,10 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128, matvec_mib: int
     (a stream of 64 MiB, which the page tables of a CPU cover more cheaply, ran 15-20% faster than
     SmolLM2-135M's own products here and left the simulator that optimistic); a least-squares line
     ``seconds = overhead + bytes / bandwidth`` through the four gives the bandwidth the forward's
-    products reach and the fixed cost of one product (thread fork/join). About 4 s on an idle 2-core
-    machine.
+    products reach and the fixed cost of one product (thread fork/join). At the 8 MiB size the same
+    products also run over 2, 4, 8 and 16 rows: a few rows cost more than one on a CPU though the weights
+    are read once (``few_rows``; what a caught-up token or a short verify pass adds). About 5 s on an
+    idle 2-core machine.
     """
     import torch
 
@@ -261,6 +268,12 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128, matvec_mib: int
 
         sizes.append(nbytes)
         seconds.append(median_seconds(matvecs, repeats) / count)
+        if (d_in, d_out) == FEW_ROWS_SHAPE:  # the same weights a few rows at a time: a caught-up token, a verify pass
+            few_rows = []
+            for rows in FEW_ROWS:
+                x_rows = torch.full((1, rows, d_in), 0.5)  # [1, rows, in]
+                ratio = median_seconds(lambda x_rows=x_rows: matvecs(x=x_rows), repeats) / count / seconds[-1]
+                few_rows.append((rows, max(1.0, ratio)))  # noise can time two rows a hair under one; >= 1 is the rule
         del weights
     intercept, slope = fit_step_time(sizes, seconds)  # the same least-squares line, over weight bytes
     if slope <= 0:  # noise made larger matrices no slower: fall back to the largest size's rate
@@ -284,7 +297,7 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128, matvec_mib: int
     op = _decode_dispatch_seconds(repeats)
     return LocalMeasurements(stream_bandwidth=stream, matvec_bandwidth=1 / slope,
                              matvec_overhead_s=max(intercept, 0.0), matmul_flops=max(f for _, f in matmul_rows),
-                             op_overhead_s=op, matmul_rows=tuple(matmul_rows),
+                             op_overhead_s=op, matmul_rows=tuple(matmul_rows), few_rows=tuple(few_rows),
                              attention_flops=_attention_flops(repeats))
 
 
@@ -349,12 +362,15 @@ def profile_from_measurements(m: LocalMeasurements) -> DeviceProfile:
         joules_per_flop=dict(HOROWITZ_45NM_J_PER_FLOP), joules_per_byte=ENERGY_PER_BYTE_J, idle_watts=10,
         compute_efficiency=1.0, bandwidth_efficiency=m.matvec_bandwidth / bandwidth,
         rows_efficiency=tuple((rows, flops / m.matmul_flops) for rows, flops in m.matmul_rows),
+        few_rows_slowdown=m.few_rows,
         attention_efficiency=min(1.0, m.attention_flops / m.matmul_flops) if m.attention_flops > 0 else 1.0,
         measured=True, validated=True,
         sources={
             "peak_flops": "measured: the fastest of [rows, 1024] @ [1024, 1024] fp32 matmuls over distinct weights "
                           "(fp16/int8 assumed equal)",
             "rows_efficiency": "measured: each row count's rate over the fastest",
+            "few_rows_slowdown": f"measured: [rows, {FEW_ROWS_SHAPE[0]}] @ {list(FEW_ROWS_SHAPE)} products over "
+                                 "512 MiB of weights, their time over one row's",
             "attention_efficiency": f"measured: causal attention over {ATTENTION_TOKENS} tokens (8 heads of 64), "
                                     "its rate over the fastest matmul's",
             "memory_bandwidth": "measured: max of torch.sum over 128 MiB and the matrix-vector fit's slope",

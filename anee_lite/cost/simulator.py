@@ -5,6 +5,9 @@ Roofline per operation (Williams, Waterman & Patterson, CACM 2009)::
     seconds = max(flops / achievable FLOP/s, bytes / achievable bandwidth) + overhead
     joules  = flops x J/FLOP + bytes x J/byte + idle watts x seconds
 
+A product over a few rows streams its weights once, yet on a CPU it is slower than a one-row product
+(the arithmetic is not hidden behind the reads): its memory term is multiplied by the device's
+``memory_slowdown(rows)`` (:attr:`~anee_lite.cost.device_profile.DeviceProfile.few_rows_slowdown`).
 ``overhead`` is ``dispatches x op_overhead_s + products x matmul_overhead_s``: what an eager
 framework pays per operator call (kernel launch, Python dispatch) and per matrix product (CPU
 thread fork/join), whatever the size. ``bound`` says which term won: ``"memory"``, ``"compute"``
@@ -23,7 +26,8 @@ the other chapters:
 
 * a static budget: :func:`static_plan` (every token runs the same layers);
 * per-token early exit: :func:`plan_from_generation` reads ``GenerationResult.layers_per_token``
-  (and the K/V entries propagated) of a real run, and the controller's ``charges`` for its checks;
+  (and the K/V entries propagated, or under catch-up the earlier tokens each pass ran beside its own:
+  ``Step.caught_up``) of a real run, and the controller's ``charges`` for its checks;
 * sparsity: ``Step.weight_fraction`` is the share of matrix weights kept (bytes and FLOPs of the
   projections, MLP and unembedding scale with it: ideal structured sparsity, no index overhead);
 * draft/verify (self-speculative decoding): :func:`draft_verify_plan`: draft steps that run few
@@ -37,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 from ..core.architectures import ModelDims, converter_for
+from ..core.cache import catch_up_rows
 from ..core.validation import check_fraction, check_int
 from .charges import BYTES_PER_PARAM, layer_weight_params, norm_macs, token_cost
 from .constants import BYTES_PER_WEIGHT, COMPUTE_DTYPE, PJ
@@ -98,7 +103,8 @@ def _dispatches(dims: ModelDims, kernels: str) -> dict:
 
 def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int = 1, batch: int = 1,
              dtype: str = "fp32", unembedded: int | None = None, weight_fraction: float = 1.0,
-             exit_charges: dict | None = None, kv_propagated: float = 0, kernels: str = "eager") -> list[Op]:
+             exit_charges: dict | None = None, kv_propagated: float = 0, kernels: str = "eager",
+             caught_up: tuple[int, ...] = ()) -> list[Op]:
     """The operations of one forward pass, from the model's sizes.
 
     Args:
@@ -117,6 +123,9 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
         kv_propagated: K/V entries filled from frozen residuals in this pass.
         kernels: ``"eager"`` (anee-lite's PyTorch operator calls, the converter's ``eager_dispatches``) or ``"fused"``
             (one kernel per op, as a compiled runtime such as llama.cpp or TensorRT-LLM launches).
+        caught_up: per layer run, earlier positions per row that run it beside the new ones (``kv_fill="catch_up"``,
+            :func:`~anee_lite.core.cache.catch_up_rows`): they join the layer's products, in the same weight reads,
+            and attend as the positions just before the new ones. Missing entries are 0.
 
     Returns:
         :class:`Op` list; at fp32, batch 1, one token, its FLOPs and bytes sum to ``token_cost``'s.
@@ -126,6 +135,10 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
     context_len = check_int("context_len", context_len, low=tokens)
     batch = check_int("batch", batch, low=1)
     unembedded = tokens if unembedded is None else check_int("unembedded", unembedded, low=0, high=tokens)
+    caught_up = check_caught_up(caught_up, layers_run)
+    if tokens + max(caught_up, default=0) > context_len:
+        raise ValueError(f"caught_up asks for {max(caught_up)} earlier positions beside {tokens} new ones, but the "
+                         f"context holds {context_len} positions")
     weight_fraction = check_weight_fraction(weight_fraction)
     exit_charges = dict(exit_charges or {})
     if exit_charges.pop("unembed", True) is False:  # the output reuses the last lens check's logits
@@ -139,12 +152,12 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
     q_width, kv_width = dims.n_heads * dims.d_head, dims.n_kv_heads * dims.d_head
     arch = converter_for(dims.architecture)
     n_norm = arch.n_norm_vectors * d  # parameters of one norm
-    rows = batch * tokens  # positions that go through the layers
     w_bytes = BYTES_PER_WEIGHT[dtype] * weight_fraction  # per kept parameter of a matrix
     small_bytes = BYTES_PER_PARAM if dtype == "fp32" else 2  # K/V cache and norm vectors (fp16 if not fp32)
     disp = _dispatches(dims, kernels)
-    # Keys attended, summed over the new positions of one row: context_len - tokens + 1 .. context_len.
-    keys_attended = tokens * context_len - tokens * (tokens - 1) // 2
+
+    def keys_attended(positions):  # summed over a row's last ``positions`` positions: context_len - positions + 1 ..
+        return positions * context_len - positions * (positions - 1) // 2
 
     def matmul(name, d_in, d_out, n_rows, products=1):
         params = d_in * d_out
@@ -158,13 +171,15 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
     ops = [Op("step", "other", 0.0, 0.0, disp["step"])]
     for layer in range(layers_run):
         p = f"layer{layer}."
+        positions = tokens + caught_up[layer]  # per row: the new positions and the ones catching up
+        rows = batch * positions  # positions that go through the layer
         ops += [
             norm(p + "attn_norm", rows, "attn_norm"),
             matmul(p + "q_proj", d, q_width, rows),
             matmul(p + "k_proj", d, kv_width, rows, products=0),  # fused with q_proj
             matmul(p + "v_proj", d, kv_width, rows, products=0),
             # q @ k.T and pattern @ v per query head; reads each row's K and V over the context once.
-            Op(p + "attention", "attention", 2 * batch * 2 * q_width * keys_attended,
+            Op(p + "attention", "attention", 2 * batch * 2 * q_width * keys_attended(positions),
                batch * 2 * kv_width * context_len * small_bytes, disp["attention"], 1),
             matmul(p + "o_proj", q_width, d, rows),
             norm(p + "mlp_norm", rows, "mlp_norm"),
@@ -180,11 +195,26 @@ def pass_ops(dims: ModelDims, *, layers_run: int, context_len: int, tokens: int 
     if checks.exit_checks:  # lens checks re-read the unembedding; probes and translators their weights
         n_lens, n_probe = exit_charges.get("lens_checks", 0), exit_charges.get("probe_checks", 0)
         ops.append(Op("exit_checks", "matmul", batch * checks.flops, checks.bytes_moved * scale,
-                      n_lens * disp["lens_check"] + n_probe * disp["probe_check"], n_lens + n_probe))
+                      disp["exit_decision"] + n_lens * disp["lens_check"] + n_probe * disp["probe_check"],
+                      n_lens + n_probe))
+    if any(caught_up):  # joining the lagging tokens to the new ones: concatenations, a mask and positions per group
+        groups = sum(now > before for before, now in zip((0, *caught_up), caught_up))
+        ops.append(Op("catch_up", "other", 0.0, 0.0, sum(c > 0 for c in caught_up) * disp["catch_up_layer"]
+                      + groups * disp["catch_up_call"]))
     if kv_propagated:  # input norm + K and V projections from a frozen residual; weights already streaming
         ops.append(Op("kv_propagation", "matmul", fill.flops, fill.bytes_moved * scale,
                       round(kv_propagated * disp["kv_propagation"]), round(kv_propagated)))
     return ops
+
+
+def check_caught_up(caught_up, layers_run: int) -> tuple[int, ...]:
+    """Per layer run, earlier positions catching up: a tuple of ints >= 0, at most ``layers_run`` long, padded with 0."""
+    if not isinstance(caught_up, (tuple, list)):
+        raise TypeError(f"caught_up must be a tuple of ints (one per layer run), got {type(caught_up).__name__}")
+    if len(caught_up) > layers_run:
+        raise ValueError(f"caught_up has {len(caught_up)} entries, more than the {layers_run} layers the pass runs")
+    counts = tuple(check_int(f"caught_up[{i}]", c, low=0) for i, c in enumerate(caught_up))
+    return counts + (0,) * (layers_run - len(counts))
 
 
 def check_weight_fraction(weight_fraction) -> float:
@@ -204,7 +234,7 @@ def time_op(op: Op, profile: DeviceProfile, dtype: str = "fp32") -> OpTiming:
     """One operation's roofline time and energy on ``profile`` with weights of ``dtype``."""
     share = profile.attention_efficiency if op.kind == "attention" else profile.rows_share(op.rows)
     compute = op.flops / (profile.flops_per_second(dtype) * share)
-    memory = op.bytes / profile.bytes_per_second()
+    memory = op.bytes / profile.bytes_per_second() * profile.memory_slowdown(op.rows)
     overhead = op.dispatches * profile.op_overhead_s + op.products * profile.matmul_overhead_s
     seconds = max(compute, memory) + overhead
     joules = (op.flops * profile.joules_per_flop[COMPUTE_DTYPE[dtype]] + op.bytes * profile.joules_per_byte
@@ -225,6 +255,7 @@ class Step:
     weight_fraction: float = 1.0  # share of matrix weights kept (sparsity masks)
     exit_charges: dict | None = None  # token_cost keyword arguments of the exit decision (controller.charges(L))
     kv_propagated: float = 0  # K/V entries filled from frozen residuals
+    caught_up: tuple[int, ...] = ()  # per layer, earlier positions per row run beside the new ones (kv_fill="catch_up")
 
 
 @dataclass
@@ -339,7 +370,8 @@ def simulate_plan(dims: ModelDims, profile: DeviceProfile, plan: list[Step], *, 
                              f"model's context window n_ctx={dims.n_ctx}")
         ops = pass_ops(dims, layers_run=step.layers, context_len=context, tokens=step.tokens, batch=batch,
                        dtype=dtype, unembedded=step.unembedded, weight_fraction=step.weight_fraction,
-                       exit_charges=step.exit_charges, kv_propagated=step.kv_propagated, kernels=kernels)
+                       exit_charges=step.exit_charges, kv_propagated=step.kv_propagated, kernels=kernels,
+                       caught_up=step.caught_up)
         for op in ops:
             t = time_op(op, profile, dtype)
             key = _op_key(t.name)
@@ -392,8 +424,10 @@ def plan_from_generation(result, *, row: int = 0, include_prefill: bool = False,
     """The decoding steps of a real run (:class:`~anee_lite.decoding.GenerationResult`).
 
     Each step runs the layers its token ran (``layers_per_token``) and is charged its share of the
-    K/V entries propagated. Step 0 is the prefill pass; by default it is left out, so the plan starts
-    with ``context = prompt_length`` keys cached (pass that as ``simulate_plan``'s ``context``).
+    K/V entries propagated. Under ``kv_fill="catch_up"`` a step runs as deep as the pass did
+    (``depth_per_step``) with the earlier tokens it caught up beside it
+    (:func:`~anee_lite.core.cache.catch_up_rows`). Step 0 is the prefill pass; by default it is left out,
+    so the plan starts with ``context = prompt_length`` keys cached (pass that as ``simulate_plan``'s ``context``).
 
     Args:
         result: a GenerationResult with at least one step (two when the prefill is left out).
@@ -402,13 +436,18 @@ def plan_from_generation(result, *, row: int = 0, include_prefill: bool = False,
         exit_charges: exit layer -> what that exit decision cost (``token_cost`` keyword arguments), e.g. the
             controller's ``charges``; without it deciding is free (as in ``generation_report``).
     """
-    if sum(getattr(result, "kv_caught_up_per_step", ())):
-        raise ValueError("the generation caught exited tokens up (kv_fill='catch_up'); the simulator does not model "
-                         "catch-up steps yet: simulate a kv_fill='propagate' generation or a static plan")
     steps_layers = [int(layers[row]) for layers in result.layers_per_token]
     batch = result.layers_per_token[0].shape[0] if steps_layers else 0
     check_int("row", row, low=0, high=max(batch - 1, 0))
-    plan = [Step(layers=n, kv_propagated=result.kv_propagated_per_step[i] / batch,
+    if sum(result.kv_caught_up_per_step):  # every row's pass ran as deep as its deepest token, earlier tokens beside
+        if len(result.depth_per_step) != len(steps_layers):
+            raise ValueError("the generation caught exited tokens up but did not record depth_per_step "
+                             "(GenerationResult.append's depth): the steps' work cannot be read off it")
+        depths = result.depth_per_step
+        caught = catch_up_rows(depths, first_tokens=result.prompt_length)
+    else:
+        depths, caught = steps_layers, [()] * len(steps_layers)
+    plan = [Step(layers=depths[i], kv_propagated=result.kv_propagated_per_step[i] / batch, caught_up=caught[i],
                  exit_charges=exit_charges(n) if exit_charges else None) for i, n in enumerate(steps_layers)]
     if not plan:
         raise ValueError("the generation has no steps")

@@ -96,7 +96,7 @@ def greedy_generate(
         next_ids = stop.filter(out.logits[:, -1].argmax(dim=-1))  # [B, d_vocab] -> [B]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         result.append(next_ids, out.stats.exit_layers[:, -1], time.perf_counter() - start, out.stats.kv_propagated,
-                      out.stats.kv_caught_up)
+                      out.stats.kv_caught_up, out.stats.layers_executed)
         if stop.done:
             break
     return result

@@ -49,15 +49,18 @@ class GenerationResult:
     step_times: list[float] = field(default_factory=list)  # seconds per step (the first includes the prompt)
     kv_propagated_per_step: list[int] = field(default_factory=list)  # per step, K/V entries filled from frozen states
     kv_caught_up_per_step: list[int] = field(default_factory=list)  # per step, blocks run in full past an exit
+    depth_per_step: list[int] = field(default_factory=list)  # per step, layers the pass ran (its deepest token's)
     speculative: SpeculativeStats | None = None  # draft/verify statistics of a self-speculative run
 
     def append(self, next_ids: Tensor, layers: Tensor | int, seconds: float, kv_propagated: int = 0,
-               kv_caught_up: int = 0) -> None:
-        """Record one generated token per row: ids [B], the layers its step ran, its time, what it filled for earlier tokens."""
+               kv_caught_up: int = 0, depth: int | None = None) -> None:
+        """Record one generated token per row: ids [B], the layers its step ran, its time, what it filled for
+        earlier tokens, and the pass's depth (default: the deepest row's layers; a prompt pass can run deeper)."""
         self.sequences = torch.cat([self.sequences, next_ids[:, None]], dim=1)  # [B, T + 1]
         if isinstance(layers, int):
             layers = torch.full_like(next_ids, layers)
         self.layers_per_token.append(layers)
+        self.depth_per_step.append(int(layers.max()) if depth is None else depth)
         self.kv_propagated_per_step.append(kv_propagated)
         self.kv_caught_up_per_step.append(kv_caught_up)
         self.step_times.append(seconds)

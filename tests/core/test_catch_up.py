@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anee_lite import UnrolledModel
-from anee_lite.core.cache import CONTROLLER_KV_FILL, KV_FILLS, resolve_kv_fill
+from anee_lite.core.cache import CONTROLLER_KV_FILL, KV_FILLS, catch_up_rows, resolve_kv_fill
 
 SMALL_MODELS = {
     "gpt2": lambda: random_gpt2(n_layer=6, n_positions=128),
@@ -275,8 +275,47 @@ def test_generation_under_catch_up_emits_the_full_models_prediction_at_each_exit
     assert result.new_tokens[0].tolist() == expected[0, 4:].argmax(-1).tolist()
     assert result.kv_caught_up > 0 and result.kv_propagated == 0
     assert len(generation_report(result, small_model.dims)) == 8
-    with pytest.raises(ValueError, match="does not model catch-up"):
-        plan_from_generation(result)
+    # The simulator's steps run what the cache counted: each decoding pass to its depth, the lagging tokens beside it.
+    plan = plan_from_generation(result)
+    assert [s.layers for s in plan] == result.depth_per_step[1:] == [int(l[0]) for l in result.layers_per_token[1:]]
+    assert [sum(s.caught_up) for s in plan] == result.kv_caught_up_per_step[1:]
+    assert sum(plan[0].caught_up) == 0 < sum(plan[1].caught_up)  # the pass to depth 2 catches up the token that left at 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(depths=st.lists(st.integers(0, 6), min_size=1, max_size=12), first=st.integers(1, 4))
+def test_catch_up_rows_runs_each_token_to_the_deepest_later_pass(depths, first):
+    """Over a generation, a token is caught up from its own pass's depth to the deepest pass after it: no more, no less."""
+    rows = catch_up_rows(depths, first_tokens=first)
+    assert [len(r) for r in rows] == depths
+    tokens = [(0, first)] + [(t, 1) for t in range(1, len(depths))]  # (the pass that brought them, how many)
+    owed = sum(n * (max(depths[t:]) - depths[t]) for t, n in tokens)
+    assert sum(map(sum, rows)) == owed
+    for t, r in enumerate(rows):  # at a deeper layer, never more lagging tokens: they stand where a pass left them
+        assert all(a <= b for a, b in zip(r, r[1:])) and max(r, default=0) <= (first + t - 1 if t else 0)
+
+
+def test_catch_up_rows_by_hand():
+    assert catch_up_rows([4, 4, 1, 2, 4, 1, 1, 3, 4], first_tokens=5) == [
+        (0, 0, 0, 0), (0, 0, 0, 0), (0,), (0, 1), (0, 0, 2, 2), (0,), (0,), (0, 2, 2), (0, 0, 0, 3)]
+    with pytest.raises(ValueError, match=r"depths\[1\]"):
+        catch_up_rows([2, -1])
+    with pytest.raises(ValueError, match="first_tokens"):
+        catch_up_rows([2], first_tokens=0)
+
+
+def test_catch_up_rows_counts_what_the_cache_ran_in_teacher_forced_decoding(small_model):
+    """Token by token from an empty cache (calibration's path), every step's caught-up blocks are the schedule's."""
+    n = small_model.dims.n_layers
+    depths = [n, 1, 2, 1, 1, n, 0, 2, n - 1, 1, n]
+    ids = torch.randint(0, small_model.dims.d_vocab, (1, len(depths)), generator=torch.Generator().manual_seed(3))
+    cache, counted = None, []
+    for t, depth in enumerate(depths):
+        out = small_model.forward(ids[:, t:t + 1], exit_layers=torch.tensor([[depth]]), controller=None,
+                                  past_key_values=cache, use_cache=True, kv_fill="catch_up")
+        cache = out.past_key_values
+        counted.append(out.stats.kv_caught_up)
+    assert [sum(r) for r in catch_up_rows(depths)] == counted
 
 
 

@@ -81,6 +81,11 @@ def test_profile_from_yaml(tmp_path):
     ({"rows_efficiency": [[16, 1.5]]}, r"rows_efficiency shares must be in \(0, 1\]"),
     ({"rows_efficiency": [[16.0, 0.5]]}, "rows_efficiency rows"),
     ({"rows_efficiency": [16, 0.5]}, r"rows_efficiency must be \(rows, share\) pairs"),
+    ({"few_rows_slowdown": [[4, 1.5], [2, 1.2]]}, "few_rows_slowdown rows must be increasing"),
+    ({"few_rows_slowdown": [[1, 1.0]]}, "few_rows_slowdown rows must be increasing integers >= 2"),
+    ({"few_rows_slowdown": [[2, 0.9]]}, "few_rows_slowdown factors must be finite numbers >= 1"),
+    ({"few_rows_slowdown": [[2, float("inf")]]}, "few_rows_slowdown factors"),
+    ({"few_rows_slowdown": [2, 1.3]}, r"few_rows_slowdown must be \(rows, factor\) pairs"),
 ])
 def test_bad_profile_fields_are_refused(change, match):
     with pytest.raises(ValueError, match=match):
@@ -120,6 +125,18 @@ def test_a_products_share_of_the_peak_follows_its_rows_between_the_measured_ones
     assert p.rows_share(4096) == 1.0  # held above the largest
     assert PROFILES["t4"].rows_share(8) == 1.0  # no table: the achievable rate for every product
     assert profile_from_dict(json.loads(json.dumps(p.as_dict()))) == p  # JSON keeps the table
+
+
+def test_a_few_rows_cost_their_measured_multiple_of_one_row_in_between_the_measured_ones():
+    p = profile_from_dict(PROFILES["t4"].as_dict() | {"few_rows_slowdown": [[2, 1.4], [8, 2.0]]})
+    assert p.memory_slowdown(0) == p.memory_slowdown(1) == 1.0
+    assert p.memory_slowdown(2) == pytest.approx(1.4) and p.memory_slowdown(8) == pytest.approx(2.0)
+    assert p.memory_slowdown(4) == pytest.approx(1.7)  # halfway in log(rows) between 2 and 8
+    assert p.memory_slowdown(64) == pytest.approx(2.0)  # held after the last (compute bounds such products anyway)
+    assert PROFILES["t4"].memory_slowdown(4) == 1.0  # no table: a few rows stream the weights as fast as one
+    assert profile_from_dict(json.loads(json.dumps(p.as_dict()))) == p  # JSON keeps the table
+    local = profile_from_measurements(LocalMeasurements(**(vars(FAKE) | {"few_rows": ((2, 1.3), (16, 2.5))})))
+    assert local.few_rows_slowdown == ((2, 1.3), (16, 2.5))
 
 
 def test_the_local_profile_keeps_the_measured_rate_per_row_count():

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from anee_lite import UnrolledModel, greedy_generate
 from anee_lite.core.architectures import ModelDims, converter_for
+from anee_lite.core.cache import catch_up_rows
 from anee_lite.cost import token_cost
 from anee_lite.cost.constants import BYTES_PER_WEIGHT, DTYPES
 from anee_lite.cost.devices import PROFILES, DeviceProfile
@@ -193,6 +194,68 @@ def test_plan_from_a_real_generation():
     assert r.bytes == pytest.approx(expected)
 
 
+def test_caught_up_rows_join_the_products_without_reading_the_weights_again():
+    """A catch-up pass multiplies the lagging positions in the same products: their FLOPs as ``token_cost`` charges
+    them (layers caught up), no extra weight bytes, and time between the lone pass and separate passes."""
+    from dataclasses import replace
+
+    caught = (0, 0, 2, 2, 1)  # two tokens lag from layer 2, one of them from layer 4 too: 5 (token, layer) blocks
+    plain = pass_ops(SMOLLM2, layers_run=5, context_len=20)
+    joint = pass_ops(SMOLLM2, layers_run=5, context_len=20, caught_up=caught)
+    layer_matmuls = [o for o in joint if o.kind == "matmul" and o.name.startswith("layer")]
+    cost = token_cost(SMOLLM2, layers_run=5, context_len=20, layers_caught_up=sum(caught))
+    assert sum(o.flops for o in layer_matmuls) == 2 * (cost.qkv_o + cost.mlp)
+    assert {o.name: o.rows for o in layer_matmuls if o.name.endswith("q_proj")} == {
+        f"layer{l}.q_proj": 1 + c for l, c in enumerate(caught)}
+    assert sum(o.bytes for o in joint) == sum(o.bytes for o in plain)  # weights and K/V read once for all of them
+    slow_rows = replace(TOY, rows_efficiency=((1, 0.05), (16, 0.25), (256, 1.0)))  # a few-row product: arithmetic
+    alone, together = (sum(time_op(o, slow_rows).seconds for o in ops) for ops in (plain, joint))
+    apart = alone + 2 * sum(time_op(o, slow_rows).seconds for o in pass_ops(SMOLLM2, layers_run=3, context_len=20)[1:])
+    assert alone < together < apart
+    with pytest.raises(ValueError, match="caught_up has 6 entries"):
+        pass_ops(SMOLLM2, layers_run=5, context_len=20, caught_up=caught + (1,))
+    with pytest.raises(ValueError, match=r"caught_up\[1\]"):
+        pass_ops(SMOLLM2, layers_run=5, context_len=20, caught_up=(0, -1))
+    with pytest.raises(ValueError, match="context holds 2 positions"):
+        pass_ops(SMOLLM2, layers_run=5, context_len=2, caught_up=caught)
+    with pytest.raises(TypeError, match="caught_up must be a tuple"):
+        pass_ops(SMOLLM2, layers_run=5, context_len=20, caught_up=3)
+
+
+def test_a_few_row_product_pays_the_devices_slowdown_on_its_weight_reads():
+    from dataclasses import replace
+
+    cpu = replace(TOY, few_rows_slowdown=((2, 1.5),))
+    one, two = (pass_ops(SMOLLM2, layers_run=1, context_len=8, tokens=t) for t in (1, 2))
+    q1, q2 = (next(o for o in ops if o.name == "layer0.q_proj") for ops in (one, two))
+    assert time_op(q2, cpu).memory_seconds == pytest.approx(1.5 * time_op(q1, cpu).memory_seconds)
+    assert time_op(q2, TOY).memory_seconds == time_op(q1, TOY).memory_seconds  # no table: the same weight reads
+    assert time_op(q1, cpu).seconds == time_op(q1, TOY).seconds  # one row: as before
+
+
+def test_plan_from_a_catch_up_generation_prices_the_lagging_tokens():
+    """Under catch-up every step's caught-up blocks are in the plan, so its FLOPs are the full model's with checks free."""
+    model = UnrolledModel(random_llama(n_layers=4))
+    n = model.dims.n_layers
+    depths = iter([n, 1, 1, 3, 1, n, 2, n])  # the prompt pass, then seven decoding steps
+
+    def controller(layer, resid, active):
+        if layer == 1:
+            controller.depth = next(depths)
+        return torch.full_like(active, layer == controller.depth)
+
+    ids = torch.randint(0, 50, (1, 6), generator=torch.Generator().manual_seed(0))
+    result = greedy_generate(model, ids, max_new_tokens=8, controller=controller)
+    plan = plan_from_generation(result)
+    assert [s.layers for s in plan] == [1, 1, 3, 1, n, 2, n]
+    assert [sum(s.caught_up) for s in plan] == result.kv_caught_up_per_step[1:] == [0, 0, 4, 0, 6, 0, 2]
+    r = simulate_plan(model.dims, TOY, plan, context=result.prompt_length)
+    static = simulate_plan(model.dims, TOY, static_plan(7, n), context=result.prompt_length)
+    matmul_flops = [sum(o.flops for o in x.ops if o.kind == "matmul") for x in (r, static)]
+    assert matmul_flops[0] == pytest.approx(matmul_flops[1])  # every layer ran for every token in the end
+    assert r.bytes < static.bytes  # the layers nobody ran alone were read only once, with a later token's
+
+
 @pytest.mark.parametrize("bad", [{"layers_run": 31}, {"context_len": 0}, {"batch": 0}, {"dtype": "fp8"},
                                  {"weight_fraction": 0.0}, {"weight_fraction": 1.5}, {"tokens": 5, "context_len": 4},
                                  {"kernels": "jit"}])
@@ -227,6 +290,55 @@ def test_eager_dispatch_table_matches_the_profiler(make, arch):
     per_step = (count(3) - count(1)) / 2  # two decoding steps, the prefill cancelled out
     charged = sum(o.dispatches for o in pass_ops(model.dims, layers_run=model.dims.n_layers, context_len=10))
     assert charged == pytest.approx(per_step, rel=0.1), (charged, per_step, dict(converter_for(arch).eager_dispatches))
+
+
+@pytest.mark.parametrize("make", [lambda: random_llama(n_layers=6), lambda: random_gpt2(6)], ids=["llama", "gpt2"])
+def test_exit_checks_and_catch_up_dispatch_counts_match_the_profiler(make):
+    """What deciding an exit and catching tokens up add to a decoding step's operator calls, as the simulator charges it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from anee_lite.adaptive.controllers import make_controller
+    from anee_lite.adaptive.probe import ExitProbe
+    from anee_lite.lens import LogitLens
+
+    model = UnrolledModel(make())
+    n, d = model.dims.n_layers, model.dims.d_model
+    ids = torch.randint(0, 50, (1, 8), generator=torch.Generator().manual_seed(0))
+
+    def calls(fn):
+        fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        return sum(1 for e in prof.events() if e.cpu_parent is None)
+
+    def per_step(**kw):  # two decoding steps, the prefill cancelled out
+        return (calls(lambda: greedy_generate(model, ids, max_new_tokens=3, **kw))
+                - calls(lambda: greedy_generate(model, ids, max_new_tokens=1, **kw))) / 2
+
+    def charged(**kw):
+        return sum(o.dispatches for o in pass_ops(model.dims, layers_run=n, context_len=10, **kw))
+
+    plain = per_step()
+    probe = ExitProbe({l: torch.randn(d + 1) for l in range(1, n)}, {l: torch.tensor(0.0) for l in range(1, n)}, "logit")
+    for name, kw in (("learned", {"probe": probe}), ("confidence", {})):
+        for allowed in ([3], [1, 2, 3, 4, 5]):
+            controller = make_controller(name, LogitLens(model), 2.0, exit_layers_allowed=allowed, **kw)  # never exits
+            extra = per_step(controller=controller, kv_fill="propagate") - plain
+            assert extra == pytest.approx(charged(exit_charges=controller.charges(n)) - charged(), abs=2), (name, allowed)
+
+    def step_with_lagging(depths):  # one full-depth step after tokens that stopped at ``depths``
+        x = torch.randint(0, 50, (1, len(depths) + 1), generator=torch.Generator().manual_seed(1))
+        cache = None
+        for t, depth in enumerate(depths):
+            cache = model.forward(x[:, t:t + 1], exit_layers=depth, past_key_values=cache, use_cache=True,
+                                  kv_fill="catch_up").past_key_values
+        return calls(lambda: model.forward(x[:, -1:], past_key_values=cache.fork(), use_cache=True, kv_fill="catch_up"))
+
+    none = step_with_lagging([n, n, n])
+    for depths in ([n, n, 1], [n, 2, 4], [n, 1, 1, 3]):  # a prompt token stays: starting at token 0 is cheaper
+        caught_up = catch_up_rows([*depths, n])[-1]
+        extra = charged(caught_up=caught_up) - charged()
+        assert step_with_lagging(depths) - none == pytest.approx(extra, abs=2), (depths, caught_up)
 
 
 def test_plans_past_the_context_window_are_refused():

@@ -4,7 +4,9 @@ The ``local`` profile is measured by the micro-benchmark in the same run, betwee
 measurements (nothing is fitted to SmolLM2's decoding: the per-call overhead comes from a tiny random
 model); medians of alternating rounds are compared. Timings mean something only on a quiet machine, so
 the test is skipped when the 1-minute load is above 1 when it starts; on a quiet machine it fails when a
-decoding prediction leaves [0.8, 1.2] of the measurement, or a prefill's (128 and 512 tokens) [0.75, 1.25].
+decoding prediction leaves [0.8, 1.2] of the measurement (static exits at four depths, and the shipped
+``learned`` controller under catch-up, each step priced from its own generation), or a prefill's (128 and
+512 tokens) [0.75, 1.25].
 ``benchmarks/bench_simulator.py`` prints the full table.
 """
 
@@ -18,8 +20,10 @@ import pytest
 import torch
 
 from anee_lite import UnrolledModel, greedy_generate
+from anee_lite.adaptive.evaluate import build_controller
 from anee_lite.cost.devices import profile_from_measurements, run_micro_benchmark
-from anee_lite.cost.simulator import prefill_plan, simulate_plan, static_plan
+from anee_lite.cost.simulator import plan_from_generation, prefill_plan, simulate_plan, static_plan
+from anee_lite.io import eval_ids
 
 PROMPT, STEPS, PREFILLS, ROUNDS = 32, 16, (128, 512), 3
 
@@ -31,14 +35,21 @@ def _measure(smollm2_hf):
     ids = torch.randint(0, dims.d_vocab, (1, PROMPT), generator=gen)
     prompts = {f"prefill {n}": torch.randint(0, dims.d_vocab, (1, n), generator=gen) for n in PREFILLS}
     layer_counts = [L for L in (30, 20, 15, 8) if L <= dims.n_layers]
-    measured = {k: [] for k in [*layer_counts, *prompts]}
+    learned = build_controller(model, "smollm2-135m", "learned", threshold=0.76)  # catch-up's threshold for 0.80
+    text_ids = eval_ids(smollm2_hf[1], "python_docs_heldout", PROMPT)  # [1, PROMPT]: the probe reads real text
+    measured = {k: [] for k in [*layer_counts, *prompts, "learned"]}
     predicted = {k: [] for k in measured}
     greedy_generate(model, ids, max_new_tokens=2)  # warm-up
     for r in range(ROUNDS):
         profile = profile_from_measurements(run_micro_benchmark(repeats=3))
         keys = list(measured)
         for key in keys[r % len(keys):] + keys[:r % len(keys)]:
-            if key in prompts:
+            if key == "learned":  # steps differ: their mean against the plan's seconds per token
+                run = greedy_generate(model, text_ids, max_new_tokens=STEPS + 1, controller=learned)
+                measured[key].append(statistics.mean(run.step_times[1:]))
+                predicted[key].append(simulate_plan(dims, profile, plan_from_generation(run, exit_charges=learned.charges),
+                                                    context=PROMPT).seconds_per_token)
+            elif key in prompts:
                 start = time.perf_counter()
                 with torch.no_grad():
                     model(prompts[key], use_cache=True, logits_to_keep=1)
@@ -65,7 +76,7 @@ def ratios(smollm2_hf):
 
 @pytest.mark.slow
 def test_local_prediction_matches_measured_decoding_at_every_depth(ratios):
-    for depth in (30, 20, 15, 8):
+    for depth in (30, 20, 15, 8, "learned"):
         assert 0.8 <= ratios[depth] <= 1.2, (depth, ratios)
 
 

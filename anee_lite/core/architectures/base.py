@@ -125,7 +125,10 @@ class Architecture:
     ``model_type`` (HuggingFace's ``config.model_type``, the registry key and ``dims.architecture``),
     ``n_mlp_matrices`` and ``n_norm_vectors`` (the cost model), ``norm_centres`` (whether the norm subtracts
     the mean, for :meth:`lens_readout`), ``eager_dispatches`` (framework operator
-    calls per operation of one decoding step, for the simulator; ``tests/cost/test_simulator.py`` recounts
+    calls per operation of one decoding step, for the simulator: the layer's operations, ``step``, an exit
+    check (``lens_check`` as the confidence controller makes it, ``probe_check``) and the step's one
+    ``exit_decision``, ``kv_propagation`` per entry, and under catch-up ``catch_up_layer`` per layer that
+    runs lagging tokens and ``catch_up_call`` per group of them; ``tests/cost/test_simulator.py`` recounts
     them with ``torch.profiler``), and for ``prune()``: ``hf_layers`` (the state-dict prefix of the blocks),
     ``hf_config_keys`` (which config entries hold the layer count, MLP width and head counts) and
     :meth:`slice_layer_tensor`.

@@ -36,8 +36,8 @@ class GPT2(Architecture):
     norm_centres = True  # LayerNorm subtracts the mean
     eager_dispatches = MappingProxyType({  # torch.profiler's count per operation of one decoding step
         "attn_norm": 1, "q_proj": 7, "k_proj": 0, "v_proj": 0, "attention": 10, "o_proj": 7, "mlp_norm": 1,
-        "mlp_up": 6, "mlp_down": 15, "final_norm": 1, "lm_head": 5, "step": 64, "lens_check": 6, "probe_check": 2,
-        "kv_propagation": 13})
+        "mlp_up": 6, "mlp_down": 15, "final_norm": 1, "lm_head": 5, "step": 64, "lens_check": 15, "probe_check": 15,
+        "exit_decision": 9, "kv_propagation": 13, "catch_up_layer": 21, "catch_up_call": 18})
     hf_layers = "transformer.h"
     hf_config_keys = MappingProxyType({"n_layers": "n_layer", "d_mlp": "n_inner"})
     head_pruning = ("it needs a Llama-family model (HF's GPT-2 derives the head width from n_embd / n_head); "

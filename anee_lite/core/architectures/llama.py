@@ -49,8 +49,8 @@ class Llama(Architecture):
     norm_centres = False  # RMSNorm keeps the mean
     eager_dispatches = MappingProxyType({  # torch.profiler's count per operation of one decoding step
         "attn_norm": 4, "q_proj": 6, "k_proj": 0, "v_proj": 0, "attention": 16, "o_proj": 6, "mlp_norm": 4,
-        "mlp_gate": 5, "mlp_up": 3, "mlp_down": 6, "final_norm": 4, "lm_head": 5, "step": 73, "lens_check": 9,
-        "probe_check": 2, "kv_propagation": 22})
+        "mlp_gate": 5, "mlp_up": 3, "mlp_down": 6, "final_norm": 4, "lm_head": 5, "step": 73, "lens_check": 18,
+        "probe_check": 15, "exit_decision": 9, "kv_propagation": 22, "catch_up_layer": 21, "catch_up_call": 29})
     hf_layers = "model.layers"
     hf_config_keys = MappingProxyType({"n_layers": "num_hidden_layers", "d_mlp": "intermediate_size",
                                        "n_heads": "num_attention_heads", "n_kv_heads": "num_key_value_heads",
