@@ -98,6 +98,7 @@ def _int_at_least(low: int):
 def add_evaluate_parser(commands) -> None:
     from .adaptive.controllers import controller_names
     from .adaptive.evaluate import CALIBRATION_TOKENS, LENS_CHOICES
+    from .adaptive.real_calibration import SPEED_CHECK_TOKENS
     from .core.cache import CONTROLLER_KV_FILL, KV_FILLS
 
     ev = commands.add_parser("evaluate", help="agreement, cost and wall time of an exit controller on a text")
@@ -125,6 +126,10 @@ def add_evaluate_parser(commands) -> None:
                     help="how an exited token's deeper keys/values are filled: catch_up (default: its skipped layers "
                          "run in full beside a later token, exact keys, no FLOPs saved; the promise holds with it) "
                          "or propagate (from its frozen residual, CALM's way: cheaper, but later tokens drift)")
+    ev.add_argument("--speed-check-tokens", type=_int_at_least(0), default=SPEED_CHECK_TOKENS,
+                    help=f"after calibrating, decode this many calibration tokens with the threshold and at full depth "
+                         f"and switch exit off if it is not faster here (default {SPEED_CHECK_TOKENS}; 0: keep the "
+                         "cost model's choice)")
     ev.add_argument("--json", required=True, help="where to write the results (JSON)")
 
 
@@ -161,7 +166,8 @@ def run_evaluate(args, parser: argparse.ArgumentParser) -> None:
                                       exit_layers=args.exit_layers)
         result = evaluate(model, tokenizer, text, controller, calibration_text=calibration,
                           target_agreement=args.target_agreement, max_tokens=args.max_tokens, chunk=args.chunk,
-                          delta=args.delta, calibration_tokens=args.calibration_tokens, kv_fill=args.kv_fill)
+                          delta=args.delta, calibration_tokens=args.calibration_tokens, kv_fill=args.kv_fill,
+                          speed_check_tokens=args.speed_check_tokens)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     print(format_result(result))

@@ -11,7 +11,9 @@ For each controller (``name@l1,l2,...`` limits its exit layers to those, a subse
    values filled as ``--kv-fill`` says (:mod:`anee_lite.core.cache`; default catch-up, as the library decodes)
    (:mod:`anee_lite.adaptive.real_calibration`): candidate thresholds tested safest first, the
    cheapest one whose Clopper-Pearson lower bound (confidence 1 - delta) reaches the target (fewest
-   FLOPs; under catch-up, which saves no FLOPs, fewest bytes moved).
+   FLOPs; under catch-up, which saves no FLOPs, fewest bytes moved); then, as ``evaluate`` does, the
+   first ``--speed-check-tokens`` calibration tokens are decoded at batch 1 with it and at full depth,
+   and exit is switched off where it is not faster (:func:`anee_lite.adaptive.real_calibration.exit_that_pays`).
 2. Decode (in the same batch) the held-out Python docs (in domain) and held-out King James Bible (out of domain) with
    each chosen threshold: delivered agreement and cost fraction (every check, translator and K/V
    propagation charged).
@@ -42,9 +44,12 @@ from anee_lite.adaptive.calibration import build_replay, text_chunks
 from anee_lite.adaptive.evaluate import build_controller, decode_teacher_forced
 from anee_lite.adaptive.guarantee import CandidateThreshold, fixed_sequence_select
 from anee_lite.adaptive.real_calibration import (
+    SPEED_CHECK_TOKENS,
     candidate_grid,
     cheapest_by,
     decode_thresholds,
+    exit_that_pays,
+    never_exit,
     order_safest_first,
     summarize,
 )
@@ -112,6 +117,8 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=8, help="thresholds tested per controller")
     parser.add_argument("--wall-tokens", type=int, default=256, help="held-out tokens timed at batch 1 (0: skip)")
     parser.add_argument("--batch-rows", type=int, default=256)
+    parser.add_argument("--speed-check-tokens", type=int, default=SPEED_CHECK_TOKENS,
+                        help=f"calibration tokens timed to check each choice pays (default {SPEED_CHECK_TOKENS}; 0: skip)")
     parser.add_argument("--kv-fill", choices=KV_FILLS, default=CONTROLLER_KV_FILL,
                         help=f"how exited tokens' deeper keys/values are filled (default {CONTROLLER_KV_FILL}, "
                              "as the library decodes with a controller)")
@@ -146,8 +153,8 @@ def main() -> None:
     for name in args.controllers:
         t0 = time.perf_counter()
         controller = make(model, name)
-        grid = order_safest_first(controller, candidate_grid(model, cal, controller, min(args.targets),
-                                                             args.candidates))
+        grid = candidate_grid(model, cal, controller, min(args.targets), args.candidates)
+        grid = order_safest_first(controller, [*grid, never_exit(controller)])  # what a speed check may fall back to
         runs = decode_thresholds(model, everything, controller, grid, batch_rows=args.batch_rows, desc=name,
                                  kv_fill=fill)
         curves = {label: summarize(model, controller, runs, everything, idx, kv_fill=fill)
@@ -158,9 +165,12 @@ def main() -> None:
         for target in args.targets:
             best = fixed_sequence_select(tested, target, args.delta, cheapest_by=cheapest_by(fill))
             pick = best if best is not None else tested[0]
+            threshold, speed = exit_that_pays(model, cal, controller, pick.threshold, args.speed_check_tokens, fill)
+            if speed is not None and speed["switched_off"]:  # report the never-exit candidate: the full model
+                pick = next(t for t in tested if t.threshold == threshold)
             j = tested.index(pick)
             row["targets"][str(target)] = {
-                "threshold": pick.threshold, "met": best is not None,
+                "threshold": pick.threshold, "met": best is not None, "speed_check": speed,
                 "calibration": vars(pick) | {"agreement": pick.agreement},
                 **{label: {"agreement": curves[label][j]["agreements"] / curves[label][j]["tokens"],
                            "cost_fraction": curves[label][j]["cost_fraction"],
@@ -193,7 +203,9 @@ def main() -> None:
                   f"  {r['in domain']['agreement']:9.3f}  {r['in domain']['cost_fraction']:.3f}"
                   f"  {r['in domain']['bytes_fraction']:.3f}"
                   f"  {r['out of domain']['agreement']:11.3f}  {r['out of domain']['cost_fraction']:.3f}"
-                  f"   {'-' if wall is None else f'{wall:.3f}'}" + ("" if r["met"] else "  (target not met)"))
+                  f"   {'-' if wall is None else f'{wall:.3f}'}" + ("" if r["met"] else "  (target not met)")
+                  + ("" if not r["speed_check"] else f"  (speed check: {r['speed_check']['threshold']:.4g} took "
+                     f"{r['speed_check']['time_ratio']:.3f}x" + (", off)" if r["speed_check"]["switched_off"] else ")")))
         print("  oracle cost (replayed, checks free): " + ", ".join(
             f"{k} {v['1.0']:.3f} @1.0 / {v['0.9']:.3f} @0.9" for k, v in row["oracle"].items()))
     print(f"\ntotal {time.perf_counter() - start:.0f} s (machine shared: timings are noisy)")

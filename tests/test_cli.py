@@ -144,6 +144,17 @@ def test_evaluate_catches_up_by_default(tmp_path):
     assert parser.parse_args(propagate).kv_fill == "propagate"
 
 
+def test_evaluate_checks_the_speed_of_its_choice_unless_told_not_to(tmp_path, capsys, no_model):
+    from anee_lite.adaptive.real_calibration import SPEED_CHECK_TOKENS
+
+    parser = cli.build_parser()
+    assert parser.parse_args(evaluate_args(tmp_path, tmp_path / "out.json")).speed_check_tokens == SPEED_CHECK_TOKENS
+    off = evaluate_args(tmp_path, tmp_path / "out.json", "--speed-check-tokens", "0")
+    assert parser.parse_args(off).speed_check_tokens == 0
+    code, err = run(evaluate_args(tmp_path, tmp_path / "out.json", "--speed-check-tokens", "-1"), capsys)
+    assert code == 2 and "--speed-check-tokens" in err and "integer >= 0" in err
+
+
 def test_evaluate_exit_layers_must_be_integers(tmp_path, capsys, no_model):
     code, err = run(evaluate_args(tmp_path, tmp_path / "out.json", "--exit-layers", "eleven"), capsys)
     assert code == 2 and "--exit-layers" in err

@@ -12,7 +12,6 @@ skips the other layers' weights, while in one batched forward every layer runs f
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -32,7 +31,7 @@ from .controllers import ExitController, controller_class, make_controller
 from .controllers.base import allowed_exit_layers
 from .guarantee import check_delta
 from .probe import ExitProbe
-from .real_calibration import calibrate_by_decoding
+from .real_calibration import SPEED_CHECK_TOKENS, calibrate_by_decoding, decode_teacher_forced
 
 LENS_CHOICES = ("auto", "logit", "tuned")
 # Calibration tokens by default: at agreement 0.9 the Clopper-Pearson bound (confidence 0.9) then lies
@@ -85,50 +84,6 @@ def build_controller(model: UnrolledModel, model_name: str | None, name: str, *,
     return make_controller(name, lens_obj, threshold, probe=probe, exit_layers_allowed=allowed, **kwargs)
 
 
-@torch.no_grad()
-def decode_teacher_forced(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
-                          kv_fill: str = CONTROLLER_KV_FILL) -> dict:
-    """Decode each chunk token by token, full depth and with the controller interleaved.
-
-    ``kv_fill``: how the controller run fills exited tokens' deeper keys/values (``UnrolledModel.forward``).
-
-    Returns:
-        ``logits``/``full_logits`` [N, V], ``exits``, ``checks`` (exit checks made),
-        ``extra_lens_checks`` (lens evaluations beyond what the exit layer implies), ``positions``,
-        ``chunk_ids`` [N], ``seconds``/``full_seconds`` (summed step times) and ``kv_propagated``
-        and ``kv_caught_up`` (what the controller run filled lazily: entries, or layers run in full).
-    """
-    model.forward(chunks[0][:, :1])  # warm-up: the first call pays one-off allocation costs
-    rows = {k: [] for k in ("logits", "full_logits", "exits", "checks", "extra_lens_checks", "positions",
-                            "chunk_ids")}
-    seconds = full_seconds = 0.0
-    kv = caught_up = 0
-    for c, ids in enumerate(chunks):
-        cache_full = cache = None
-        for t in range(ids.shape[1]):
-            step = ids[:, t:t + 1]  # [1, 1]
-            start = time.perf_counter()
-            full = model.forward(step, past_key_values=cache_full, use_cache=True)
-            mid = time.perf_counter()
-            out = model.forward(step, controller=controller, past_key_values=cache, use_cache=True, kv_fill=kv_fill)
-            end = time.perf_counter()
-            full_seconds += mid - start
-            seconds += end - mid
-            cache_full, cache = full.past_key_values, out.past_key_values
-            kv += out.stats.kv_propagated
-            caught_up += out.stats.kv_caught_up
-            rows["full_logits"].append(full.logits[0, 0])
-            rows["logits"].append(out.logits[0, 0])
-            rows["exits"].append(int(out.stats.exit_layers[0, 0]))
-            rows["checks"].append(int(controller.checks[0, 0]))
-            extra = controller.extra_lens_checks
-            rows["extra_lens_checks"].append(0 if extra is None else int(extra[0, 0]))
-            rows["positions"].append(t)
-            rows["chunk_ids"].append(c)
-    result = {k: torch.stack(v) if k.endswith("logits") else torch.tensor(v) for k, v in rows.items()}
-    return {**result, "seconds": seconds, "full_seconds": full_seconds, "kv_propagated": kv, "kv_caught_up": caught_up}
-
-
 def _perplexity(logits: Tensor, chunks: list[Tensor]) -> float:
     """exp(mean NLL of each next token inside its chunk); ``logits`` [N, V] in chunk order."""
     nll, start = [], 0
@@ -174,7 +129,7 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
              model_name: str | None = None, calibration_text: str | None = None, target_agreement: float = 0.9,
              max_tokens: int = 512, chunk: int | None = None, lens: str = "auto",
              delta: float = 0.1, calibration_tokens: int = CALIBRATION_TOKENS,
-             kv_fill: str = CONTROLLER_KV_FILL) -> EvaluationResult:
+             kv_fill: str = CONTROLLER_KV_FILL, speed_check_tokens: int = SPEED_CHECK_TOKENS) -> EvaluationResult:
     """Teacher-force ``text`` through the controller and the full model; compare them.
 
     Args:
@@ -199,6 +154,10 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
             ``"catch_up"`` (default: the skipped layers run in full beside a later token, FREE: only the
             exiting tokens can disagree; no FLOPs saved) or ``"propagate"`` (from frozen residuals, CALM:
             saves FLOPs, but the later tokens drift and the promise may not hold on new text).
+        speed_check_tokens: with ``calibration_text``, decode this many calibration tokens at batch 1 with the
+            calibrated threshold and at full depth, and switch exit off if it is not faster on this machine
+            (:func:`~anee_lite.adaptive.real_calibration.exit_that_pays`; the result's ``calibration`` says what was
+            measured). 0: keep the cost model's choice whatever it costs in time.
     """
     _check_evaluate_inputs(model, tokenizer, text, controller, model_name, calibration_text)
     if lens not in LENS_CHOICES:  # checked even when controller brings its own lens: a typo is not a no-op
@@ -208,6 +167,7 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
     max_tokens = check_int("max_tokens", max_tokens, low=2)
     calibration_tokens = check_int("calibration_tokens", calibration_tokens, low=2)
     kv_fill = check_kv_fill(kv_fill)
+    speed_check_tokens = check_int("speed_check_tokens", speed_check_tokens, low=0)
     chunk = min(256, model.dims.n_ctx) if chunk is None else check_int("chunk", chunk, low=2)
     if chunk > model.dims.n_ctx:
         raise ValueError(f"chunk must be at most the model's context window ({model.dims.n_ctx} tokens), got {chunk}")
@@ -217,8 +177,8 @@ def evaluate(model: UnrolledModel, tokenizer, text: str, controller: ExitControl
     calibration = None
     if calibration_text is not None:
         cal_chunks = text_chunks(tokenizer, calibration_text, max_tokens=calibration_tokens, chunk=chunk)
-        calibration = calibrate_by_decoding(model, cal_chunks, controller, target, delta=delta,
-                                            kv_fill=kv_fill).summary()
+        calibration = calibrate_by_decoding(model, cal_chunks, controller, target, delta=delta, kv_fill=kv_fill,
+                                            speed_check_tokens=speed_check_tokens).summary()
     run = decode_teacher_forced(model, chunks, controller, kv_fill)
     spent, full = early_exit_cost(model.dims, run["exits"], run["positions"], run["chunk_ids"], controller.charges,
                                   run["extra_lens_checks"], controller.extra_check_translator_macs(), kv_fill)
@@ -286,6 +246,11 @@ def format_result(r: EvaluationResult) -> str:
                                     f"lower bound {c['lower_bound']:.3f} at confidence "
                                     f"{1 - c['delta']:.2f}, cost {c['cost_fraction']:.3f}, bytes {c.get('bytes_fraction', 1.0):.3f}"
                                     + ("" if c["met"] else " (target not guaranteed: the safest candidate)")))
+        speed = c.get("speed_check")
+        if speed:
+            rows.append(("speed check", f"threshold {speed['threshold']:.4g} took {speed['time_ratio']:.3f}x the full "
+                                        f"model's time on {speed['tokens']} calibration tokens: "
+                                        + ("exit switched off (it did not pay)" if speed["switched_off"] else "kept")))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

@@ -14,11 +14,14 @@ batch decodes chunk ``r`` of the text under candidate threshold ``j`` (each row'
 own, so each row is exactly the batch-1 decoding of that chunk; rows never see each other). The
 full model's top-1s come from one full-depth forward per chunk, shared by every threshold.
 The threshold is then picked by fixed-sequence testing with an exact binomial lower bound
-(:mod:`anee_lite.adaptive.guarantee`).
+(:mod:`anee_lite.adaptive.guarantee`); with ``speed_check_tokens``, it is kept only if decoding with it
+is measured faster than the full model on this machine, and exit is switched off otherwise
+(:func:`exit_that_pays`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +36,11 @@ from ..cost import bytes_fraction, cost_fraction, early_exit_cost
 from .calibration import build_replay, check_thresholds, sweep
 from .controllers import ExitController
 from .guarantee import CandidateThreshold, check_delta, check_target_agreement, effective_tokens, fixed_sequence_select
+
+# Calibration tokens decoded at batch 1 to check that the chosen exit is faster than the full model (evaluate()'s
+# and the CLI's default; about 5 s on SmolLM2-135M here, each token decoded twice). On 128 tokens the measured ratio
+# of one configuration moved by about +-0.03 between runs; a choice that close to 1 saves nothing worth the doubt.
+SPEED_CHECK_TOKENS = 128
 
 
 @contextmanager
@@ -93,6 +101,103 @@ def decode_rows(model: UnrolledModel, ids: Tensor, controller: ExitController, t
     return {k: torch.stack(v, dim=1).reshape(J, R, T) for k, v in out.items()}  # [J * R, T] -> [J, R, T]
 
 
+@torch.no_grad()
+def decode_teacher_forced(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
+                          kv_fill: str = CONTROLLER_KV_FILL) -> dict:
+    """Decode each chunk token by token, full depth and with the controller interleaved.
+
+    ``kv_fill``: how the controller run fills exited tokens' deeper keys/values (``UnrolledModel.forward``).
+
+    Returns:
+        ``logits``/``full_logits`` [N, V], ``exits``, ``checks`` (exit checks made),
+        ``extra_lens_checks`` (lens evaluations beyond what the exit layer implies), ``positions``,
+        ``chunk_ids`` [N], ``seconds``/``full_seconds`` (summed step times) and ``kv_propagated``
+        and ``kv_caught_up`` (what the controller run filled lazily: entries, or layers run in full).
+    """
+    model.forward(chunks[0][:, :1])  # warm-up: the first call pays one-off allocation costs
+    rows = {k: [] for k in ("logits", "full_logits", "exits", "checks", "extra_lens_checks", "positions",
+                            "chunk_ids")}
+    seconds = full_seconds = 0.0
+    kv = caught_up = 0
+    for c, ids in enumerate(chunks):
+        cache_full = cache = None
+        for t in range(ids.shape[1]):
+            step = ids[:, t:t + 1]  # [1, 1]
+            start = time.perf_counter()
+            full = model.forward(step, past_key_values=cache_full, use_cache=True)
+            mid = time.perf_counter()
+            out = model.forward(step, controller=controller, past_key_values=cache, use_cache=True, kv_fill=kv_fill)
+            end = time.perf_counter()
+            full_seconds += mid - start
+            seconds += end - mid
+            cache_full, cache = full.past_key_values, out.past_key_values
+            kv += out.stats.kv_propagated
+            caught_up += out.stats.kv_caught_up
+            rows["full_logits"].append(full.logits[0, 0])
+            rows["logits"].append(out.logits[0, 0])
+            rows["exits"].append(int(out.stats.exit_layers[0, 0]))
+            rows["checks"].append(int(controller.checks[0, 0]))
+            extra = controller.extra_lens_checks
+            rows["extra_lens_checks"].append(0 if extra is None else int(extra[0, 0]))
+            rows["positions"].append(t)
+            rows["chunk_ids"].append(c)
+    result = {k: torch.stack(v) if k.endswith("logits") else torch.tensor(v) for k, v in rows.items()}
+    return {**result, "seconds": seconds, "full_seconds": full_seconds, "kv_propagated": kv, "kv_caught_up": caught_up}
+
+
+def measured_time_ratio(model: UnrolledModel, chunks: list[Tensor], controller: ExitController, threshold: float,
+                        tokens: int, kv_fill: str = CONTROLLER_KV_FILL) -> float:
+    """Wall time of decoding with ``controller`` at ``threshold`` over the full model's, on this machine.
+
+    The first ``tokens`` tokens of ``chunks`` are decoded at batch 1 with the KV cache, the controller's
+    step and the full model's interleaved (:func:`decode_teacher_forced`), so both see the same load.
+    ``controller.threshold`` is restored afterwards.
+    """
+    tokens = check_int("tokens", tokens, low=1)
+    head, left = [], tokens
+    for ids in chunks:
+        if left <= 0:
+            break
+        head.append(ids[:, :left])  # [1, <= left]
+        left -= head[-1].shape[1]
+    saved = controller.threshold
+    controller.threshold = threshold
+    try:
+        run = decode_teacher_forced(model, head, controller, kv_fill)
+    finally:
+        controller.threshold = saved
+    return run["seconds"] / run["full_seconds"]
+
+
+def never_exit(controller: ExitController) -> float:
+    """The threshold no score passes (``controller.stops_nobody``): +inf, or -inf where a lower score exits."""
+    return math.inf if controller.higher_exits else -math.inf
+
+
+def exit_that_pays(model: UnrolledModel, chunks: list[Tensor], controller: ExitController, threshold: float,
+                   tokens: int, kv_fill: str = CONTROLLER_KV_FILL) -> tuple[float, dict | None]:
+    """``threshold`` if decoding with it is measured faster than the full model, else the threshold that never exits.
+
+    Exit is there to save time. Where the checks and the caught-up rows cost more than the layers the
+    exits skip (on SmolLM2-135M on this project's CPU, ``learned`` calibrated for 0.90 took 1.05x the
+    full model's time), the controller is switched off instead: it then makes no decision at all and
+    decodes exactly as the full model does, which keeps any agreement target.
+
+    Returns:
+        (the threshold to use, what was measured: ``threshold`` checked, ``time_ratio``, ``tokens``,
+        ``switched_off``); None instead of the dict when nothing was measured (``tokens`` is 0, or
+        ``threshold`` already never exits).
+    """
+    tokens = check_int("tokens", tokens, low=0)
+    never = never_exit(controller)
+    if not tokens or threshold == never:
+        return threshold, None
+    ratio = measured_time_ratio(model, chunks, controller, threshold, tokens, kv_fill)
+    pays = ratio < 1.0
+    return (threshold if pays else never), {"threshold": threshold, "time_ratio": ratio, "switched_off": not pays,
+                                            "tokens": min(tokens, sum(ids.shape[1] for ids in chunks))}
+
+
 def candidate_grid(model: UnrolledModel, chunks: list[Tensor], controller: ExitController, target: float,
                    n_candidates: int = 8) -> list[float]:
     """``n_candidates`` thresholds worth decoding, safest first, from a cheap replay of the same chunks.
@@ -139,6 +244,9 @@ class DecodedCalibration:
     seconds: float = 0.0
     bytes_fraction: float = 1.0  # memory traffic against the full model's
     kv_fill: str = CONTROLLER_KV_FILL
+    # exit_that_pays's measurement (None: not asked for): the passing threshold's wall time over the full model's,
+    # and whether it was switched off for not being faster (the fields above then describe the full model)
+    speed_check: dict | None = None
 
     def summary(self) -> dict:
         """The scalar fields, for JSON and tables."""
@@ -270,7 +378,7 @@ def measure_thresholds(model: UnrolledModel, chunks: list[Tensor], controller: E
 def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller: ExitController,
                           target_agreement: float = 0.9, *, delta: float = 0.1, thresholds=None,
                           n_candidates: int = 8, batch_rows: int = 64,
-                          kv_fill: str = CONTROLLER_KV_FILL) -> DecodedCalibration:
+                          kv_fill: str = CONTROLLER_KV_FILL, speed_check_tokens: int = 0) -> DecodedCalibration:
     """Set ``controller.threshold`` to the cheapest one whose agreement is guaranteed on the real path.
 
     Args:
@@ -287,6 +395,10 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
         kv_fill: how exited tokens' deeper keys/values are filled (``UnrolledModel.forward``; default
             ``"catch_up"``, as ``generate`` decodes with a controller); calibrate under the one you will
             decode with: the agreement of the two differs a lot.
+        speed_check_tokens: if > 0, decode this many calibration tokens at batch 1 with the chosen threshold
+            and at full depth, and switch exit off when it is not faster on this machine
+            (:func:`exit_that_pays`; :data:`SPEED_CHECK_TOKENS` is what :func:`~anee_lite.adaptive.evaluate.evaluate`
+            uses). 0 (default): choose by the cost model alone, the same on any machine.
 
     The cheapest passing candidate is the one with the fewest FLOPs; under ``kv_fill="catch_up"``,
     which saves no FLOPs, the one that moves the fewest bytes (weights read: what decoding pays for).
@@ -299,6 +411,7 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
     n_candidates = check_int("n_candidates", n_candidates, low=1)
     batch_rows = check_int("batch_rows", batch_rows, low=1)
     kv_fill = check_kv_fill(kv_fill)
+    speed_check_tokens = check_int("speed_check_tokens", speed_check_tokens, low=0)
     check_unrolled(model)
     chunks = check_chunks("chunks", chunks, model.dims.d_vocab)
     if thresholds is not None:
@@ -319,12 +432,17 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
         if not tested[-1].passed:  # the walk stopped here: the fixed-sequence test never looks further
             break
     chosen = best if best is not None else tested[0]
-    controller.threshold = chosen.threshold
+    threshold, speed = exit_that_pays(model, chunks, controller, chosen.threshold, speed_check_tokens, kv_fill)
+    controller.threshold = threshold
+    if speed is not None and speed["switched_off"]:  # the full model itself: it agrees with itself on every token
+        n = chosen.tokens
+        return DecodedCalibration(controller.name, threshold, target, delta, n, 1.0, 1.0, 1.0, 1.0, True, tested,
+                                  float(n), time.perf_counter() - start, 1.0, kv_fill, speed)
     return DecodedCalibration(controller.name, chosen.threshold, target, delta, chosen.tokens, chosen.agreement,
                               chosen.lower_bound, chosen.cost_fraction, chosen.mean_layers_fraction,
                               best is not None, tested,
                               effective_tokens(chosen.chunk_agreements, chosen.chunk_tokens),
-                              time.perf_counter() - start, chosen.bytes_fraction, kv_fill)
+                              time.perf_counter() - start, chosen.bytes_fraction, kv_fill, speed)
 
 
 def cheapest_by(kv_fill: str) -> str:

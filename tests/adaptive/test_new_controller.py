@@ -58,6 +58,7 @@ def test_a_registered_toy_controller_runs_everywhere(registered, tiny, tmp_path)
     assert result.controller == "toy_norm" and result.curve
 
     r = evaluate(tiny, CharTokenizer(48), "hello world, " * 4, "toy_norm", calibration_text="some calibration text " * 3,
+                 speed_check_tokens=0,
                  target_agreement=0.8, max_tokens=30, chunk=15)
     assert r.controller == "toy_norm" and r.tokens == 30
     assert r.lens_checks_per_token == 0 and r.probe_checks_per_token > 0  # charged as cheap checks

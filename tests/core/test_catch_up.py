@@ -6,6 +6,8 @@ layer ``e``, whatever the other tokens did, and a token that runs every layer mu
 model's logits. Nothing else in the library computes that, so these tests can fail.
 """
 
+import itertools
+
 import pytest
 import torch
 from conftest import VOCAB, random_gpt2, random_llama
@@ -292,7 +294,7 @@ def test_catch_up_rows_runs_each_token_to_the_deepest_later_pass(depths, first):
     owed = sum(n * (max(depths[t:]) - depths[t]) for t, n in tokens)
     assert sum(map(sum, rows)) == owed
     for t, r in enumerate(rows):  # at a deeper layer, never more lagging tokens: they stand where a pass left them
-        assert all(a <= b for a, b in zip(r, r[1:])) and max(r, default=0) <= (first + t - 1 if t else 0)
+        assert all(a <= b for a, b in itertools.pairwise(r)) and max(r, default=0) <= (first + t - 1 if t else 0)
 
 
 def test_catch_up_rows_by_hand():
