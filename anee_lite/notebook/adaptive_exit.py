@@ -151,9 +151,11 @@ def benchmark_table(bench: dict) -> str:
     """The calibrated thresholds of the benchmark as a Markdown table: the rows the README quotes."""
     targets = [r for row in bench["controllers"].values() for r in row["targets"].values()]
     with_bytes = all("bytes_fraction" in r["in domain"] for r in targets)  # runs before 2026-12-04 did not record it
+    with_speed = any(r.get("speed_check") for r in targets)  # runs before 2026-12-05 did not check it
     header = ("| controller | target | threshold | calibration: agreement (bound) | held-out Python docs: agreement / "
-              "cost" + (" / bytes" if with_bytes else "") + " | held-out KJV: agreement / cost | wall time vs full |")
-    lines = [header, "|---|---|---|---|---|---|---|"]
+              "cost" + (" / bytes" if with_bytes else "") + " | held-out KJV: agreement / cost | wall time vs full |"
+              + (" speed check (calibration text): time vs full, then |" if with_speed else ""))
+    lines = [header, "|---|---|---|---|---|---|---|" + ("---|" if with_speed else "")]
     for name, row in bench["controllers"].items():
         for target, r in row["targets"].items():
             c, i, o = r["calibration"], r["in domain"], r["out of domain"]
@@ -162,8 +164,20 @@ def benchmark_table(bench: dict) -> str:
             moved = f" / {i['bytes_fraction']:.3f}" if with_bytes else ""
             lines.append(f"| `{name}` | {float(target):.2f} | {thr} | {c['agreement']:.3f} ({c['lower_bound']:.3f}) | "
                          f"{i['agreement']:.3f} / {i['cost_fraction']:.3f}{moved} | {o['agreement']:.3f} / "
-                         f"{o['cost_fraction']:.3f} | {'-' if wall is None else f'{wall:.2f}'} |")
+                         f"{o['cost_fraction']:.3f} | {'-' if wall is None else f'{wall:.2f}'} |"
+                         + (f" {_speed_check_cell(r)} |" if with_speed else ""))
     return "\n".join(lines)
+
+
+def _speed_check_cell(r: dict) -> str:
+    """What the speed check measured for one calibrated threshold, and what decoding then does."""
+    speed = r.get("speed_check")
+    if not speed:
+        return "-"
+    if not speed["switched_off"]:
+        return f"{speed['time_ratio']:.2f}: kept"
+    off = r.get("switched_off_wall_time_ratio_in_domain")
+    return f"{speed['time_ratio']:.2f}: switched off" + ("" if off is None else f" (wall {off:.2f})")
 
 
 def plot_kv_fill(benches: dict, controller: str = "learned", text: str = "in domain", ax=None):

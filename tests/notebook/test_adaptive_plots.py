@@ -81,6 +81,19 @@ def test_benchmark_table_adds_bytes_when_the_run_recorded_them():
     assert "| 0.885 / 0.710 / 0.812 |" in lines[2]
 
 
+def test_benchmark_table_adds_the_speed_check_when_the_run_made_one():
+    bench = fake_benchmark()
+    targets = bench["controllers"]["learned"]["targets"]
+    targets["0.8"] = targets["0.8"] | {"speed_check": {"time_ratio": 0.96, "switched_off": False}}
+    targets["0.9"] = targets["0.9"] | {"speed_check": {"time_ratio": 1.052, "switched_off": True},
+                                       "switched_off_wall_time_ratio_in_domain": 1.004}
+    lines = adaptive_plots.benchmark_table(bench).splitlines()
+    assert lines[0].endswith("| speed check (calibration text): time vs full, then |") and lines[1].count("|") == 9
+    assert lines[2].endswith("| 0.74 | 0.96: kept |")
+    assert lines[3].endswith("| 1.05: switched off (wall 1.00) |")
+    assert "speed check" not in adaptive_plots.benchmark_table(fake_benchmark())  # runs without one: as before
+
+
 def test_kv_fill_plot_draws_one_line_per_fill_and_stars_the_calibrated_points():
     slow, fast = fake_benchmark(), fake_benchmark()
     ax = adaptive_plots.plot_kv_fill({"propagate": slow, "catch_up": fast})
