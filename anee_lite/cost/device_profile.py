@@ -77,8 +77,12 @@ class DeviceProfile:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise ValueError(f"{self.name}.{name} must be in (0, 1], got {value!r}")
-        object.__setattr__(self, "rows_efficiency", _check_rows_efficiency(self.name, self.rows_efficiency))
-        object.__setattr__(self, "few_rows_slowdown", _check_few_rows_slowdown(self.name, self.few_rows_slowdown))
+        object.__setattr__(self, "rows_efficiency", _check_row_table(
+            self.name, "rows_efficiency", self.rows_efficiency, min_rows=1, value="share must be in (0, 1]",
+            allowed=lambda s: 0 < s <= 1))
+        object.__setattr__(self, "few_rows_slowdown", _check_row_table(
+            self.name, "few_rows_slowdown", self.few_rows_slowdown, min_rows=2,
+            value="factor must be finite numbers >= 1", allowed=lambda f: 1 <= f < math.inf))
         for name in ("peak_flops", "joules_per_flop"):
             table = getattr(self, name)
             if not isinstance(table, dict) or set(table) != set(COMPUTE_DTYPES):
@@ -122,31 +126,22 @@ class DeviceProfile:
         return asdict(self)
 
 
-def _check_rows_efficiency(device: str, table) -> tuple:
-    """(rows, share) pairs with rows increasing integers >= 1 and shares in (0, 1], as a tuple of tuples."""
-    try:
-        pairs = tuple((r, s) for r, s in table)
-    except (TypeError, ValueError):
-        raise ValueError(f"{device}.rows_efficiency must be (rows, share) pairs, got {table!r}") from None
-    for i, (r, s) in enumerate(pairs):
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1 or (i and r <= pairs[i - 1][0]):
-            raise ValueError(f"{device}.rows_efficiency rows must be increasing integers >= 1, got {table!r}")
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 1:
-            raise ValueError(f"{device}.rows_efficiency shares must be in (0, 1], got {table!r}")
-    return pairs
+def _check_row_table(device: str, field: str, table, *, min_rows: int, value: str, allowed) -> tuple:
+    """(rows, value) pairs with rows increasing integers >= ``min_rows`` and ``allowed(value)``, as a tuple of tuples.
 
-
-def _check_few_rows_slowdown(device: str, table) -> tuple:
-    """(rows, factor) pairs with rows increasing integers >= 2 and factors >= 1, as a tuple of tuples."""
+    ``value`` is the second entry's name and rule, for the messages: "share must be in (0, 1]" refuses a bad one
+    with "<device>.<field> shares must be in (0, 1]".
+    """
+    noun, rule = value.split(" ", 1)
     try:
-        pairs = tuple((r, f) for r, f in table)
+        pairs = tuple((r, v) for r, v in table)
     except (TypeError, ValueError):
-        raise ValueError(f"{device}.few_rows_slowdown must be (rows, factor) pairs, got {table!r}") from None
-    for i, (r, f) in enumerate(pairs):
-        if isinstance(r, bool) or not isinstance(r, int) or r < 2 or (i and r <= pairs[i - 1][0]):
-            raise ValueError(f"{device}.few_rows_slowdown rows must be increasing integers >= 2, got {table!r}")
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 1 <= f < math.inf:
-            raise ValueError(f"{device}.few_rows_slowdown factors must be finite numbers >= 1, got {table!r}")
+        raise ValueError(f"{device}.{field} must be (rows, {noun}) pairs, got {table!r}") from None
+    for i, (r, v) in enumerate(pairs):
+        if isinstance(r, bool) or not isinstance(r, int) or r < min_rows or (i and r <= pairs[i - 1][0]):
+            raise ValueError(f"{device}.{field} rows must be increasing integers >= {min_rows}, got {table!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not allowed(v):
+            raise ValueError(f"{device}.{field} {noun}s {rule}, got {table!r}")
     return pairs
 
 
