@@ -423,8 +423,8 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
     per_round = max(1, batch_rows // len(chunks))  # candidates whose decodings fit side by side in one batch
     tops = full_top1(model, chunks)  # once for every round
     tested: list[CandidateThreshold] = []
-    for start in range(0, len(ordered), per_round):
-        runs = decode_thresholds(model, chunks, controller, ordered[start:start + per_round], batch_rows=batch_rows,
+    for first in range(0, len(ordered), per_round):
+        runs = decode_thresholds(model, chunks, controller, ordered[first:first + per_round], batch_rows=batch_rows,
                                  desc="calibrating", final_top1=tops, kv_fill=kv_fill)
         tested += [CandidateThreshold(lower_bound=0.0, **m)
                    for m in summarize(model, controller, runs, chunks, kv_fill=kv_fill)]
@@ -434,15 +434,18 @@ def calibrate_by_decoding(model: UnrolledModel, chunks: list[Tensor], controller
     chosen = best if best is not None else tested[0]
     threshold, speed = exit_that_pays(model, chunks, controller, chosen.threshold, speed_check_tokens, kv_fill)
     controller.threshold = threshold
+    seconds = time.perf_counter() - start
     if speed is not None and speed["switched_off"]:  # the full model itself: it agrees with itself on every token
-        n = chosen.tokens
-        return DecodedCalibration(controller.name, threshold, target, delta, n, 1.0, 1.0, 1.0, 1.0, True, tested,
-                                  float(n), time.perf_counter() - start, 1.0, kv_fill, speed)
+        return DecodedCalibration(controller.name, threshold, target, delta, chosen.tokens, agreement=1.0,
+                                  lower_bound=1.0, cost_fraction=1.0, mean_layers_fraction=1.0, met=True,
+                                  tested=tested, effective_tokens=float(chosen.tokens), seconds=seconds,
+                                  bytes_fraction=1.0, kv_fill=kv_fill, speed_check=speed)
     return DecodedCalibration(controller.name, chosen.threshold, target, delta, chosen.tokens, chosen.agreement,
                               chosen.lower_bound, chosen.cost_fraction, chosen.mean_layers_fraction,
-                              best is not None, tested,
-                              effective_tokens(chosen.chunk_agreements, chosen.chunk_tokens),
-                              time.perf_counter() - start, chosen.bytes_fraction, kv_fill, speed)
+                              met=best is not None, tested=tested,
+                              effective_tokens=effective_tokens(chosen.chunk_agreements, chosen.chunk_tokens),
+                              seconds=seconds, bytes_fraction=chosen.bytes_fraction, kv_fill=kv_fill,
+                              speed_check=speed)
 
 
 def cheapest_by(kv_fill: str) -> str:

@@ -78,11 +78,11 @@ class DeviceProfile:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise ValueError(f"{self.name}.{name} must be in (0, 1], got {value!r}")
         object.__setattr__(self, "rows_efficiency", _check_row_table(
-            self.name, "rows_efficiency", self.rows_efficiency, min_rows=1, value="share must be in (0, 1]",
+            self.name, "rows_efficiency", self.rows_efficiency, min_rows=1, noun="share", rule="must be in (0, 1]",
             allowed=lambda s: 0 < s <= 1))
         object.__setattr__(self, "few_rows_slowdown", _check_row_table(
-            self.name, "few_rows_slowdown", self.few_rows_slowdown, min_rows=2,
-            value="factor must be finite numbers >= 1", allowed=lambda f: 1 <= f < math.inf))
+            self.name, "few_rows_slowdown", self.few_rows_slowdown, min_rows=2, noun="factor",
+            rule="must be finite numbers >= 1", allowed=lambda f: 1 <= f < math.inf))
         for name in ("peak_flops", "joules_per_flop"):
             table = getattr(self, name)
             if not isinstance(table, dict) or set(table) != set(COMPUTE_DTYPES):
@@ -109,9 +109,9 @@ class DeviceProfile:
 
     def memory_slowdown(self, rows: int) -> float:
         """How many times a one-row product's weight-streaming time a product over ``rows`` rows takes (>= 1)."""
-        table = ((1, 1.0), *self.few_rows_slowdown)
-        if rows <= 1 or len(table) == 1:
+        if rows <= 1 or not self.few_rows_slowdown:  # every op of a plan asks: most are one row
             return 1.0
+        table = ((1, 1.0), *self.few_rows_slowdown)
         for (r0, f0), (r1, f1) in itertools.pairwise(table):
             if rows <= r1:
                 return f0 + math.log(rows / r0) / math.log(r1 / r0) * (f1 - f0)
@@ -126,13 +126,11 @@ class DeviceProfile:
         return asdict(self)
 
 
-def _check_row_table(device: str, field: str, table, *, min_rows: int, value: str, allowed) -> tuple:
+def _check_row_table(device: str, field: str, table, *, min_rows: int, noun: str, rule: str, allowed) -> tuple:
     """(rows, value) pairs with rows increasing integers >= ``min_rows`` and ``allowed(value)``, as a tuple of tuples.
 
-    ``value`` is the second entry's name and rule, for the messages: "share must be in (0, 1]" refuses a bad one
-    with "<device>.<field> shares must be in (0, 1]".
+    ``noun`` and ``rule`` word the messages, e.g. "share" and "must be in (0, 1]".
     """
-    noun, rule = value.split(" ", 1)
     try:
         pairs = tuple((r, v) for r, v in table)
     except (TypeError, ValueError):

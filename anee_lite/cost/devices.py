@@ -221,7 +221,7 @@ class LocalMeasurements:
     matmul_flops: float  # FLOP/s of the fastest [rows, 1024] @ [1024, 1024] fp32 products over distinct weights
     op_overhead_s: float  # seconds per framework operator call on the library's own decoding path
     matmul_rows: tuple = ()  # (rows, FLOP/s) for each row count measured (MATMUL_ROWS)
-    few_rows: tuple = ()  # (rows, seconds over one row's) for each of FEW_ROWS on the largest matrix-vector weights
+    few_rows: tuple = ()  # (rows, seconds over one row's) for each of FEW_ROWS on the FEW_ROWS_SHAPE matrix-vector weights
     attention_flops: float = 0.0  # FLOP/s of causal attention over ATTENTION_TOKENS tokens (0: not measured)
 
 
@@ -255,7 +255,7 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128, matvec_mib: int
     stream = big.numel() * 4 / median_seconds(big.sum, repeats)
     del big
 
-    sizes, seconds = [], []
+    sizes, seconds, few_rows = [], [], []
     for d_in, d_out in ((256, 512), (512, 1024), (1024, 2048), (2048, 4096)):
         nbytes = d_in * d_out * 4
         count = max(2, matvec_mib * MiB // nbytes)
@@ -269,7 +269,6 @@ def run_micro_benchmark(repeats: int = 5, stream_mib: int = 128, matvec_mib: int
         sizes.append(nbytes)
         seconds.append(median_seconds(matvecs, repeats) / count)
         if (d_in, d_out) == FEW_ROWS_SHAPE:  # the same weights a few rows at a time: a caught-up token, a verify pass
-            few_rows = []
             for rows in FEW_ROWS:
                 x_rows = torch.full((1, rows, d_in), 0.5)  # [1, rows, in]
                 ratio = median_seconds(lambda x_rows=x_rows: matvecs(x=x_rows), repeats) / count / seconds[-1]

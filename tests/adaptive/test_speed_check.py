@@ -87,8 +87,10 @@ def test_calibration_reports_the_speed_check_and_a_switched_off_exit_is_the_full
     plain = calibrate_by_decoding(tiny, chunks, controller, 0.5, delta=0.2, thresholds=[0.0, 0.2, 2.0])
     assert plain.speed_check is None and not math.isinf(plain.threshold)  # an exiting threshold passes
     monkeypatch.setattr(real_calibration, "measured_time_ratio", lambda *a, **k: ratio)
+    began = time.perf_counter()
     cal = calibrate_by_decoding(tiny, chunks, controller, 0.5, delta=0.2, thresholds=[0.0, 0.2, 2.0],
                                 speed_check_tokens=16)
+    assert 0 < cal.seconds <= time.perf_counter() - began  # the calibration's own time
     assert cal.speed_check == {"threshold": plain.threshold, "time_ratio": ratio, "switched_off": ratio >= 1,
                                "tokens": 16}
     assert controller.threshold == cal.threshold
